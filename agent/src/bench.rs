@@ -1,0 +1,265 @@
+//! `ferry bench SCENARIO`: benchmarks that print each figure beside a
+//! baseline measured in the same run, and end with one JSON line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytesize::ByteSize;
+use clap::Subcommand;
+use futures::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use ferry_cloud_tier::clock::SystemClock;
+use ferry_cloud_tier::config::CacheConfig;
+use ferry_cloud_tier::faulty::{Faults, FaultyStore};
+use ferry_cloud_tier::metrics::Metrics;
+use ferry_cloud_tier::namespace::Namespace;
+use ferry_cloud_tier::{CloudConfig, RunningNode};
+use ferry_protocol::client::Cluster;
+use ferry_protocol::ids::{NodeId, Role};
+use ferry_protocol::tls::{self, TlsMaterial};
+use ferry_protocol::transport;
+
+/// Benchmark scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Cold read vs direct store read (same throttled store); warm read vs plain TCP and local disk.
+    Read {
+        /// Object size.
+        #[arg(long, default_value = "1GiB")]
+        size: ByteSize,
+        /// Bandwidth cap of the simulated store, bytes per second.
+        #[arg(long, default_value = "200MB")]
+        bandwidth: ByteSize,
+        /// Latency the simulated store adds to every request.
+        #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+        latency: Duration,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Runs a scenario.
+pub async fn run(s: Scenario) -> Result<()> {
+    match s {
+        Scenario::Read { size, bandwidth, latency, dir } => read(size.as_u64(), bandwidth.as_u64(), latency, dir).await,
+    }
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+fn write_object(path: &std::path::Path, size: u64) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path)?);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for w in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+async fn tcp_copy(size: u64) -> Result<Duration> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        let buf = vec![7u8; 4 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            s.write_all(&buf[..n]).await?;
+            left -= n as u64;
+        }
+        s.shutdown().await?;
+        Ok::<_, std::io::Error>(())
+    });
+    let t0 = Instant::now();
+    let mut c = tokio::net::TcpStream::connect(addr).await?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut got = 0u64;
+    loop {
+        let n = c.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    let d = t0.elapsed();
+    server.await??;
+    if got != size {
+        bail!("tcp baseline moved {got} of {size} bytes");
+    }
+    Ok(d)
+}
+
+struct CountingSink(u64);
+
+impl tokio::io::AsyncWrite for CountingSink {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0 += buf.len() as u64;
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+async fn read(size: u64, bandwidth: u64, latency: Duration, dir: Option<PathBuf>) -> Result<()> {
+    let tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
+    let root = tmp.path();
+    let data = root.join("store");
+    std::fs::create_dir_all(&data)?;
+    eprintln!("bench read: writing a {} object", ByteSize::b(size).display().iec());
+    let obj = data.join("obj.bin");
+    let o2 = obj.clone();
+    tokio::task::spawn_blocking(move || write_object(&o2, size)).await??;
+
+    let certs = root.join("certs");
+    tls::init_ca(&certs, "bench")?;
+    let cloud_id = NodeId::new("cloud-1").map_err(anyhow::Error::msg)?;
+    let client_id = NodeId::new("client").map_err(anyhow::Error::msg)?;
+    tls::issue(&certs, Role::Cloud, &cloud_id)?;
+    tls::issue(&certs, Role::Client, &client_id)?;
+
+    let base: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&data)?);
+    let faulty = Arc::new(FaultyStore::new(base, Faults { latency, bandwidth: Some(bandwidth) }));
+    let store: Arc<dyn ObjectStore> = faulty.clone();
+    let location = object_store::path::Path::from("obj.bin");
+
+    // (a) baseline: one direct streaming GET from the throttled store.
+    eprintln!(
+        "bench read: direct read from the throttled store ({}/s, {latency:?} per request)",
+        ByteSize::b(bandwidth).display().si()
+    );
+    let t0 = Instant::now();
+    let mut s = store.get(&location).await?.into_stream();
+    let mut direct_bytes = 0u64;
+    while let Some(c) = s.next().await {
+        direct_bytes += c?.len() as u64;
+    }
+    let direct = t0.elapsed();
+    if direct_bytes != size {
+        bail!("direct read returned {direct_bytes} of {size} bytes");
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let mut ns = Namespace::empty(metrics);
+    ns.add("/", store.clone(), object_store::path::Path::default(), 0)?;
+    let cfg = CloudConfig {
+        listen: "127.0.0.1:0".parse().expect("literal address"),
+        metrics_listen: String::new(),
+        cache: CacheConfig {
+            memory: ByteSize::b(size + (256 << 20)),
+            disk: ByteSize::b(size * 2 + (256 << 20)),
+            disk_dir: root.join("cache"),
+        },
+        ..CloudConfig::default()
+    };
+    let node =
+        RunningNode::start_with(&cfg, ns, TlsMaterial::load_dir(&certs, &cloud_id)?, Arc::new(SystemClock)).await?;
+    let endpoint = transport::client_endpoint(&TlsMaterial::load_dir(&certs, &client_id)?)?;
+    let cluster = Cluster::new(endpoint, &[node.addr.to_string()])?;
+
+    eprintln!("bench read: cold read through ferry");
+    let t0 = Instant::now();
+    let mut sink = CountingSink(0);
+    cluster.read_to("/obj.bin", 0, None, &mut sink).await.context("cold read")?;
+    let cold = t0.elapsed();
+    if sink.0 != size {
+        bail!("cold read returned {} of {size} bytes", sink.0);
+    }
+    node.node.cache().flush().await;
+
+    eprintln!("bench read: warm reads through ferry, plain TCP, local disk (best of 3)");
+    let mut warm = Duration::MAX;
+    let mut tcp = Duration::MAX;
+    let mut local = Duration::MAX;
+    let store_reads_before = faulty.counters().gets.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let mut sink = CountingSink(0);
+        cluster.read_to("/obj.bin", 0, None, &mut sink).await.context("warm read")?;
+        warm = warm.min(t0.elapsed());
+        if sink.0 != size {
+            bail!("warm read returned {} of {size} bytes", sink.0);
+        }
+        tcp = tcp.min(tcp_copy(size).await?);
+        let o = obj.clone();
+        let d = tokio::task::spawn_blocking(move || -> std::io::Result<Duration> {
+            use std::io::Read;
+            let t0 = Instant::now();
+            let mut f = std::fs::File::open(o)?;
+            let mut buf = vec![0u8; 4 << 20];
+            while f.read(&mut buf)? > 0 {}
+            Ok(t0.elapsed())
+        })
+        .await??;
+        local = local.min(d);
+    }
+    let warm_store_gets = faulty.counters().gets.load(std::sync::atomic::Ordering::SeqCst) - store_reads_before;
+    node.shutdown().await;
+
+    let cold_ratio = cold.as_secs_f64() / direct.as_secs_f64();
+    let tcp_ratio = tcp.as_secs_f64() / warm.as_secs_f64();
+    let local_ratio = local.as_secs_f64() / warm.as_secs_f64();
+    println!("object size                  {}", ByteSize::b(size).display().iec());
+    println!("(a) cold via ferry           {:>8.3} s  {:>8.1} MB/s", cold.as_secs_f64(), mbps(size, cold));
+    println!("    direct store read        {:>8.3} s  {:>8.1} MB/s", direct.as_secs_f64(), mbps(size, direct));
+    println!("    time ratio cold/direct   {cold_ratio:>8.3}   (goal <= 1.1)");
+    println!(
+        "(b) warm via ferry           {:>8.3} s  {:>8.1} MB/s  ({warm_store_gets} store GETs)",
+        warm.as_secs_f64(),
+        mbps(size, warm)
+    );
+    println!("    plain TCP copy           {:>8.3} s  {:>8.1} MB/s", tcp.as_secs_f64(), mbps(size, tcp));
+    println!("    throughput ratio ferry/TCP {tcp_ratio:>6.3}   (goal >= 0.5)");
+    println!("(c) local disk read          {:>8.3} s  {:>8.1} MB/s", local.as_secs_f64(), mbps(size, local));
+    println!("    throughput ratio ferry/local {local_ratio:>4.3}");
+    let json = serde_json::json!({
+        "scenario": "read",
+        "size_bytes": size,
+        "store_bandwidth_bytes_per_s": bandwidth,
+        "store_latency_ms": latency.as_millis() as u64,
+        "direct_s": direct.as_secs_f64(),
+        "cold_s": cold.as_secs_f64(),
+        "cold_over_direct_time": cold_ratio,
+        "warm_s": warm.as_secs_f64(),
+        "warm_store_gets": warm_store_gets,
+        "tcp_s": tcp.as_secs_f64(),
+        "warm_over_tcp_throughput": tcp_ratio,
+        "local_s": local.as_secs_f64(),
+        "warm_over_local_throughput": local_ratio,
+    });
+    println!("{json}");
+    Ok(())
+}

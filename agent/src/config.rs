@@ -1,0 +1,98 @@
+//! Loading configuration files: TOML, then `FERRY_*` environment overrides.
+//!
+//! Nested keys use a double underscore: `FERRY_CACHE__MEMORY=2GiB` sets
+//! `[cache] memory`. Relative paths inside a file are taken relative to the
+//! file's directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Reads `T` from `path` (if given) over `T::default()`, then applies `FERRY_*` variables.
+pub fn load<T>(path: Option<&Path>) -> Result<T>
+where
+    T: Serialize + for<'de> Deserialize<'de> + Default,
+{
+    let mut fig = Figment::from(Serialized::defaults(T::default()));
+    if let Some(p) = path {
+        if !p.is_file() {
+            bail!("config file {} not found", p.display());
+        }
+        fig = fig.merge(Toml::file(p));
+    }
+    fig = fig.merge(Env::prefixed("FERRY_").ignore(&["config", "log", "data"]).split("__"));
+    fig.extract().map_err(|e| {
+        let mut msg = String::new();
+        for (i, err) in e.into_iter().enumerate() {
+            if i > 0 {
+                msg.push_str("; ");
+            }
+            msg.push_str(&err.to_string());
+        }
+        anyhow::anyhow!("invalid config{}: {msg}", path.map(|p| format!(" {}", p.display())).unwrap_or_default())
+    })
+}
+
+/// Resolves `p` against the directory of the config file.
+pub fn relative_to(config: Option<&Path>, p: &Path) -> PathBuf {
+    match config.and_then(|c| c.parent()) {
+        Some(dir) if p.is_relative() && !dir.as_os_str().is_empty() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// How a reader reaches the cache (`client.toml`).
+///
+/// ```toml
+/// nodes = ["127.0.0.1:7400"]   # cache nodes (host:port); pages are spread over them by consistent hashing
+/// certs = "certs"              # directory with ca.pem and ID.pem / ID.key
+/// id = "client"                # identity presented to the nodes
+/// fleet = "default"            # fleet for model pushes
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Cache nodes.
+    pub nodes: Vec<String>,
+    /// Certificate directory.
+    pub certs: PathBuf,
+    /// Identity to present.
+    pub id: String,
+    /// Default fleet.
+    pub fleet: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            nodes: vec!["127.0.0.1:7400".into()],
+            certs: PathBuf::from("certs"),
+            id: "client".into(),
+            fleet: "default".into(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Loads and resolves paths.
+    pub fn load(path: Option<&Path>) -> Result<ClientConfig> {
+        let mut c: ClientConfig = load(path)?;
+        c.certs = relative_to(path, &c.certs);
+        if c.nodes.is_empty() {
+            bail!("client config lists no nodes");
+        }
+        Ok(c)
+    }
+}
+
+/// Loads a cache node's configuration and resolves its paths.
+pub fn load_cloud(path: &Path) -> Result<ferry_cloud_tier::CloudConfig> {
+    let mut c: ferry_cloud_tier::CloudConfig = load(Some(path))?;
+    c.certs = relative_to(Some(path), &c.certs);
+    c.cache.disk_dir = relative_to(Some(path), &c.cache.disk_dir);
+    c.validate().with_context(|| format!("invalid config {}", path.display()))?;
+    Ok(c)
+}

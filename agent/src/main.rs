@@ -1,0 +1,223 @@
+//! `ferry`: one binary for every role — cache node, robot agent, reader, operator.
+//!
+//! Modules: [`config`] (TOML + `FERRY_*` overrides), [`certs`] (`ferry cert`),
+//! [`read`] (`cat`, `ls`, `stat`, `load`), [`up`] (the embedded-default
+//! stack), [`bench`] (benchmark scenarios that print ratios).
+
+mod bench;
+mod certs;
+mod config;
+mod read;
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::io::AsyncWriteExt;
+
+use ferry_protocol::codec::EntryKind;
+use ferry_protocol::ids::Role;
+
+/// Move data between robots, object storage and GPU training machines.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing syntax), e.g. `info` or `ferry_cloud_tier=debug`.
+    #[arg(long, global = true, env = "FERRY_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a local stack on embedded defaults: CA, a cache node over DIR/store, DIR/client.toml.
+    Up {
+        /// Working directory for the stack's data, certificates and configs.
+        #[arg(long, env = "FERRY_DATA", default_value = "ferry-data")]
+        data: PathBuf,
+        /// QUIC address of the cache node.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        listen: std::net::SocketAddr,
+        /// Metrics address of the cache node.
+        #[arg(long, default_value = "127.0.0.1:7401")]
+        metrics_listen: std::net::SocketAddr,
+    },
+    /// Run a cache node.
+    Cloud {
+        /// Node configuration (see docs/OPERATIONS.md for every key).
+        #[arg(long, env = "FERRY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print an object's bytes to standard output.
+    Cat {
+        /// `ferry://HOST:PORT/PATH`, or `/PATH` with the nodes from --config.
+        target: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a directory.
+    Ls {
+        /// `ferry://HOST:PORT/PATH`, or `/PATH` with the nodes from --config.
+        target: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an object's metadata.
+    Stat {
+        /// `ferry://HOST:PORT/PATH`, or `/PATH` with the nodes from --config.
+        target: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Preload a file or directory into the cache.
+    Load {
+        /// `ferry://HOST:PORT/PATH`, or `/PATH` with the nodes from --config.
+        target: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Fleet CA and node identities.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Benchmark scenarios; each prints its figures beside a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        scenario: bench::Scenario,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// Client configuration (nodes, certificates, identity).
+    #[arg(long, env = "FERRY_CONFIG", default_value = "client.toml")]
+    config: PathBuf,
+}
+
+impl ClientArgs {
+    fn explicit(&self) -> bool {
+        std::env::var_os("FERRY_CONFIG").is_some() || self.config != std::path::Path::new("client.toml")
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Create a fleet CA and the fleet's model-signing key.
+    Init {
+        /// Directory for the CA files.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Fleet name written into the CA certificate.
+        #[arg(long, default_value = "default")]
+        fleet: String,
+    },
+    /// Issue a node identity signed by the fleet CA.
+    Issue {
+        /// Directory holding the CA; the identity is written here as ID.pem and ID.key.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// cloud, edge or client.
+        #[arg(long)]
+        role: Role,
+        /// Node id: 1-64 characters of A-Z a-z 0-9 - _.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli.command)) {
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("ferry: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Up { data, listen, metrics_listen } => up::run(&data, listen, metrics_listen).await,
+        Command::Cloud { config } => {
+            let cfg = config::load_cloud(&config)?;
+            let node = ferry_cloud_tier::RunningNode::start(&cfg).await.context("cannot start the cache node")?;
+            eprintln!("ferry: cache node {} listening on {}", cfg.node_id, node.addr);
+            if let Some(m) = node.metrics_addr {
+                eprintln!("ferry: metrics at http://{m}/metrics");
+            }
+            up::wait_for_shutdown().await;
+            eprintln!("ferry: shutting down");
+            node.shutdown().await;
+            Ok(())
+        }
+        Command::Cat { target, client } => {
+            let t = read::parse_target(&target)?;
+            let c = read::cluster(&client.config, client.explicit(), &t)?;
+            let mut out = tokio::io::stdout();
+            c.read_to(&t.path, 0, None, &mut out).await.with_context(|| format!("cat {}", t.path))?;
+            out.flush().await?;
+            Ok(())
+        }
+        Command::Ls { target, client } => {
+            let t = read::parse_target(&target)?;
+            let c = read::cluster(&client.config, client.explicit(), &t)?;
+            let info = c.stat(&t.path).await.with_context(|| format!("ls {}", t.path))?;
+            if info.kind == EntryKind::File {
+                println!("{}", read::describe(&t.path, &info));
+                return Ok(());
+            }
+            for e in c.list(&t.path).await.with_context(|| format!("ls {}", t.path))? {
+                println!("{}", read::describe(&e.name, &e.info));
+            }
+            Ok(())
+        }
+        Command::Stat { target, client } => {
+            let t = read::parse_target(&target)?;
+            let c = read::cluster(&client.config, client.explicit(), &t)?;
+            let info = c.stat(&t.path).await.with_context(|| format!("stat {}", t.path))?;
+            println!("path:      {}", t.path);
+            println!("kind:      {}", if info.kind == EntryKind::Dir { "directory" } else { "file" });
+            println!("size:      {} ({})", info.size, read::human(info.size));
+            println!("modified:  {} ms since epoch", info.mtime_ms);
+            println!("etag:      {}", info.etag);
+            println!("persisted: {}", if info.persisted { "yes" } else { "no (write pending)" });
+            Ok(())
+        }
+        Command::Load { target, client } => {
+            let t = read::parse_target(&target)?;
+            let c = read::cluster(&client.config, client.explicit(), &t)?;
+            let spinner = indicatif::ProgressBar::new_spinner().with_message(format!("loading {}", t.path));
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            let (objects, bytes) = c.load(&t.path).await.with_context(|| format!("load {}", t.path))?;
+            spinner.finish_and_clear();
+            println!("loaded {objects} object(s), {} into the cache", read::human(bytes));
+            Ok(())
+        }
+        Command::Cert { command } => match command {
+            CertCommand::Init { dir, fleet } => {
+                certs::init(&dir, &fleet)?;
+                println!("created fleet CA and model-signing key in {}", dir.display());
+                println!("next: ferry cert issue --dir {} --role cloud --id cloud-1", dir.display());
+                Ok(())
+            }
+            CertCommand::Issue { dir, role, id } => {
+                certs::issue(&dir, role, &id)?;
+                println!("issued {role} identity {id}: {0}/{id}.pem, {0}/{id}.key", dir.display());
+                Ok(())
+            }
+        },
+        Command::Bench { scenario } => bench::run(scenario).await,
+    }
+}

@@ -1,0 +1,86 @@
+//! `ferry cat|ls|stat|load`: reading through the cache.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ferry_protocol::client::Cluster;
+use ferry_protocol::codec::{EntryKind, ObjectInfo};
+use ferry_protocol::ids::{NodeId, NsPath};
+use ferry_protocol::tls::TlsMaterial;
+use ferry_protocol::transport;
+
+use crate::config::ClientConfig;
+
+/// A target given on the command line: `ferry://HOST:PORT/PATH` or `/PATH`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Node named in the URL, if any.
+    pub node: Option<String>,
+    /// Namespace path.
+    pub path: String,
+}
+
+/// Parses a target.
+pub fn parse_target(s: &str) -> Result<Target> {
+    if let Some(rest) = s.strip_prefix("ferry://") {
+        let (host, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if host.is_empty() || !host.contains(':') {
+            bail!("{s:?}: expected ferry://HOST:PORT/PATH");
+        }
+        let p = NsPath::parse(path).map_err(anyhow::Error::msg)?;
+        return Ok(Target { node: Some(host.to_string()), path: p.to_string() });
+    }
+    if s.contains("://") {
+        bail!("{s:?}: only ferry:// URLs or absolute namespace paths are understood");
+    }
+    let p = NsPath::parse(s)
+        .map_err(|e| anyhow::anyhow!("{e} (give ferry://HOST:PORT/PATH or an absolute path with --config)"))?;
+    Ok(Target { node: None, path: p.to_string() })
+}
+
+/// Connects a client for `target` using `config`.
+pub fn cluster(config: &Path, explicit: bool, target: &Target) -> Result<Cluster> {
+    let cfg = ClientConfig::load(explicit.then_some(config).or_else(|| config.is_file().then_some(config)))?;
+    let id = NodeId::new(&cfg.id).map_err(anyhow::Error::msg)?;
+    let tls = TlsMaterial::load_dir(&cfg.certs, &id)
+        .with_context(|| format!("loading identity {id} from {} (see `ferry cert issue`)", cfg.certs.display()))?;
+    let endpoint = transport::client_endpoint(&tls)?;
+    let nodes = match &target.node {
+        Some(n) => vec![n.clone()],
+        None => cfg.nodes.clone(),
+    };
+    Ok(Cluster::new(endpoint, &nodes)?)
+}
+
+/// Formats a size for people.
+pub fn human(n: u64) -> String {
+    bytesize::ByteSize::b(n).display().iec().to_string()
+}
+
+/// One line describing an entry, for `ls -l` style output.
+pub fn describe(name: &str, info: &ObjectInfo) -> String {
+    let kind = if info.kind == EntryKind::Dir { "d" } else { "-" };
+    let persisted = if info.persisted { "" } else { "  (not yet persisted)" };
+    format!("{kind} {:>12} {name}{persisted}", info.size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("ferry://127.0.0.1:7400/datasets/a.bin").expect("valid"),
+            Target { node: Some("127.0.0.1:7400".into()), path: "/datasets/a.bin".into() }
+        );
+        assert_eq!(parse_target("ferry://h:1").expect("valid").path, "/");
+        assert_eq!(parse_target("/x/y").expect("valid"), Target { node: None, path: "/x/y".into() });
+        for bad in ["x/y", "s3://b/k", "ferry:///x", "ferry://host/x", "/a/../b"] {
+            assert!(parse_target(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

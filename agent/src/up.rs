@@ -1,0 +1,86 @@
+//! `ferry up`: the whole local stack on embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ferry_cloud_tier::config::{CacheConfig, MountConfig};
+use ferry_cloud_tier::CloudConfig;
+use ferry_protocol::ids::Role;
+
+use crate::certs;
+use crate::config::ClientConfig;
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(p).with_context(|| format!("create {}", p.display()))?;
+    p.canonicalize().with_context(|| format!("resolve {}", p.display()))
+}
+
+/// Runs the stack until interrupted.
+pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) -> Result<()> {
+    let data = absolute(data)?;
+    let store = data.join("store");
+    let certs_dir = data.join("certs");
+    std::fs::create_dir_all(store.join("datasets"))?;
+    let sample = store.join("datasets").join("hello.txt");
+    if std::fs::read_dir(store.join("datasets"))?.next().is_none() {
+        std::fs::write(&sample, "hello from ferry\n")?;
+    }
+    certs::ensure(&certs_dir, &[(Role::Cloud, "cloud-1"), (Role::Client, "client")])?;
+
+    let cloud = CloudConfig {
+        node_id: "cloud-1".into(),
+        listen,
+        metrics_listen: metrics_listen.to_string(),
+        certs: certs_dir.clone(),
+        cache: CacheConfig { disk_dir: data.join("cache"), ..CacheConfig::default() },
+        mounts: [("/".to_string(), MountConfig { url: format!("file://{}", store.display()), ..Default::default() })]
+            .into(),
+        ..CloudConfig::default()
+    };
+    std::fs::write(data.join("cloud.toml"), toml::to_string_pretty(&cloud)?)?;
+    let node = ferry_cloud_tier::RunningNode::start(&cloud).await.context("cannot start the cache node")?;
+
+    let client = ClientConfig {
+        nodes: vec![node.addr.to_string()],
+        certs: certs_dir,
+        id: "client".into(),
+        fleet: "default".into(),
+    };
+    let client_toml = data.join("client.toml");
+    std::fs::write(&client_toml, toml::to_string_pretty(&client)?)?;
+
+    println!("ferry is up.");
+    println!("  cache node   {} over {}", node.addr, store.display());
+    if let Some(m) = node.metrics_addr {
+        println!("  metrics      http://{m}/metrics");
+    }
+    println!("  client conf  {}", client_toml.display());
+    println!();
+    println!("Try:");
+    println!("  ferry ls   --config {} /datasets", client_toml.display());
+    println!("  ferry cat  --config {} /datasets/hello.txt", client_toml.display());
+    println!("  ferry stat ferry://{}/datasets/hello.txt --config {}", node.addr, client_toml.display());
+    println!("Files you put under {} appear under / in the namespace.", store.display());
+    println!("Stop with Ctrl-C.");
+
+    wait_for_shutdown().await;
+    println!("ferry: shutting down");
+    node.shutdown().await;
+    Ok(())
+}

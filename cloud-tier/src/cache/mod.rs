@@ -1,0 +1,478 @@
+//! The page cache: memory tier over disk tier over the object store.
+//!
+//! A read of page `p` of an object goes:
+//!
+//! 1. memory tier, then disk tier (a disk hit is promoted to memory; a disk
+//!    page failing its checksum is dropped and counted);
+//! 2. otherwise a *fetch*: one ranged GET for the page, conditional on the
+//!    object's etag so pages of two versions never mix. Concurrent misses on
+//!    the same page join the fetch already in flight (single flight), and
+//!    every waiter receives the bytes *as they arrive* from the store, so a
+//!    cold read is not delayed by filling the cache. When the page is
+//!    complete it enters the memory tier, then the disk tier in the
+//!    background.
+//!
+//! Object metadata (size, etag) is cached for `ttl` and persisted beside the
+//! disk tier, so a restarted node can serve warm pages without asking the
+//! store anything. Pages are keyed by etag: when the store's object changes,
+//! the next metadata refresh yields a new etag and old pages are simply
+//! never read again (LRU evicts them).
+//!
+//! The three separable parts are [`eviction::EvictionPolicy`] (what to
+//! evict), [`storage::PageStore`] (where bytes live) and the index kept by
+//! [`tier::Tier`] (persisted through the self-describing page files).
+
+pub mod eviction;
+pub mod storage;
+pub mod tier;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::{GetOptions, GetRange};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use ferry_protocol::codec::ObjectInfo;
+use ferry_protocol::ids::NsPath;
+
+use crate::clock::Clock;
+use crate::error::NodeError;
+use crate::metrics::Metrics;
+use crate::namespace::{Namespace, Resolved};
+use eviction::Lru;
+use storage::{DiskStore, MemoryStore, PageKey};
+use tier::Tier;
+
+/// Sizes of the tiers.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// Page size in bytes.
+    pub page_size: u64,
+    /// Memory tier capacity.
+    pub memory_bytes: u64,
+    /// Disk tier capacity (0 = no disk tier).
+    pub disk_bytes: u64,
+    /// Disk tier directory.
+    pub disk_dir: PathBuf,
+    /// Metadata time-to-live in milliseconds.
+    pub ttl_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FillState {
+    Filling(u64),
+    Done,
+    Failed,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    chunks: Mutex<Vec<Bytes>>,
+    error: Mutex<Option<(ferry_protocol::ErrorCode, String)>>,
+    state: watch::Sender<FillState>,
+}
+
+/// A page being read: whole, or arriving from a fetch in flight.
+#[derive(Debug)]
+pub enum PageRead {
+    /// The whole page, from a tier.
+    Ready(Bytes),
+    /// The page is being fetched; its bytes arrive in order.
+    Filling(PageFill),
+}
+
+/// A reader's handle on a fetch in flight.
+#[derive(Debug)]
+pub struct PageFill {
+    inflight: Arc<Inflight>,
+    rx: watch::Receiver<FillState>,
+    next: usize,
+}
+
+impl PageFill {
+    /// The next bytes of the page, `None` when the page is complete.
+    pub async fn next(&mut self) -> Option<Result<Vec<Bytes>, NodeError>> {
+        loop {
+            let state = *self.rx.borrow_and_update();
+            let fresh: Vec<Bytes> = {
+                let chunks = self.inflight.chunks.lock().expect("inflight lock poisoned");
+                chunks[self.next..].to_vec()
+            };
+            self.next += fresh.len();
+            if !fresh.is_empty() {
+                return Some(Ok(fresh));
+            }
+            match state {
+                FillState::Done => return None,
+                FillState::Failed => {
+                    let (code, msg) = self
+                        .inflight
+                        .error
+                        .lock()
+                        .expect("inflight lock poisoned")
+                        .clone()
+                        .unwrap_or((ferry_protocol::ErrorCode::Internal, "fetch failed".into()));
+                    return Some(Err(match code {
+                        ferry_protocol::ErrorCode::NotFound => NodeError::NotFound(msg),
+                        _ => NodeError::Store(msg),
+                    }));
+                }
+                FillState::Filling(_) => {
+                    if self.rx.changed().await.is_err() {
+                        return Some(Err(NodeError::Store("fetch abandoned".into())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MetaEntry {
+    info: ObjectInfo,
+    fetched_ms: i64,
+}
+
+/// The page cache of one node.
+#[derive(Debug)]
+pub struct PageCache {
+    ns: Namespace,
+    memory: Tier,
+    disk: Option<Arc<Tier>>,
+    meta: Mutex<HashMap<String, MetaEntry>>,
+    meta_dir: Option<PathBuf>,
+    inflight: Mutex<HashMap<PageKey, Arc<Inflight>>>,
+    tasks: TaskTracker,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    opts: CacheOptions,
+}
+
+fn quotas(ns: &Namespace) -> HashMap<Arc<str>, u64> {
+    ns.mounts().filter(|m| m.quota > 0).map(|m| (m.name.clone(), m.quota)).collect()
+}
+
+impl PageCache {
+    /// Opens the cache (reloading the disk tier and persisted metadata).
+    pub fn open(ns: Namespace, opts: CacheOptions, clock: Arc<dyn Clock>) -> Result<PageCache, NodeError> {
+        let metrics = ns.metrics().clone();
+        let q = quotas(&ns);
+        let memory =
+            Tier::open(Box::new(MemoryStore::default()), Box::new(Lru::default()), opts.memory_bytes, q.clone());
+        let (disk, meta_dir) = if opts.disk_bytes > 0 {
+            let store = DiskStore::open(&opts.disk_dir)?;
+            let meta_dir = opts.disk_dir.join("meta");
+            std::fs::create_dir_all(&meta_dir)?;
+            (Some(Arc::new(Tier::open(Box::new(store), Box::new(Lru::default()), opts.disk_bytes, q))), Some(meta_dir))
+        } else {
+            (None, None)
+        };
+        let cache = PageCache {
+            ns,
+            memory,
+            disk,
+            meta: Mutex::new(HashMap::new()),
+            meta_dir,
+            inflight: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            metrics,
+            clock,
+            opts,
+        };
+        cache.load_meta();
+        cache.update_gauges();
+        Ok(cache)
+    }
+
+    /// The namespace behind the cache.
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    /// Page size in bytes.
+    pub fn page_size(&self) -> u64 {
+        self.opts.page_size
+    }
+
+    /// Bytes held by the memory and disk tiers.
+    pub fn used(&self) -> (u64, u64) {
+        (self.memory.used(), self.disk.as_ref().map_or(0, |d| d.used()))
+    }
+
+    fn update_gauges(&self) {
+        let (m, d) = self.used();
+        self.metrics.set_used("memory", m);
+        self.metrics.set_used("disk", d);
+    }
+
+    // ----- metadata -----
+
+    fn meta_file(dir: &Path, path: &str) -> PathBuf {
+        dir.join(blake3::hash(path.as_bytes()).to_hex().as_str())
+    }
+
+    fn load_meta(&self) {
+        let Some(dir) = &self.meta_dir else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let mut meta = self.meta.lock().expect("meta lock poisoned");
+        for e in rd.flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+            let mut lines = text.lines();
+            let parsed = (|| {
+                let path = lines.next()?.to_string();
+                let fetched_ms = lines.next()?.parse().ok()?;
+                let size = lines.next()?.parse().ok()?;
+                let mtime_ms = lines.next()?.parse().ok()?;
+                let etag = lines.next()?.to_string();
+                Some((
+                    path,
+                    MetaEntry {
+                        info: ObjectInfo {
+                            kind: ferry_protocol::codec::EntryKind::File,
+                            size,
+                            mtime_ms,
+                            etag,
+                            persisted: true,
+                        },
+                        fetched_ms,
+                    },
+                ))
+            })();
+            match parsed {
+                Some((p, m)) => {
+                    meta.insert(p, m);
+                }
+                None => {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    fn store_meta(&self, path: &str, entry: &MetaEntry) {
+        let Some(dir) = &self.meta_dir else { return };
+        let i = &entry.info;
+        if i.etag.contains('\n') || path.contains('\n') {
+            return;
+        }
+        let text = format!("{path}\n{}\n{}\n{}\n{}\n", entry.fetched_ms, i.size, i.mtime_ms, i.etag);
+        let file = Self::meta_file(dir, path);
+        let tmp = file.with_extension("tmp");
+        if std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &file)).is_err() {
+            tracing::warn!(path, "could not persist object metadata");
+        }
+    }
+
+    /// Metadata of `path`: from the cache while younger than the TTL, else from the store.
+    pub async fn stat(&self, path: &NsPath) -> Result<ObjectInfo, NodeError> {
+        let now = self.clock.now_ms();
+        if let Some(m) = self.meta.lock().expect("meta lock poisoned").get(path.as_str()) {
+            if now - m.fetched_ms < self.opts.ttl_ms {
+                return Ok(m.info.clone());
+            }
+        }
+        let info = self.ns.head(path).await?;
+        if info.kind == ferry_protocol::codec::EntryKind::File {
+            let entry = MetaEntry { info: info.clone(), fetched_ms: now };
+            self.store_meta(path.as_str(), &entry);
+            self.meta.lock().expect("meta lock poisoned").insert(path.as_str().to_string(), entry);
+        }
+        Ok(info)
+    }
+
+    /// Forgets cached metadata of `path` (after the store reported a change).
+    pub fn invalidate(&self, path: &NsPath) {
+        self.meta.lock().expect("meta lock poisoned").remove(path.as_str());
+        if let Some(dir) = &self.meta_dir {
+            let _ = std::fs::remove_file(Self::meta_file(dir, path.as_str()));
+        }
+    }
+
+    // ----- pages -----
+
+    fn key(&self, resolved: &Resolved, path: &NsPath, info: &ObjectInfo, page: u64) -> PageKey {
+        PageKey {
+            mount: resolved.mount.name.clone(),
+            path: Arc::from(path.as_str()),
+            version: Arc::from(info.etag.as_str()),
+            page,
+        }
+    }
+
+    /// Length of page `page` of an object of `size` bytes.
+    pub fn page_len(&self, size: u64, page: u64) -> u64 {
+        let start = page * self.opts.page_size;
+        size.saturating_sub(start).min(self.opts.page_size)
+    }
+
+    /// Reads page `page` of `path` (whose metadata is `info`).
+    pub async fn page(self: &Arc<Self>, path: &NsPath, info: &ObjectInfo, page: u64) -> Result<PageRead, NodeError> {
+        let resolved = self.ns.resolve(path)?;
+        let key = self.key(&resolved, path, info, page);
+        if let Some(b) = self.memory.get(&key)? {
+            self.metrics.hit("memory", b.len() as u64);
+            return Ok(PageRead::Ready(b));
+        }
+        if let Some(disk) = &self.disk {
+            if disk.contains(&key) {
+                let d = disk.clone();
+                let k = key.clone();
+                let got = tokio::task::spawn_blocking(move || d.get(&k))
+                    .await
+                    .map_err(|e| NodeError::Store(format!("disk read task: {e}")))?;
+                match got {
+                    Ok(Some(b)) => {
+                        self.metrics.hit("disk", b.len() as u64);
+                        let _ = self.memory.insert(key, b.clone());
+                        self.update_gauges();
+                        return Ok(PageRead::Ready(b));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.metrics.corrupt_pages.inc();
+                        tracing::warn!(error = %e, "dropped corrupt page; refetching");
+                    }
+                }
+            }
+        }
+        Ok(PageRead::Filling(self.join_or_fetch(resolved, key, info)))
+    }
+
+    /// Starts fetching a page unless it is cached or already in flight.
+    pub fn prefetch(self: &Arc<Self>, path: &NsPath, info: &ObjectInfo, page: u64) {
+        let Ok(resolved) = self.ns.resolve(path) else { return };
+        let key = self.key(&resolved, path, info, page);
+        if self.memory.contains(&key) || self.disk.as_ref().is_some_and(|d| d.contains(&key)) {
+            return;
+        }
+        let _ = self.join_or_fetch(resolved, key, info);
+    }
+
+    fn join_or_fetch(self: &Arc<Self>, resolved: Resolved, key: PageKey, info: &ObjectInfo) -> PageFill {
+        let mut inflight = self.inflight.lock().expect("inflight lock poisoned");
+        if let Some(f) = inflight.get(&key) {
+            self.metrics.coalesced.inc();
+            return PageFill { inflight: f.clone(), rx: f.state.subscribe(), next: 0 };
+        }
+        // Re-check memory under the lock: a fetch that just finished put its page there first.
+        if let Ok(Some(b)) = self.memory.get(&key) {
+            let (tx, rx) = watch::channel(FillState::Done);
+            let f = Arc::new(Inflight { chunks: Mutex::new(vec![b]), error: Mutex::new(None), state: tx });
+            return PageFill { inflight: f, rx, next: 0 };
+        }
+        self.metrics.misses.inc();
+        let (tx, rx) = watch::channel(FillState::Filling(0));
+        let f = Arc::new(Inflight { chunks: Mutex::new(Vec::new()), error: Mutex::new(None), state: tx });
+        inflight.insert(key.clone(), f.clone());
+        drop(inflight);
+        let cache = self.clone();
+        let fill = f.clone();
+        let info = info.clone();
+        self.tasks.spawn(async move { cache.fetch(resolved, key, info, fill).await });
+        PageFill { inflight: f, rx, next: 0 }
+    }
+
+    async fn fetch(self: Arc<Self>, resolved: Resolved, key: PageKey, info: ObjectInfo, fill: Arc<Inflight>) {
+        let start = key.page * self.opts.page_size;
+        let len = self.page_len(info.size, key.page);
+        let result = self.fetch_into(&resolved, &key, &info, &fill, start, len).await;
+        match result {
+            Ok(page) => {
+                let _ = self.memory.insert(key.clone(), page.clone());
+                self.inflight.lock().expect("inflight lock poisoned").remove(&key);
+                fill.state.send_replace(FillState::Done);
+                if let Some(disk) = &self.disk {
+                    let d = disk.clone();
+                    let k = key.clone();
+                    match tokio::task::spawn_blocking(move || d.insert(k, page)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "could not write page to disk tier"),
+                        Err(e) => tracing::warn!(error = %e, "disk write task failed"),
+                    }
+                }
+                self.update_gauges();
+            }
+            Err(e) => {
+                if matches!(e, NodeError::Changed(_) | NodeError::NotFound(_)) {
+                    if let Ok(p) = NsPath::parse(&key.path) {
+                        self.invalidate(&p);
+                    }
+                }
+                tracing::debug!(path = %key.path, page = key.page, error = %e, "page fetch failed");
+                *fill.error.lock().expect("inflight lock poisoned") = Some((e.code(), e.to_string()));
+                self.inflight.lock().expect("inflight lock poisoned").remove(&key);
+                fill.state.send_replace(FillState::Failed);
+            }
+        }
+    }
+
+    async fn fetch_into(
+        &self,
+        resolved: &Resolved,
+        key: &PageKey,
+        info: &ObjectInfo,
+        fill: &Inflight,
+        start: u64,
+        len: u64,
+    ) -> Result<Bytes, NodeError> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        self.metrics.store_request("get");
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(start..start + len)),
+            if_match: (!info.etag.is_empty() && !info.etag.starts_with('~')).then(|| info.etag.clone()),
+            ..Default::default()
+        };
+        let result = resolved
+            .mount
+            .store
+            .get_opts(&resolved.location, opts)
+            .await
+            .map_err(|e| NodeError::from_store(&key.path, e))?;
+        let mut stream = result.into_stream();
+        let mut got = 0u64;
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| NodeError::from_store(&key.path, e))?;
+            if chunk.is_empty() {
+                continue;
+            }
+            got += chunk.len() as u64;
+            if got > len {
+                return Err(NodeError::Changed(key.path.to_string()));
+            }
+            self.metrics.store_bytes.inc_by(chunk.len() as u64);
+            self.metrics
+                .bytes_served
+                .get_or_create(&crate::metrics::TierLabel { tier: "store".into() })
+                .inc_by(chunk.len() as u64);
+            fill.chunks.lock().expect("inflight lock poisoned").push(chunk);
+            n += 1;
+            fill.state.send_replace(FillState::Filling(n));
+        }
+        if got != len {
+            return Err(NodeError::Changed(key.path.to_string()));
+        }
+        let chunks = fill.chunks.lock().expect("inflight lock poisoned");
+        if chunks.len() == 1 {
+            return Ok(chunks[0].clone());
+        }
+        let mut whole = Vec::with_capacity(len as usize);
+        for c in chunks.iter() {
+            whole.extend_from_slice(c);
+        }
+        Ok(Bytes::from(whole))
+    }
+
+    /// Waits until every fetch started so far has finished and its page is on disk.
+    pub async fn flush(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.tasks.reopen();
+    }
+}

@@ -1,0 +1,132 @@
+//! Cache node configuration (`cloud.toml`). Every key has a default.
+//!
+//! ```toml
+//! node_id = "cloud-1"                 # this node's id; its certificate is CERTS/NODE_ID.pem
+//! listen = "127.0.0.1:7400"           # QUIC address of the block protocol
+//! metrics_listen = "127.0.0.1:7401"   # Prometheus /metrics; "" turns it off
+//! certs = "certs"                     # directory with ca.pem, NODE_ID.pem, NODE_ID.key
+//! page_size = "4MiB"                  # cache page size, 1-4 MiB
+//! ttl = "10m"                         # how long object metadata is trusted before re-checking the store
+//!
+//! [cache]
+//! memory = "512MiB"                   # memory tier size
+//! disk = "10GiB"                      # disk tier size; "0" turns the disk tier off
+//! disk_dir = "ferry-cache"            # disk tier directory (pages and index)
+//!
+//! [mounts."/datasets"]
+//! url = "s3://bucket/prefix"          # s3://, gs://, az://, file:///, memory:///
+//! quota = "0"                         # most bytes this mount may hold in each tier; 0 = no limit
+//! options = { aws_endpoint = "http://127.0.0.1:9000", aws_allow_http = "true" }
+//! ```
+//!
+//! `options` are passed unchanged to object_store's builder for the URL's
+//! scheme (`aws_*`, `google_*`, `azure_*` keys), so every option object_store
+//! documents is available.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// A cache node's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudConfig {
+    /// This node's id; the certificate `CERTS/NODE_ID.pem` must carry it.
+    pub node_id: String,
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// Metrics listen address; empty turns the endpoint off.
+    pub metrics_listen: String,
+    /// Certificate directory.
+    pub certs: PathBuf,
+    /// Page size (1-4 MiB).
+    pub page_size: ByteSize,
+    /// Metadata time-to-live.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Cache tiers.
+    pub cache: CacheConfig,
+    /// Namespace: mount path to store.
+    pub mounts: BTreeMap<String, MountConfig>,
+}
+
+/// Sizes and place of the cache tiers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory tier size.
+    pub memory: ByteSize,
+    /// Disk tier size; 0 disables the disk tier.
+    pub disk: ByteSize,
+    /// Disk tier directory.
+    pub disk_dir: PathBuf,
+}
+
+/// One mount of the namespace.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountConfig {
+    /// Store URL.
+    pub url: String,
+    /// Per-tier quota; 0 means no limit.
+    #[serde(default)]
+    pub quota: ByteSize,
+    /// object_store builder options.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { memory: ByteSize::mib(512), disk: ByteSize::gib(10), disk_dir: PathBuf::from("ferry-cache") }
+    }
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        CloudConfig {
+            node_id: "cloud-1".into(),
+            listen: "127.0.0.1:7400".parse().expect("literal address"),
+            metrics_listen: "127.0.0.1:7401".into(),
+            certs: PathBuf::from("certs"),
+            page_size: ByteSize::mib(4),
+            ttl: Duration::from_secs(600),
+            cache: CacheConfig::default(),
+            mounts: BTreeMap::new(),
+        }
+    }
+}
+
+impl CloudConfig {
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ferry_protocol::ids::NodeId::new(&self.node_id).map_err(ConfigError::Invalid)?;
+        let ps = self.page_size.as_u64();
+        if !((1 << 20)..=(4 << 20)).contains(&ps) {
+            return Err(ConfigError::Invalid(format!("page_size must be 1-4 MiB, got {}", self.page_size)));
+        }
+        if self.cache.memory.as_u64() < ps {
+            return Err(ConfigError::Invalid(format!(
+                "cache.memory ({}) must hold at least one page",
+                self.cache.memory
+            )));
+        }
+        if self.mounts.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no mounts configured: add a [mounts.\"/name\"] section with a url".into(),
+            ));
+        }
+        if !self.metrics_listen.is_empty() {
+            self.metrics_listen
+                .parse::<SocketAddr>()
+                .map_err(|e| ConfigError::Invalid(format!("metrics_listen {:?}: {e}", self.metrics_listen)))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! ferry's cache node.
+//!
+//! A tour of the modules:
+//!
+//! - [`config`]: `cloud.toml`, every key with its default.
+//! - [`namespace`]: several object stores (S3, GCS, Azure, local files) in
+//!   one namespace of mounts.
+//! - [`cache`]: the page cache — eviction policy, memory and disk page
+//!   stores, the persisted index, metadata TTL, single flight and streaming
+//!   cold reads.
+//! - [`node`]: request handling ([`node::CacheNode`], plain async logic) and
+//!   the thin QUIC adapter that serves it.
+//! - [`faulty`]: an object store wrapper adding latency, a bandwidth cap
+//!   and injected errors, for tests and benchmarks.
+//! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - [`clock`]: the injected wall clock.
+
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod faulty;
+pub mod metrics;
+pub mod namespace;
+pub mod node;
+
+pub use config::CloudConfig;
+pub use error::{ConfigError, NodeError};
+pub use node::{CacheNode, RunningNode};

@@ -1,0 +1,152 @@
+//! Prometheus metrics of a cache node, and the thin HTTP endpoint that serves them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label naming a cache tier or the store.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabel {
+    /// `memory`, `disk` or `store`.
+    pub tier: String,
+}
+
+/// Label naming an operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    /// Operation name.
+    pub op: String,
+}
+
+/// All metrics of one node.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Page lookups served by a tier.
+    pub hits: Family<TierLabel, Counter>,
+    /// Page lookups that no tier could serve.
+    pub misses: Counter,
+    /// Bytes served, by the tier they came from.
+    pub bytes_served: Family<TierLabel, Counter>,
+    /// Bytes held, per tier.
+    pub used_bytes: Family<TierLabel, Gauge>,
+    /// Requests sent to object stores, by operation.
+    pub store_requests: Family<OpLabel, Counter>,
+    /// Bytes read from object stores.
+    pub store_bytes: Counter,
+    /// Disk pages that failed their checksum.
+    pub corrupt_pages: Counter,
+    /// Page fetches that joined one already in flight.
+    pub coalesced: Counter,
+    /// Latency of protocol requests, by operation.
+    pub request_seconds: Family<OpLabel, Histogram>,
+}
+
+fn tier(t: &str) -> TierLabel {
+    TierLabel { tier: t.to_string() }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ferry");
+        let m = Metrics {
+            hits: Family::default(),
+            misses: Counter::default(),
+            bytes_served: Family::default(),
+            used_bytes: Family::default(),
+            store_requests: Family::default(),
+            store_bytes: Counter::default(),
+            corrupt_pages: Counter::default(),
+            coalesced: Counter::default(),
+            request_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))),
+            registry: Registry::default(),
+        };
+        registry.register("cache_hits", "Page lookups served by a cache tier", m.hits.clone());
+        registry.register("cache_misses", "Page lookups served by no tier", m.misses.clone());
+        registry.register("bytes_served", "Bytes served to readers by origin tier", m.bytes_served.clone());
+        registry.register("cache_used_bytes", "Bytes held per cache tier", m.used_bytes.clone());
+        registry.register("store_requests", "Requests sent to object stores", m.store_requests.clone());
+        registry.register("store_read_bytes", "Bytes read from object stores", m.store_bytes.clone());
+        registry.register("corrupt_pages", "Disk pages that failed their checksum", m.corrupt_pages.clone());
+        registry.register(
+            "coalesced_fetches",
+            "Page misses that joined a fetch already in flight",
+            m.coalesced.clone(),
+        );
+        registry.register("request_duration_seconds", "Protocol request latency", m.request_seconds.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Counts a hit in `t` of `bytes`.
+    pub fn hit(&self, t: &str, bytes: u64) {
+        self.hits.get_or_create(&tier(t)).inc();
+        self.bytes_served.get_or_create(&tier(t)).inc_by(bytes);
+    }
+
+    /// Counts one store request of kind `op`.
+    pub fn store_request(&self, op: &str) {
+        self.store_requests.get_or_create(&OpLabel { op: op.to_string() }).inc();
+    }
+
+    /// Sum of store requests of every kind.
+    pub fn store_requests_total(&self) -> u64 {
+        ["head", "get", "list"]
+            .iter()
+            .map(|op| self.store_requests.get_or_create(&OpLabel { op: op.to_string() }).get())
+            .sum()
+    }
+
+    /// Sets the bytes held by tier `t`.
+    pub fn set_used(&self, t: &str, bytes: u64) {
+        self.used_bytes.get_or_create(&tier(t)).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Records the latency of one request.
+    pub fn observe(&self, op: &str, seconds: f64) {
+        self.request_seconds.get_or_create(&OpLabel { op: op.to_string() }).observe(seconds);
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the task is dropped.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(listener, metrics).await
+}
+
+/// Serves `GET /metrics` on an already bound listener.
+pub async fn serve_on(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    m.encode(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app).await
+}

@@ -1,0 +1,272 @@
+//! One namespace over several object stores.
+//!
+//! A mount maps a namespace prefix to a store and a prefix inside it
+//! (`/datasets -> s3://bucket/prefix`). Resolution picks the longest mount
+//! prefix on a segment boundary; a mount at `/` catches everything else.
+//! Paths are validated by [`NsPath`] first, so `..` and friends never reach
+//! a store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo};
+use ferry_protocol::ids::NsPath;
+
+use crate::config::MountConfig;
+use crate::error::{ConfigError, NodeError};
+use crate::metrics::Metrics;
+
+/// One mount: a namespace prefix backed by a store.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    /// Namespace prefix, e.g. `/datasets` (or `/`).
+    pub name: Arc<str>,
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// Prefix inside the store.
+    pub prefix: StorePath,
+    /// Per-tier quota in bytes (0 = none).
+    pub quota: u64,
+}
+
+/// Where a namespace path lives.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The mount.
+    pub mount: Mount,
+    /// The object path inside the mount's store.
+    pub location: StorePath,
+}
+
+/// The namespace of a node.
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    mounts: BTreeMap<String, Mount>,
+    metrics: Arc<Metrics>,
+}
+
+/// Builds a store from a URL and object_store options.
+pub fn open_store(url: &str, options: &BTreeMap<String, String>) -> Result<(Arc<dyn ObjectStore>, StorePath), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("bad url {url:?}: {e}"))?;
+    if parsed.scheme() == "file" {
+        let dir = std::path::Path::new(parsed.path());
+        if !dir.is_dir() {
+            return Err(format!("directory {} does not exist", dir.display()));
+        }
+        // Rooted at the directory so the store never reaches outside it.
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| e.to_string())?;
+        return Ok((Arc::new(fs), StorePath::default()));
+    }
+    let (store, prefix) = object_store::parse_url_opts(&parsed, options.iter()).map_err(|e| e.to_string())?;
+    Ok((Arc::from(store), prefix))
+}
+
+fn mount_name(s: &str) -> Result<NsPath, String> {
+    NsPath::parse(s)
+}
+
+fn join(prefix: &StorePath, rest: &[&str]) -> Result<StorePath, NodeError> {
+    let mut parts: Vec<String> = prefix.parts().map(|p| p.as_ref().to_string()).collect();
+    parts.extend(rest.iter().map(|s| s.to_string()));
+    let joined = parts.join("/");
+    StorePath::parse(&joined)
+        .map_err(|e| NodeError::InvalidInput(format!("path {joined:?} is not valid in the store: {e}")))
+}
+
+impl Namespace {
+    /// Opens every configured mount.
+    pub fn open(mounts: &BTreeMap<String, MountConfig>, metrics: Arc<Metrics>) -> Result<Namespace, ConfigError> {
+        let mut ns = Namespace { mounts: BTreeMap::new(), metrics };
+        for (name, cfg) in mounts {
+            let (store, prefix) = open_store(&cfg.url, &cfg.options)
+                .map_err(|reason| ConfigError::Mount { mount: name.clone(), reason })?;
+            ns.add(name, store, prefix, cfg.quota.as_u64())?;
+        }
+        Ok(ns)
+    }
+
+    /// An empty namespace.
+    pub fn empty(metrics: Arc<Metrics>) -> Namespace {
+        Namespace { mounts: BTreeMap::new(), metrics }
+    }
+
+    /// Adds a mount backed by an already built store.
+    pub fn add(
+        &mut self,
+        name: &str,
+        store: Arc<dyn ObjectStore>,
+        prefix: StorePath,
+        quota: u64,
+    ) -> Result<(), ConfigError> {
+        let ns = mount_name(name).map_err(|reason| ConfigError::Mount { mount: name.into(), reason })?;
+        let key = ns.as_str().to_string();
+        if self.mounts.contains_key(&key) {
+            return Err(ConfigError::Mount { mount: name.into(), reason: "mounted twice".into() });
+        }
+        self.mounts.insert(key.clone(), Mount { name: Arc::from(key.as_str()), store, prefix, quota });
+        Ok(())
+    }
+
+    /// The mounts, by name.
+    pub fn mounts(&self) -> impl Iterator<Item = &Mount> {
+        self.mounts.values()
+    }
+
+    /// The mount holding `path` and the object location in its store.
+    pub fn resolve(&self, path: &NsPath) -> Result<Resolved, NodeError> {
+        let segs: Vec<&str> = path.segments().collect();
+        for n in (0..=segs.len()).rev() {
+            let candidate = if n == 0 { "/".to_string() } else { format!("/{}", segs[..n].join("/")) };
+            if let Some(m) = self.mounts.get(&candidate) {
+                let location = join(&m.prefix, &segs[n..])?;
+                return Ok(Resolved { mount: m.clone(), location });
+            }
+        }
+        Err(NodeError::NotFound(format!("{path} (no mount holds it)")))
+    }
+
+    /// Names of mounts directly below `dir` that are not inside another mount (virtual directories).
+    fn virtual_children(&self, dir: &NsPath) -> BTreeSet<String> {
+        let base: Vec<&str> = dir.segments().collect();
+        let mut out = BTreeSet::new();
+        for name in self.mounts.keys() {
+            let segs: Vec<&str> = name.split('/').filter(|s| !s.is_empty()).collect();
+            if segs.len() > base.len() && segs[..base.len()] == base[..] {
+                out.insert(segs[base.len()].to_string());
+            }
+        }
+        out
+    }
+
+    fn dir_info() -> ObjectInfo {
+        ObjectInfo { kind: EntryKind::Dir, size: 0, mtime_ms: 0, etag: String::new(), persisted: true }
+    }
+
+    /// Metadata from the store (no caching here).
+    pub async fn head(&self, path: &NsPath) -> Result<ObjectInfo, NodeError> {
+        if !self.virtual_children(path).is_empty() {
+            return Ok(Self::dir_info());
+        }
+        let r = self.resolve(path)?;
+        if r.location.as_ref().is_empty() {
+            return Ok(Self::dir_info());
+        }
+        self.metrics.store_request("head");
+        match r.mount.store.head(&r.location).await {
+            Ok(meta) => Ok(ObjectInfo {
+                kind: EntryKind::File,
+                size: meta.size,
+                mtime_ms: meta.last_modified.timestamp_millis(),
+                etag: meta.e_tag.unwrap_or_else(|| format!("{}-{}", meta.size, meta.last_modified.timestamp_millis())),
+                persisted: true,
+            }),
+            Err(object_store::Error::NotFound { .. }) => {
+                // A "directory" is a prefix that objects share.
+                self.metrics.store_request("list");
+                let listing = r
+                    .mount
+                    .store
+                    .list_with_delimiter(Some(&r.location))
+                    .await
+                    .map_err(|e| NodeError::from_store(path.as_str(), e))?;
+                if listing.objects.is_empty() && listing.common_prefixes.is_empty() {
+                    Err(NodeError::NotFound(path.to_string()))
+                } else {
+                    Ok(Self::dir_info())
+                }
+            }
+            // The local store reports a directory as "not a file"-style errors; list it instead.
+            Err(e) => {
+                self.metrics.store_request("list");
+                match r.mount.store.list_with_delimiter(Some(&r.location)).await {
+                    Ok(l) if !l.objects.is_empty() || !l.common_prefixes.is_empty() => Ok(Self::dir_info()),
+                    _ => Err(NodeError::from_store(path.as_str(), e)),
+                }
+            }
+        }
+    }
+
+    /// Entries directly under `dir`, sorted by name.
+    pub async fn list(&self, dir: &NsPath) -> Result<Vec<DirEntry>, NodeError> {
+        let mut entries: BTreeMap<String, ObjectInfo> =
+            self.virtual_children(dir).into_iter().map(|n| (n, Self::dir_info())).collect();
+        let resolved = self.resolve(dir);
+        match resolved {
+            Ok(r) => {
+                self.metrics.store_request("list");
+                let prefix = if r.location.as_ref().is_empty() { None } else { Some(&r.location) };
+                let listing = r
+                    .mount
+                    .store
+                    .list_with_delimiter(prefix)
+                    .await
+                    .map_err(|e| NodeError::from_store(dir.as_str(), e))?;
+                if listing.objects.is_empty() && listing.common_prefixes.is_empty() && entries.is_empty() {
+                    // Distinguish an empty directory from a missing one or a file.
+                    match self.head(dir).await {
+                        Ok(i) if i.kind == EntryKind::File => {
+                            return Err(NodeError::InvalidInput(format!("{dir} is a file, not a directory")))
+                        }
+                        Ok(_) => {}
+                        Err(NodeError::NotFound(_)) if prefix.is_some() => {
+                            return Err(NodeError::NotFound(dir.to_string()))
+                        }
+                        Err(NodeError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                for p in listing.common_prefixes {
+                    if let Some(name) = p.filename() {
+                        entries.insert(name.to_string(), Self::dir_info());
+                    }
+                }
+                for o in listing.objects {
+                    if let Some(name) = o.location.filename() {
+                        entries.insert(
+                            name.to_string(),
+                            ObjectInfo {
+                                kind: EntryKind::File,
+                                size: o.size,
+                                mtime_ms: o.last_modified.timestamp_millis(),
+                                etag: o.e_tag.unwrap_or_default(),
+                                persisted: true,
+                            },
+                        );
+                    }
+                }
+            }
+            Err(e) if entries.is_empty() => return Err(e),
+            Err(_) => {}
+        }
+        Ok(entries.into_iter().map(|(name, info)| DirEntry { name, info }).collect())
+    }
+
+    /// Every object under `dir` (recursively), as namespace paths with sizes.
+    pub async fn walk(&self, dir: &NsPath) -> Result<Vec<(NsPath, u64)>, NodeError> {
+        let r = self.resolve(dir)?;
+        self.metrics.store_request("list");
+        let prefix = if r.location.as_ref().is_empty() { None } else { Some(&r.location) };
+        let objects: Vec<_> =
+            r.mount.store.list(prefix).try_collect().await.map_err(|e| NodeError::from_store(dir.as_str(), e))?;
+        let mount_prefix_len = r.mount.prefix.parts().count();
+        let mut out = Vec::with_capacity(objects.len());
+        for o in objects {
+            let rel: Vec<String> = o.location.parts().skip(mount_prefix_len).map(|p| p.as_ref().to_string()).collect();
+            let base = if r.mount.name.as_ref() == "/" { String::new() } else { r.mount.name.to_string() };
+            let p = format!("{base}/{}", rel.join("/"));
+            if let Ok(ns) = NsPath::parse(&p) {
+                out.push((ns, o.size));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Metrics shared with the cache.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}

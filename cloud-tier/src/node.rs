@@ -1,0 +1,405 @@
+//! Request handling of a cache node, and the thin QUIC adapter around it.
+//!
+//! [`CacheNode`] is plain async logic: `handle_*` methods taking paths and
+//! returning data or a [`NodeError`], testable without a socket. [`serve`]
+//! only accepts connections, checks the peer's certificate identity, reads
+//! one request per stream and writes the answer. [`RunningNode`] wires a
+//! configured node together: namespace, cache, QUIC listener, metrics.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo, Request, Response};
+use ferry_protocol::ids::{NodeId, NsPath};
+use ferry_protocol::tls::{self, TlsMaterial};
+use ferry_protocol::{transport, wire, ErrorCode, ProtocolError, PROTOCOL_VERSION};
+
+use crate::cache::{CacheOptions, PageCache, PageFill, PageRead};
+use crate::clock::{Clock, SystemClock};
+use crate::config::CloudConfig;
+use crate::error::{ConfigError, NodeError};
+use crate::metrics::{self, Metrics};
+use crate::namespace::Namespace;
+
+/// Pages fetched ahead of a sequential read inside one request.
+pub const READAHEAD_PAGES: u64 = 4;
+
+/// A cache node's request logic.
+#[derive(Debug)]
+pub struct CacheNode {
+    cache: Arc<PageCache>,
+    node_id: String,
+    metrics: Arc<Metrics>,
+}
+
+fn parse_path(p: &str) -> Result<NsPath, NodeError> {
+    NsPath::parse(p).map_err(NodeError::InvalidInput)
+}
+
+impl CacheNode {
+    /// A node over `ns` with the given cache options.
+    pub fn new(
+        ns: Namespace,
+        opts: CacheOptions,
+        clock: Arc<dyn Clock>,
+        node_id: &str,
+    ) -> Result<CacheNode, NodeError> {
+        let metrics = ns.metrics().clone();
+        let cache = Arc::new(PageCache::open(ns, opts, clock)?);
+        Ok(CacheNode { cache, node_id: node_id.to_string(), metrics })
+    }
+
+    /// The node's page cache.
+    pub fn cache(&self) -> &Arc<PageCache> {
+        &self.cache
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Answers `Stat`.
+    pub async fn handle_stat(&self, path: &str) -> Result<ObjectInfo, NodeError> {
+        self.cache.stat(&parse_path(path)?).await
+    }
+
+    /// Answers `List`.
+    pub async fn handle_list(&self, path: &str) -> Result<Vec<DirEntry>, NodeError> {
+        self.cache.namespace().list(&parse_path(path)?).await
+    }
+
+    /// Answers `ReadRange`: the number of bytes that will follow and a stream of them.
+    pub async fn handle_read(&self, path: &str, offset: u64, len: u64) -> Result<(u64, ReadStream), NodeError> {
+        let path = parse_path(path)?;
+        let info = self.cache.stat(&path).await?;
+        if info.kind == EntryKind::Dir {
+            return Err(NodeError::InvalidInput(format!("{path} is a directory")));
+        }
+        let end = offset.saturating_add(len).min(info.size);
+        let start = offset.min(end);
+        Ok((end - start, ReadStream::new(self.cache.clone(), path, info, start, end)))
+    }
+
+    /// Answers `Load`: brings a file, or every file under a directory, into the cache.
+    pub async fn handle_load(&self, path: &str) -> Result<(u64, u64), NodeError> {
+        let path = parse_path(path)?;
+        let info = self.cache.stat(&path).await?;
+        let files = if info.kind == EntryKind::Dir {
+            self.cache.namespace().walk(&path).await?
+        } else {
+            vec![(path, info.size)]
+        };
+        let mut bytes = 0;
+        for (p, _) in &files {
+            let (_, mut s) = self.handle_read(p.as_str(), 0, u64::MAX).await?;
+            while let Some(b) = s.next().await {
+                bytes += b?.len() as u64;
+            }
+        }
+        Ok((files.len() as u64, bytes))
+    }
+}
+
+struct Cursor {
+    fill: PageFill,
+    /// Offset in the page of the next chunk's first byte.
+    at: u64,
+    /// Wanted window of the page.
+    want: (u64, u64),
+    page_start: u64,
+}
+
+impl std::fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursor").field("at", &self.at).field("want", &self.want).finish()
+    }
+}
+
+/// The bytes of a `ReadRange`, page by page, in order.
+#[derive(Debug)]
+pub struct ReadStream {
+    cache: Arc<PageCache>,
+    path: NsPath,
+    info: ObjectInfo,
+    pos: u64,
+    end: u64,
+    prefetched_to: u64,
+    current: Option<Cursor>,
+    ready: VecDeque<Bytes>,
+}
+
+impl ReadStream {
+    fn new(cache: Arc<PageCache>, path: NsPath, info: ObjectInfo, pos: u64, end: u64) -> ReadStream {
+        ReadStream { cache, path, info, pos, end, prefetched_to: 0, current: None, ready: VecDeque::new() }
+    }
+
+    /// The next piece of the range; `None` at its end.
+    pub async fn next(&mut self) -> Option<Result<Bytes, NodeError>> {
+        let ps = self.cache.page_size();
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Some(Ok(b));
+            }
+            if let Some(cur) = &mut self.current {
+                match cur.fill.next().await {
+                    Some(Ok(chunks)) => {
+                        for c in chunks {
+                            let (s, e) = (cur.at, cur.at + c.len() as u64);
+                            cur.at = e;
+                            let lo = s.max(cur.want.0);
+                            let hi = e.min(cur.want.1);
+                            if lo < hi {
+                                self.ready.push_back(c.slice((lo - s) as usize..(hi - s) as usize));
+                            }
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        self.current = None;
+                        return Some(Err(e));
+                    }
+                    None => {
+                        if cur.at < cur.want.1 {
+                            let msg = format!("{} page {} ended early", self.path, cur.page_start / ps);
+                            self.current = None;
+                            return Some(Err(NodeError::Changed(msg)));
+                        }
+                        self.pos = cur.page_start + cur.want.1;
+                        self.current = None;
+                        continue;
+                    }
+                }
+            }
+            if self.pos >= self.end {
+                return None;
+            }
+            let page = self.pos / ps;
+            let page_start = page * ps;
+            let want = (self.pos - page_start, (self.end - page_start).min(ps));
+            // Read ahead within this request.
+            let last_page = (self.end - 1) / ps;
+            let ahead_to = (page + READAHEAD_PAGES).min(last_page);
+            let from = self.prefetched_to.max(page + 1);
+            for p in from..=ahead_to {
+                self.cache.prefetch(&self.path, &self.info, p);
+            }
+            self.prefetched_to = self.prefetched_to.max(ahead_to + 1);
+            match self.cache.page(&self.path, &self.info, page).await {
+                Ok(PageRead::Ready(b)) => {
+                    if (b.len() as u64) < want.1 {
+                        return Some(Err(NodeError::Corrupt(format!("{} page {page} is short", self.path))));
+                    }
+                    self.pos = page_start + want.1;
+                    return Some(Ok(b.slice(want.0 as usize..want.1 as usize)));
+                }
+                Ok(PageRead::Filling(fill)) => {
+                    self.current = Some(Cursor { fill, at: 0, want, page_start });
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+fn error_response(e: &NodeError) -> Response {
+    Response::Error { code: e.code(), message: e.to_string() }
+}
+
+async fn handle_stream(
+    node: Arc<CacheNode>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), ProtocolError> {
+    let req = match wire::read_request(&mut recv).await {
+        Ok(r) => r,
+        Err(ProtocolError::Malformed(m)) => {
+            wire::write_response(&mut send, &Response::Error { code: ErrorCode::InvalidInput, message: m }).await?;
+            send.finish()?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let t0 = Instant::now();
+    let op = match &req {
+        Request::Hello { .. } => "hello",
+        Request::Stat { .. } => "stat",
+        Request::List { .. } => "list",
+        Request::ReadRange { .. } => "read",
+        Request::Load { .. } => "load",
+    };
+    let resp = match req {
+        Request::Hello { version } if version == PROTOCOL_VERSION => Response::HelloOk {
+            version: PROTOCOL_VERSION,
+            node_id: node.node_id.clone(),
+            page_size: u32::try_from(node.cache.page_size()).unwrap_or(u32::MAX),
+        },
+        Request::Hello { version } => Response::Error {
+            code: ErrorCode::VersionMismatch,
+            message: format!("this node speaks protocol version {PROTOCOL_VERSION}, not {version}"),
+        },
+        Request::Stat { path } => node.handle_stat(&path).await.map_or_else(|e| error_response(&e), Response::StatOk),
+        Request::List { path } => node.handle_list(&path).await.map_or_else(|e| error_response(&e), Response::ListOk),
+        Request::Load { path } => node
+            .handle_load(&path)
+            .await
+            .map_or_else(|e| error_response(&e), |(objects, bytes)| Response::LoadOk { objects, bytes }),
+        Request::ReadRange { path, offset, len } => match node.handle_read(&path, offset, len).await {
+            Err(e) => error_response(&e),
+            Ok((n, mut stream)) => {
+                wire::write_response(&mut send, &Response::Data { len: n }).await?;
+                while let Some(piece) = stream.next().await {
+                    match piece {
+                        Ok(b) => send.write_chunk(b).await?,
+                        Err(e) => {
+                            tracing::warn!(%path, error = %e, "read failed mid-stream");
+                            let _ = send.reset(quinn::VarInt::from_u32(u32::from(e.code() as u16)));
+                            return Ok(());
+                        }
+                    }
+                }
+                send.finish()?;
+                node.metrics.observe(op, t0.elapsed().as_secs_f64());
+                return Ok(());
+            }
+        },
+    };
+    wire::write_response(&mut send, &resp).await?;
+    send.finish()?;
+    node.metrics.observe(op, t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn handle_connection(node: Arc<CacheNode>, incoming: quinn::Incoming) {
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(error = %e, "refused connection");
+            return;
+        }
+    };
+    let peer = match tls::peer_identity(&conn) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(remote = %conn.remote_address(), error = %e, "peer without a usable identity");
+            conn.close(quinn::VarInt::from_u32(ErrorCode::Unauthorized as u32), b"no identity");
+            return;
+        }
+    };
+    tracing::debug!(remote = %conn.remote_address(), %peer, "connection");
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle_stream(node, send, recv).await {
+                        tracing::debug!(error = %e, "stream ended with an error");
+                    }
+                });
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Serves the block protocol on `endpoint` until it is closed.
+pub async fn serve(endpoint: quinn::Endpoint, node: Arc<CacheNode>) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(handle_connection(node.clone(), incoming));
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Certificates or the listener.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The cache could not open.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The metrics listener.
+    #[error("metrics listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A node serving on its sockets.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The QUIC address it listens on.
+    pub addr: SocketAddr,
+    /// The metrics address, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The node's logic.
+    pub node: Arc<CacheNode>,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Starts a node from its configuration.
+    pub async fn start(cfg: &CloudConfig) -> Result<RunningNode, StartError> {
+        cfg.validate()?;
+        let metrics = Arc::new(Metrics::new());
+        let ns = Namespace::open(&cfg.mounts, metrics)?;
+        let id = NodeId::new(&cfg.node_id).map_err(ConfigError::Invalid)?;
+        let tls = TlsMaterial::load_dir(&cfg.certs, &id)?;
+        Self::start_with(cfg, ns, tls, Arc::new(SystemClock)).await
+    }
+
+    /// Starts a node over an already built namespace (tests and benchmarks
+    /// use this to put wrapper stores under it).
+    pub async fn start_with(
+        cfg: &CloudConfig,
+        ns: Namespace,
+        tls: TlsMaterial,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RunningNode, StartError> {
+        let opts = CacheOptions {
+            page_size: cfg.page_size.as_u64(),
+            memory_bytes: cfg.cache.memory.as_u64(),
+            disk_bytes: cfg.cache.disk.as_u64(),
+            disk_dir: cfg.cache.disk_dir.clone(),
+            ttl_ms: i64::try_from(cfg.ttl.as_millis()).unwrap_or(i64::MAX),
+        };
+        let node = Arc::new(CacheNode::new(ns, opts, clock, &cfg.node_id)?);
+        let endpoint = transport::server_endpoint(cfg.listen, &tls)?;
+        let addr = endpoint.local_addr()?;
+        let mut tasks = vec![tokio::spawn(serve(endpoint.clone(), node.clone()))];
+        let mut metrics_addr = None;
+        if !cfg.metrics_listen.is_empty() {
+            let ma: SocketAddr = cfg
+                .metrics_listen
+                .parse()
+                .map_err(|e| ConfigError::Invalid(format!("metrics_listen {:?}: {e}", cfg.metrics_listen)))?;
+            let listener = tokio::net::TcpListener::bind(ma).await?;
+            metrics_addr = Some(listener.local_addr()?);
+            let m = node.metrics.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = metrics::serve_on(listener, m).await {
+                    tracing::warn!(error = %e, "metrics endpoint stopped");
+                }
+            }));
+        }
+        tracing::info!(%addr, node = %cfg.node_id, "cache node listening");
+        Ok(RunningNode { addr, metrics_addr, node, endpoint, tasks })
+    }
+
+    /// Stops accepting, closes connections and waits for pending cache writes.
+    pub async fn shutdown(self) {
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"node shutting down");
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.node.cache.flush().await;
+        self.endpoint.wait_idle().await;
+    }
+}

@@ -1,0 +1,284 @@
+//! A cluster-aware client for the block protocol.
+//!
+//! [`NodeConn`] is one QUIC connection to one node; every request opens its
+//! own bidirectional stream, so a slow read never blocks another.
+//! [`Cluster`] holds the configured node list, computes each page's owner
+//! with the consistent-hash [`Ring`] (no master on the data path), reads
+//! several pages in flight, and falls back to the next owner when a node
+//! cannot serve.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+use crate::codec::{DirEntry, EntryKind, ObjectInfo, Request, Response};
+use crate::error::{ErrorCode, ProtocolError};
+use crate::ring::{page_key, Ring, DEFAULT_VNODES};
+use crate::tls::CLOUD_SERVER_NAME;
+use crate::wire;
+
+/// Pages requested concurrently by one sequential read.
+pub const DEFAULT_WINDOW: usize = 8;
+
+/// One connection to one node, after the `Hello` exchange.
+#[derive(Debug, Clone)]
+pub struct NodeConn {
+    conn: quinn::Connection,
+    /// The node's id as it announced itself.
+    pub node_id: String,
+    /// The node's page size in bytes.
+    pub page_size: u32,
+}
+
+fn unexpected(resp: Response) -> ProtocolError {
+    match resp {
+        Response::Error { code, message } => ProtocolError::Remote { code, message },
+        other => ProtocolError::Unexpected(format!("{other:?}")),
+    }
+}
+
+impl NodeConn {
+    /// Connects to `addr` and exchanges `Hello`.
+    pub async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Result<NodeConn, ProtocolError> {
+        let conn = endpoint.connect(addr, CLOUD_SERVER_NAME)?.await?;
+        let mut nc = NodeConn { conn, node_id: String::new(), page_size: 0 };
+        match nc.call(&Request::Hello { version: crate::PROTOCOL_VERSION }).await?.0 {
+            Response::HelloOk { version, node_id, page_size } => {
+                if version != crate::PROTOCOL_VERSION {
+                    return Err(ProtocolError::Remote {
+                        code: ErrorCode::VersionMismatch,
+                        message: format!("node speaks version {version}, this client {}", crate::PROTOCOL_VERSION),
+                    });
+                }
+                if page_size == 0 {
+                    return Err(ProtocolError::Malformed("node announced page size 0".into()));
+                }
+                nc.node_id = node_id;
+                nc.page_size = page_size;
+                Ok(nc)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
+    async fn call(&self, req: &Request) -> Result<(Response, quinn::RecvStream), ProtocolError> {
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        wire::write_request(&mut send, req).await?;
+        send.finish()?;
+        let resp = wire::read_response(&mut recv).await?;
+        Ok((resp, recv))
+    }
+
+    /// Metadata of `path`.
+    pub async fn stat(&self, path: &str) -> Result<ObjectInfo, ProtocolError> {
+        match self.call(&Request::Stat { path: path.into() }).await?.0 {
+            Response::StatOk(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Entries directly under `path`.
+    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, ProtocolError> {
+        match self.call(&Request::List { path: path.into() }).await?.0 {
+            Response::ListOk(entries) => Ok(entries),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Bytes `[offset, offset + len)` of `path` (fewer at the end of the object).
+    pub async fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Bytes, ProtocolError> {
+        let (resp, mut recv) = self.call(&Request::ReadRange { path: path.into(), offset, len }).await?;
+        match resp {
+            Response::Data { len: n } => {
+                if n > len {
+                    return Err(ProtocolError::Malformed(format!("asked for {len} bytes, node announced {n}")));
+                }
+                let limit = usize::try_from(n).map_err(|_| ProtocolError::Malformed("length overflows".into()))?;
+                let data = recv.read_to_end(limit).await?;
+                if data.len() != limit {
+                    return Err(ProtocolError::Malformed(format!("node announced {n} bytes and sent {}", data.len())));
+                }
+                Ok(Bytes::from(data))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks the node to bring `path` into its cache.
+    pub async fn load(&self, path: &str) -> Result<(u64, u64), ProtocolError> {
+        match self.call(&Request::Load { path: path.into() }).await?.0 {
+            Response::LoadOk { objects, bytes } => Ok((objects, bytes)),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    name: String,
+    conn: Mutex<Option<NodeConn>>,
+}
+
+/// A client over a static list of nodes.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    endpoint: quinn::Endpoint,
+    members: Arc<Vec<Member>>,
+    ring: Arc<Ring>,
+    window: usize,
+}
+
+impl Cluster {
+    /// A client over `nodes` (`host:port` each). Connections open on first use.
+    pub fn new(endpoint: quinn::Endpoint, nodes: &[String]) -> Result<Cluster, ProtocolError> {
+        if nodes.is_empty() {
+            return Err(ProtocolError::Connection("no cache nodes configured".into()));
+        }
+        let members = nodes.iter().map(|n| Member { name: n.clone(), conn: Mutex::new(None) }).collect();
+        Ok(Cluster {
+            endpoint,
+            members: Arc::new(members),
+            ring: Arc::new(Ring::new(nodes, DEFAULT_VNODES)),
+            window: DEFAULT_WINDOW,
+        })
+    }
+
+    /// Sets how many pages one read keeps in flight.
+    pub fn with_window(mut self, window: usize) -> Cluster {
+        self.window = window.max(1);
+        self
+    }
+
+    async fn conn(&self, i: usize) -> Result<NodeConn, ProtocolError> {
+        let m = &self.members[i];
+        let mut slot = m.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let addr = tokio::net::lookup_host(&m.name)
+            .await
+            .map_err(|e| ProtocolError::Connection(format!("resolve {}: {e}", m.name)))?
+            .next()
+            .ok_or_else(|| ProtocolError::Connection(format!("{} resolves to no address", m.name)))?;
+        let c = NodeConn::connect(&self.endpoint, addr).await.map_err(|e| match e {
+            ProtocolError::Connection(msg) => ProtocolError::Connection(format!("{}: {msg}", m.name)),
+            other => other,
+        })?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs `op` against the owners of `key` in preference order until one answers.
+    async fn with_owner<T, F, Fut>(&self, key: &[u8], op: F) -> Result<T, ProtocolError>
+    where
+        F: Fn(NodeConn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProtocolError>>,
+    {
+        let mut last = None;
+        for i in self.ring.owners(key) {
+            let attempt = match self.conn(i).await {
+                Ok(c) => op(c).await,
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(v) => return Ok(v),
+                Err(e) if e.try_elsewhere() => {
+                    tracing::debug!(node = %self.members[i].name, error = %e, "trying next owner");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ProtocolError::Connection("no cache nodes".into())))
+    }
+
+    /// Page size announced by the nodes.
+    pub async fn page_size(&self, path: &str) -> Result<u64, ProtocolError> {
+        self.with_owner(&page_key(path, 0), |c| async move { Ok(u64::from(c.page_size)) }).await
+    }
+
+    /// Metadata of `path`.
+    pub async fn stat(&self, path: &str) -> Result<ObjectInfo, ProtocolError> {
+        self.with_owner(&page_key(path, 0), |c| async move { c.stat(path).await }).await
+    }
+
+    /// Entries directly under `path`.
+    pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, ProtocolError> {
+        self.with_owner(&page_key(path, 0), |c| async move { c.list(path).await }).await
+    }
+
+    /// Asks the owner of `path` to preload it.
+    pub async fn load(&self, path: &str) -> Result<(u64, u64), ProtocolError> {
+        self.with_owner(&page_key(path, 0), |c| async move { c.load(path).await }).await
+    }
+
+    /// Reads one page-aligned piece from its owner.
+    pub async fn read_page(
+        &self,
+        path: &str,
+        page: u64,
+        page_size: u64,
+        start: u64,
+        end: u64,
+    ) -> Result<Bytes, ProtocolError> {
+        debug_assert!(start / page_size == page && (end - 1) / page_size == page);
+        let data = self
+            .with_owner(&page_key(path, page), |c| async move { c.read_range(path, start, end - start).await })
+            .await?;
+        if data.len() as u64 != end - start {
+            return Err(ProtocolError::Malformed(format!(
+                "page {page} of {path}: expected {} bytes, got {} (object changed?)",
+                end - start,
+                data.len()
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Streams bytes `[offset, offset + len)` of `path` into `out`, pages in
+    /// flight concurrently, each from its owner. Returns the bytes written.
+    pub async fn read_to<W>(&self, path: &str, offset: u64, len: Option<u64>, out: &mut W) -> Result<u64, ProtocolError>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let info = self.stat(path).await?;
+        if info.kind == EntryKind::Dir {
+            return Err(ProtocolError::Remote {
+                code: ErrorCode::InvalidInput,
+                message: format!("{path} is a directory"),
+            });
+        }
+        let page_size = self.page_size(path).await?;
+        let end = match len {
+            Some(l) => offset.saturating_add(l).min(info.size),
+            None => info.size,
+        };
+        if offset >= end {
+            return Ok(0);
+        }
+        let first = offset / page_size;
+        let last = (end - 1) / page_size;
+        let pieces = (first..=last).map(|p| (p, (p * page_size).max(offset), ((p + 1) * page_size).min(end)));
+        let mut stream = futures::stream::iter(pieces)
+            .map(|(p, s, e)| self.read_page(path, p, page_size, s, e))
+            .buffered(self.window);
+        let mut written = 0;
+        while let Some(bytes) = stream.try_next().await? {
+            out.write_all(&bytes).await?;
+            written += bytes.len() as u64;
+        }
+        out.flush().await?;
+        Ok(written)
+    }
+}

@@ -1,0 +1,489 @@
+//! The wire format: length-prefixed frames, pure encode and decode.
+//!
+//! Every message is one frame:
+//!
+//! ```text
+//! +----------------+---------+------------------+
+//! | length: u32 BE | tag: u8 | body (length-1)  |
+//! +----------------+---------+------------------+
+//! ```
+//!
+//! `length` counts the tag and the body and is at most [`MAX_FRAME`].
+//! Integers are big-endian; strings are a `u16` length and UTF-8 bytes.
+//! `decode` never reads a socket: given a byte slice it returns the message
+//! and the number of bytes it used, [`DecodeError::Incomplete`] when the
+//! slice holds only part of a frame, or [`DecodeError::Invalid`].
+//!
+//! One request travels per bidirectional QUIC stream. A `ReadRange` is
+//! answered by a `Data` frame that announces a length, followed by exactly
+//! that many raw bytes on the same stream (no further framing, so payloads
+//! are never copied into frames). See `docs/PROTOCOL.md`.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::error::ErrorCode;
+
+/// Largest frame accepted (tag + body), 16 MiB.
+pub const MAX_FRAME: u32 = 16 << 20;
+/// Length of the frame header (length prefix).
+pub const HEADER_LEN: usize = 4;
+
+/// Why a buffer could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// More bytes are needed; at least this many in total.
+    #[error("incomplete frame: need {0} bytes")]
+    Incomplete(usize),
+    /// The bytes can never form a valid message.
+    #[error("invalid frame: {0}")]
+    Invalid(String),
+}
+
+/// Whether an entry is a file (object) or a directory (common prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// An object.
+    File = 0,
+    /// A directory: a prefix shared by objects, or a mount point.
+    Dir = 1,
+}
+
+/// Metadata of a file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+    /// Last modification, milliseconds since the Unix epoch (0 if unknown).
+    pub mtime_ms: i64,
+    /// The store's version tag for the object ("" if none).
+    pub etag: String,
+    /// Whether the bytes are durable in the object store (false while a write is pending).
+    pub persisted: bool,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name within the directory (one path segment).
+    pub name: String,
+    /// Its metadata.
+    pub info: ObjectInfo,
+}
+
+/// Messages a client sends, one per stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// First request on a connection: the client's protocol version.
+    Hello { version: u16 },
+    /// Metadata of one path.
+    Stat { path: String },
+    /// Entries directly under a directory.
+    List { path: String },
+    /// Bytes `[offset, offset + len)` of an object, clamped to its size.
+    ReadRange { path: String, offset: u64, len: u64 },
+    /// Bring a whole object (or every object under a directory) into the cache.
+    Load { path: String },
+}
+
+/// Messages a node sends back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Answer to `Hello`.
+    HelloOk { version: u16, node_id: String, page_size: u32 },
+    /// Answer to `Stat`.
+    StatOk(ObjectInfo),
+    /// Answer to `List`.
+    ListOk(Vec<DirEntry>),
+    /// Header of a `ReadRange` answer: exactly `len` raw bytes follow.
+    Data { len: u64 },
+    /// Answer to `Load`.
+    LoadOk { objects: u64, bytes: u64 },
+    /// The request failed.
+    Error { code: ErrorCode, message: String },
+}
+
+mod tag {
+    pub const HELLO: u8 = 0x01;
+    pub const STAT: u8 = 0x02;
+    pub const LIST: u8 = 0x03;
+    pub const READ_RANGE: u8 = 0x04;
+    pub const LOAD: u8 = 0x05;
+    pub const HELLO_OK: u8 = 0x81;
+    pub const STAT_OK: u8 = 0x82;
+    pub const LIST_OK: u8 = 0x83;
+    pub const DATA: u8 = 0x84;
+    pub const LOAD_OK: u8 = 0x85;
+    pub const ERROR: u8 = 0xFF;
+}
+
+/// Splits one frame off the front of `buf`: returns the tag, the body and
+/// the bytes consumed.
+pub fn split_frame(buf: &[u8]) -> Result<(u8, &[u8], usize), DecodeError> {
+    if buf.len() < HEADER_LEN {
+        return Err(DecodeError::Incomplete(HEADER_LEN));
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if len == 0 {
+        return Err(DecodeError::Invalid("empty frame".into()));
+    }
+    if len > MAX_FRAME {
+        return Err(DecodeError::Invalid(format!("frame of {len} bytes exceeds {MAX_FRAME}")));
+    }
+    let total = HEADER_LEN + len as usize;
+    if buf.len() < total {
+        return Err(DecodeError::Incomplete(total));
+    }
+    Ok((buf[HEADER_LEN], &buf[HEADER_LEN + 1..total], total))
+}
+
+/// Length of the whole frame announced by a 4-byte header.
+pub fn frame_len(header: [u8; HEADER_LEN]) -> Result<usize, DecodeError> {
+    let len = u32::from_be_bytes(header);
+    if len == 0 || len > MAX_FRAME {
+        return Err(DecodeError::Invalid(format!("bad frame length {len}")));
+    }
+    Ok(HEADER_LEN + len as usize)
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Invalid("body shorter than its fields".into()));
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(self.u64()? as i64)
+    }
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let n = self.u16()? as usize;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid("string is not UTF-8".into()))
+    }
+    fn kind(&mut self) -> Result<EntryKind, DecodeError> {
+        match self.u8()? {
+            0 => Ok(EntryKind::File),
+            1 => Ok(EntryKind::Dir),
+            k => Err(DecodeError::Invalid(format!("unknown entry kind {k}"))),
+        }
+    }
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(DecodeError::Invalid(format!("bad boolean {b}"))),
+        }
+    }
+    fn info(&mut self) -> Result<ObjectInfo, DecodeError> {
+        Ok(ObjectInfo {
+            kind: self.kind()?,
+            size: self.u64()?,
+            mtime_ms: self.i64()?,
+            etag: self.string()?,
+            persisted: self.bool()?,
+        })
+    }
+    fn finish(self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::Invalid(format!("{} trailing bytes in frame", self.buf.len())))
+        }
+    }
+}
+
+struct Writer<'a> {
+    buf: &'a mut BytesMut,
+    start: usize,
+}
+
+impl<'a> Writer<'a> {
+    fn new(buf: &'a mut BytesMut, tag: u8) -> Writer<'a> {
+        let start = buf.len();
+        buf.put_u32(0);
+        buf.put_u8(tag);
+        Writer { buf, start }
+    }
+    fn string(&mut self, s: &str) {
+        // Strings longer than u16::MAX are truncated at a char boundary;
+        // paths are limited to 4096 bytes and messages are short.
+        let mut end = s.len().min(u16::MAX as usize);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.buf.put_u16(end as u16);
+        self.buf.put_slice(&s.as_bytes()[..end]);
+    }
+    fn info(&mut self, i: &ObjectInfo) {
+        self.buf.put_u8(i.kind as u8);
+        self.buf.put_u64(i.size);
+        self.buf.put_i64(i.mtime_ms);
+        self.string(&i.etag);
+        self.buf.put_u8(u8::from(i.persisted));
+    }
+    fn finish(self) {
+        let len = (self.buf.len() - self.start - HEADER_LEN) as u32;
+        self.buf[self.start..self.start + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+impl Request {
+    /// Appends this request as one frame.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        match self {
+            Request::Hello { version } => {
+                let w = Writer::new(buf, tag::HELLO);
+                w.buf.put_u16(*version);
+                w.finish();
+            }
+            Request::Stat { path } => {
+                let mut w = Writer::new(buf, tag::STAT);
+                w.string(path);
+                w.finish();
+            }
+            Request::List { path } => {
+                let mut w = Writer::new(buf, tag::LIST);
+                w.string(path);
+                w.finish();
+            }
+            Request::ReadRange { path, offset, len } => {
+                let mut w = Writer::new(buf, tag::READ_RANGE);
+                w.string(path);
+                w.buf.put_u64(*offset);
+                w.buf.put_u64(*len);
+                w.finish();
+            }
+            Request::Load { path } => {
+                let mut w = Writer::new(buf, tag::LOAD);
+                w.string(path);
+                w.finish();
+            }
+        }
+    }
+
+    /// Decodes one request from the front of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<(Request, usize), DecodeError> {
+        let (tag, body, used) = split_frame(buf)?;
+        let mut r = Reader { buf: body };
+        let req = match tag {
+            tag::HELLO => Request::Hello { version: r.u16()? },
+            tag::STAT => Request::Stat { path: r.string()? },
+            tag::LIST => Request::List { path: r.string()? },
+            tag::READ_RANGE => Request::ReadRange { path: r.string()?, offset: r.u64()?, len: r.u64()? },
+            tag::LOAD => Request::Load { path: r.string()? },
+            t => return Err(DecodeError::Invalid(format!("unknown request tag 0x{t:02x}"))),
+        };
+        r.finish()?;
+        Ok((req, used))
+    }
+}
+
+impl Response {
+    /// Appends this response as one frame.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        match self {
+            Response::HelloOk { version, node_id, page_size } => {
+                let mut w = Writer::new(buf, tag::HELLO_OK);
+                w.buf.put_u16(*version);
+                w.string(node_id);
+                w.buf.put_u32(*page_size);
+                w.finish();
+            }
+            Response::StatOk(info) => {
+                let mut w = Writer::new(buf, tag::STAT_OK);
+                w.info(info);
+                w.finish();
+            }
+            Response::ListOk(entries) => {
+                let mut w = Writer::new(buf, tag::LIST_OK);
+                w.buf.put_u32(entries.len() as u32);
+                for e in entries {
+                    w.string(&e.name);
+                    w.info(&e.info);
+                }
+                w.finish();
+            }
+            Response::Data { len } => {
+                let w = Writer::new(buf, tag::DATA);
+                w.buf.put_u64(*len);
+                w.finish();
+            }
+            Response::LoadOk { objects, bytes } => {
+                let w = Writer::new(buf, tag::LOAD_OK);
+                w.buf.put_u64(*objects);
+                w.buf.put_u64(*bytes);
+                w.finish();
+            }
+            Response::Error { code, message } => {
+                let mut w = Writer::new(buf, tag::ERROR);
+                w.buf.put_u16(*code as u16);
+                w.string(message);
+                w.finish();
+            }
+        }
+    }
+
+    /// Decodes one response from the front of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<(Response, usize), DecodeError> {
+        let (tag, body, used) = split_frame(buf)?;
+        let mut r = Reader { buf: body };
+        let resp = match tag {
+            tag::HELLO_OK => Response::HelloOk { version: r.u16()?, node_id: r.string()?, page_size: r.u32()? },
+            tag::STAT_OK => Response::StatOk(r.info()?),
+            tag::LIST_OK => {
+                let n = r.u32()? as usize;
+                // Each entry takes at least 22 bytes; refuse counts the body cannot hold.
+                if n > r.buf.len() / 22 {
+                    return Err(DecodeError::Invalid(format!("list of {n} entries does not fit its frame")));
+                }
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(DirEntry { name: r.string()?, info: r.info()? });
+                }
+                Response::ListOk(entries)
+            }
+            tag::DATA => Response::Data { len: r.u64()? },
+            tag::LOAD_OK => Response::LoadOk { objects: r.u64()?, bytes: r.u64()? },
+            tag::ERROR => Response::Error { code: ErrorCode::from_u16(r.u16()?), message: r.string()? },
+            t => return Err(DecodeError::Invalid(format!("unknown response tag 0x{t:02x}"))),
+        };
+        r.finish()?;
+        Ok((resp, used))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn info() -> ObjectInfo {
+        ObjectInfo { kind: EntryKind::File, size: 42, mtime_ms: -5, etag: "e\u{e9}".into(), persisted: true }
+    }
+
+    fn requests() -> Vec<Request> {
+        vec![
+            Request::Hello { version: 1 },
+            Request::Stat { path: "/datasets/a.bin".into() },
+            Request::List { path: "/".into() },
+            Request::ReadRange { path: "/x".into(), offset: u64::MAX - 1, len: 7 },
+            Request::Load { path: "/d".into() },
+        ]
+    }
+
+    fn responses() -> Vec<Response> {
+        vec![
+            Response::HelloOk { version: 1, node_id: "n1".into(), page_size: 4 << 20 },
+            Response::StatOk(info()),
+            Response::ListOk(vec![
+                DirEntry { name: "a".into(), info: info() },
+                DirEntry { name: "b".into(), info: info() },
+            ]),
+            Response::ListOk(vec![]),
+            Response::Data { len: 1 << 40 },
+            Response::LoadOk { objects: 3, bytes: 9 },
+            Response::Error { code: ErrorCode::NotFound, message: "no such object".into() },
+        ]
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for req in requests() {
+            let mut buf = BytesMut::new();
+            req.encode(&mut buf);
+            let (back, used) = Request::decode(&buf).expect("decodes");
+            assert_eq!(back, req);
+            assert_eq!(used, buf.len());
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        for resp in responses() {
+            let mut buf = BytesMut::new();
+            resp.encode(&mut buf);
+            let (back, used) = Response::decode(&buf).expect("decodes");
+            assert_eq!(back, resp);
+            assert_eq!(used, buf.len());
+        }
+    }
+
+    #[test]
+    fn every_prefix_is_incomplete() {
+        for req in requests() {
+            let mut buf = BytesMut::new();
+            req.encode(&mut buf);
+            for cut in 0..buf.len() {
+                assert!(
+                    matches!(Request::decode(&buf[..cut]), Err(DecodeError::Incomplete(_))),
+                    "{req:?} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn two_frames_back_to_back() {
+        let mut buf = BytesMut::new();
+        Request::Stat { path: "/a".into() }.encode(&mut buf);
+        Request::List { path: "/b".into() }.encode(&mut buf);
+        let (first, used) = Request::decode(&buf).expect("first");
+        let (second, _) = Request::decode(&buf[used..]).expect("second");
+        assert_eq!(first, Request::Stat { path: "/a".into() });
+        assert_eq!(second, Request::List { path: "/b".into() });
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        assert!(matches!(Request::decode(&[0, 0, 0, 0]), Err(DecodeError::Invalid(_))));
+        assert!(matches!(Request::decode(&[0xff, 0, 0, 0, 1]), Err(DecodeError::Invalid(_))));
+        assert!(matches!(Request::decode(&[0, 0, 0, 1, 0x77]), Err(DecodeError::Invalid(_))));
+        // Trailing bytes inside a frame.
+        assert!(matches!(Request::decode(&[0, 0, 0, 4, tag::HELLO, 0, 1, 9]), Err(DecodeError::Invalid(_))));
+        // A list that claims more entries than fit.
+        assert!(matches!(
+            Response::decode(&[0, 0, 0, 5, tag::LIST_OK, 0xff, 0xff, 0xff, 0xff]),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let n = rng.random_range(0..64);
+            let mut b: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            if b.len() >= 4 && rng.random_bool(0.8) {
+                let len = (b.len() - 4) as u32;
+                b[..4].copy_from_slice(&len.to_be_bytes());
+            }
+            let _ = Request::decode(&b);
+            let _ = Response::decode(&b);
+        }
+    }
+}
