@@ -23,6 +23,10 @@ use crate::wire;
 
 /// Pages requested concurrently by one sequential read.
 pub const DEFAULT_WINDOW: usize = 8;
+/// How long a node that failed to connect is skipped before it is tried again.
+pub const DOWN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long to wait for a node to complete the handshake before trying the next one.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// One connection to one node, after the `Hello` exchange.
 #[derive(Debug, Clone)]
@@ -126,6 +130,8 @@ impl NodeConn {
 struct Member {
     name: String,
     conn: Mutex<Option<NodeConn>>,
+    /// After a failed connect, the member is skipped until this instant.
+    down_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// A client over a static list of nodes.
@@ -143,7 +149,10 @@ impl Cluster {
         if nodes.is_empty() {
             return Err(ProtocolError::Connection("no cache nodes configured".into()));
         }
-        let members = nodes.iter().map(|n| Member { name: n.clone(), conn: Mutex::new(None) }).collect();
+        let members = nodes
+            .iter()
+            .map(|n| Member { name: n.clone(), conn: Mutex::new(None), down_until: std::sync::Mutex::new(None) })
+            .collect();
         Ok(Cluster {
             endpoint,
             members: Arc::new(members),
@@ -160,7 +169,18 @@ impl Cluster {
 
     async fn conn(&self, i: usize) -> Result<NodeConn, ProtocolError> {
         let m = &self.members[i];
+        let is_down = || {
+            let down = *m.down_until.lock().expect("member lock poisoned");
+            down.is_some_and(|t| std::time::Instant::now() < t)
+        };
+        if is_down() {
+            return Err(ProtocolError::Connection(format!("{} is marked down", m.name)));
+        }
         let mut slot = m.conn.lock().await;
+        // Another request may have failed to connect while this one waited.
+        if is_down() {
+            return Err(ProtocolError::Connection(format!("{} is marked down", m.name)));
+        }
         if let Some(c) = slot.as_ref() {
             if !c.is_closed() {
                 return Ok(c.clone());
@@ -171,10 +191,21 @@ impl Cluster {
             .map_err(|e| ProtocolError::Connection(format!("resolve {}: {e}", m.name)))?
             .next()
             .ok_or_else(|| ProtocolError::Connection(format!("{} resolves to no address", m.name)))?;
-        let c = NodeConn::connect(&self.endpoint, addr).await.map_err(|e| match e {
-            ProtocolError::Connection(msg) => ProtocolError::Connection(format!("{}: {msg}", m.name)),
-            other => other,
-        })?;
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, NodeConn::connect(&self.endpoint, addr)).await;
+        let c = match attempt {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                *m.down_until.lock().expect("member lock poisoned") = Some(std::time::Instant::now() + DOWN_FOR);
+                return Err(match e {
+                    ProtocolError::Connection(msg) => ProtocolError::Connection(format!("{}: {msg}", m.name)),
+                    other => other,
+                });
+            }
+            Err(_) => {
+                *m.down_until.lock().expect("member lock poisoned") = Some(std::time::Instant::now() + DOWN_FOR);
+                return Err(ProtocolError::Connection(format!("{}: no answer within {CONNECT_TIMEOUT:?}", m.name)));
+            }
+        };
         *slot = Some(c.clone());
         Ok(c)
     }

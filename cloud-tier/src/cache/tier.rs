@@ -62,6 +62,11 @@ impl Tier {
             tracing::info!(tier = tier.store.name(), pages = found.len(), "reopened cached pages");
         }
         for (key, size) in found {
+            let quota = tier.quotas.get(&key.mount).copied().filter(|q| *q > 0).unwrap_or(u64::MAX);
+            if size > tier.capacity || size > quota {
+                tier.store.delete(&key);
+                continue;
+            }
             let evicted = tier.account(key, size);
             for k in evicted {
                 tier.store.delete(&k);

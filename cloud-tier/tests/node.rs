@@ -1,0 +1,297 @@
+//! Cache node integration tests over real QUIC with mutual TLS, against
+//! local files and a real S3 server (moto).
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use common::*;
+use ferry_cloud_tier::faulty::Faults;
+use ferry_cloud_tier::namespace::open_store;
+use ferry_protocol::codec::EntryKind;
+use ferry_protocol::{ErrorCode, ProtocolError};
+
+const BIG: usize = 300 << 20;
+
+fn sizes() -> Vec<(String, usize)> {
+    let p = PAGE as usize;
+    vec![
+        ("empty.bin".into(), 0),
+        ("one.bin".into(), 1),
+        ("page-minus-1.bin".into(), p - 1),
+        ("page.bin".into(), p),
+        ("page-plus-1.bin".into(), p + 1),
+        ("dir/sub/three-pages.bin".into(), 3 * p + 17),
+    ]
+}
+
+async fn put(store: &Arc<dyn ObjectStore>, prefix: &StorePath, name: &str, bytes: Vec<u8>) {
+    let loc = StorePath::parse(format!("{prefix}/{name}").trim_start_matches('/')).expect("path");
+    store.put(&loc, PutPayload::from(bytes)).await.expect("put");
+}
+
+fn remote_code(e: &ProtocolError) -> Option<ErrorCode> {
+    match e {
+        ProtocolError::Remote { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// The same checks for every backing store.
+async fn suite(base: Arc<dyn ObjectStore>, prefix: StorePath) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    for (i, (name, len)) in sizes().into_iter().enumerate() {
+        put(&base, &prefix, &name, data(len, i as u64)).await;
+    }
+    put(&base, &prefix, "big.bin", data(BIG, 99)).await;
+
+    // Memory smaller than the big object, so it also goes through the disk tier.
+    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 1 << 30);
+    let n = start_node(&certs, &cfg, "/data", base.clone(), prefix.clone(), Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+
+    for (i, (name, len)) in sizes().into_iter().enumerate() {
+        let path = format!("/data/{name}");
+        let got = read_all(&c, &path).await.expect("read");
+        assert_eq!(got.len(), len, "{path}");
+        assert!(got == data(len, i as u64), "{path} differs");
+        // Second read comes from the cache and is identical too.
+        assert!(read_all(&c, &path).await.expect("warm read") == data(len, i as u64), "{path} warm differs");
+        let info = c.stat(&path).await.expect("stat");
+        assert_eq!((info.kind, info.size), (EntryKind::File, len as u64));
+    }
+    let big = read_all(&c, "/data/big.bin").await.expect("big read");
+    assert_eq!(big.len(), BIG);
+    assert!(blake3::hash(&big) == blake3::hash(&data(BIG, 99)), "big object differs");
+    drop(big);
+
+    // Ranges that cross page boundaries.
+    let three = data(3 * PAGE as usize + 17, 5);
+    for (off, len) in [(PAGE - 10, 20), (0, 2 * PAGE + 1), (PAGE, PAGE), (3 * PAGE, 100), (5, 3 * PAGE + 100)] {
+        let mut out = Vec::new();
+        c.read_to("/data/dir/sub/three-pages.bin", off, Some(len), &mut out).await.expect("range");
+        let end = ((off + len) as usize).min(three.len());
+        assert!(out[..] == three[off as usize..end], "range {off}+{len}");
+    }
+
+    // Listing.
+    let root: Vec<String> = c.list("/").await.expect("list /").into_iter().map(|e| e.name).collect();
+    assert_eq!(root, ["data"]);
+    let top = c.list("/data").await.expect("list /data");
+    let names: Vec<&str> = top.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["big.bin", "dir", "empty.bin", "one.bin", "page-minus-1.bin", "page-plus-1.bin", "page.bin"]);
+    assert_eq!(top.iter().find(|e| e.name == "dir").map(|e| e.info.kind), Some(EntryKind::Dir));
+    assert_eq!(top.iter().find(|e| e.name == "one.bin").map(|e| e.info.size), Some(1));
+    let sub = c.list("/data/dir/sub").await.expect("list sub");
+    assert_eq!(sub.len(), 1);
+    assert_eq!(c.stat("/data/dir").await.expect("stat dir").kind, EntryKind::Dir);
+
+    // Not found, unknown mount, bad paths.
+    let e = read_all(&c, "/data/missing.bin").await.expect_err("missing");
+    assert_eq!(remote_code(&e), Some(ErrorCode::NotFound), "{e}");
+    let e = c.stat("/elsewhere/x").await.expect_err("unknown mount");
+    assert_eq!(remote_code(&e), Some(ErrorCode::NotFound), "{e}");
+    assert!(e.to_string().contains("no mount"), "{e}");
+    let e = c.list("/data/missing-dir").await.expect_err("missing dir");
+    assert_eq!(remote_code(&e), Some(ErrorCode::NotFound), "{e}");
+    let e = c.stat("/data/../etc/passwd").await.expect_err("traversal");
+    assert_eq!(remote_code(&e), Some(ErrorCode::InvalidInput), "{e}");
+
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (store, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    suite(store, prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("ferry-test");
+    // Through the same code path as a configured mount: URL plus object_store options.
+    let (store, prefix) = open_store("s3://ferry-test/some/prefix", &moto.options()).expect("open s3");
+    assert_eq!(prefix.as_ref(), "some/prefix");
+    suite(store, prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_from_another_ca_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    let other_certs = common::certs(&other);
+    let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    put(&base, &StorePath::default(), "a", b"secret".to_vec()).await;
+    let cfg = node_config(&dir.path().join("cache"), 8 << 20, 0);
+    let n = start_node(&certs, &cfg, "/", base, StorePath::default(), Faults::default()).await;
+
+    let good = client(&certs, &[n.node.addr.to_string()]);
+    assert_eq!(read_all(&good, "/a").await.expect("fleet client reads"), b"secret");
+    let bad = client(&other_certs, &[n.node.addr.to_string()]);
+    let e = read_all(&bad, "/a").await.expect_err("foreign client must be refused");
+    assert!(matches!(e, ProtocolError::Connection(_)), "{e:?}");
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_keeps_a_small_tier_within_bounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let body = data(6 * PAGE as usize, 3);
+    put(&base, &StorePath::default(), "six", body.clone()).await;
+    // Memory for two pages, no disk tier.
+    let cfg = node_config(&dir.path().join("cache"), 2 * PAGE, 0);
+    let n = start_node(&certs, &cfg, "/", base, StorePath::default(), Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    for round in 0..2 {
+        assert!(read_all(&c, "/six").await.expect("read") == body, "round {round}");
+        let (mem, disk) = n.node.node.cache().used();
+        assert!(mem <= 2 * PAGE, "memory tier holds {mem} bytes");
+        assert_eq!(disk, 0);
+    }
+    // Six pages with room for two: the second round finds only the last two and fetches the rest again.
+    assert!(n.store.counters().gets.load(Ordering::SeqCst) >= 10);
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_serves_from_disk_without_the_store_and_refetches_corrupt_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    let body = data(3 * PAGE as usize + 5, 11);
+    put(&base, &prefix, "obj", body.clone()).await;
+    let cache_dir = dir.path().join("cache");
+    let cfg = node_config(&cache_dir, 64 << 20, 256 << 20);
+
+    let first = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    let c = client(&certs, &[first.node.addr.to_string()]);
+    assert!(read_all(&c, "/obj").await.expect("cold") == body);
+    assert!(first.store.counters().reads() > 0);
+    first.node.shutdown().await;
+
+    // A second node over the same cache directory: warm, no store request at all.
+    let second = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    let c = client(&certs, &[second.node.addr.to_string()]);
+    assert!(read_all(&c, "/obj").await.expect("warm") == body);
+    assert_eq!(second.store.counters().reads(), 0, "warm restart touched the store");
+    assert_eq!(second.node.node.metrics().store_requests_total(), 0);
+    second.node.shutdown().await;
+
+    // Corrupt one page file: the third node detects it, drops it and refetches only that page.
+    let mut corrupted = 0;
+    for d in std::fs::read_dir(cache_dir.join("pages")).expect("pages dir").flatten() {
+        for f in std::fs::read_dir(d.path()).expect("page subdir").flatten() {
+            if corrupted == 0 {
+                let mut raw = std::fs::read(f.path()).expect("read page");
+                let last = raw.len() - 1;
+                raw[last] ^= 0x55;
+                std::fs::write(f.path(), raw).expect("write page");
+                corrupted += 1;
+            }
+        }
+    }
+    assert_eq!(corrupted, 1);
+    let third = start_node(&certs, &cfg, "/", base, prefix, Faults::default()).await;
+    let c = client(&certs, &[third.node.addr.to_string()]);
+    assert!(read_all(&c, "/obj").await.expect("read after corruption") == body);
+    assert_eq!(third.node.node.metrics().corrupt_pages.get(), 1);
+    assert_eq!(third.store.counters().gets.load(Ordering::SeqCst), 1, "only the corrupt page is refetched");
+    third.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cold_readers_make_one_store_get() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let body = data(PAGE as usize / 2, 21);
+    put(&base, &StorePath::default(), "hot", body.clone()).await;
+    let cfg = node_config(&dir.path().join("cache"), 16 << 20, 0);
+    // Latency keeps the fetch in flight while the other readers arrive.
+    let faults = Faults { latency: Duration::from_millis(300), bandwidth: None };
+    let n = start_node(&certs, &cfg, "/", base, StorePath::default(), faults).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    // Warm the metadata so every reader goes straight for the page.
+    c.stat("/hot").await.expect("stat");
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { read_all(&c, "/hot").await })
+        })
+        .collect();
+    for r in readers {
+        assert!(r.await.expect("join").expect("read") == body);
+    }
+    assert_eq!(n.store.counters().gets.load(Ordering::SeqCst), 1);
+    assert_eq!(n.node.node.metrics().coalesced.get(), 7);
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_falls_back_when_an_owner_is_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let body = data(8 * PAGE as usize, 4);
+    put(&base, &StorePath::default(), "f", body.clone()).await;
+    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 0);
+    let n = start_node(&certs, &cfg, "/", base, StorePath::default(), Faults::default()).await;
+    // A port where nobody listens: roughly half the pages are owned by it.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
+    let c = client(&certs, &[dead, n.node.addr.to_string()]);
+    let t0 = std::time::Instant::now();
+    assert!(read_all(&c, "/f").await.expect("read with one node down") == body);
+    eprintln!("read with one node down took {:?}", t0.elapsed());
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_errors_are_reported_and_retried_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let body = data(2 * PAGE as usize, 8);
+    put(&base, &StorePath::default(), "f", body.clone()).await;
+    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 0);
+    let n = start_node(&certs, &cfg, "/", base, StorePath::default(), Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    c.stat("/f").await.expect("stat");
+    n.store.fail_next(1);
+    let e = read_all(&c, "/f").await.expect_err("injected failure surfaces");
+    assert_eq!(remote_code(&e), Some(ErrorCode::Unavailable), "{e}");
+    // Nothing bad was cached: the next read is complete and correct.
+    assert!(read_all(&c, "/f").await.expect("retry") == body);
+    n.node.shutdown().await;
+}
+
+#[test]
+fn bad_mount_configuration_is_a_clear_error() {
+    use ferry_cloud_tier::config::MountConfig;
+    use ferry_cloud_tier::metrics::Metrics;
+    use ferry_cloud_tier::namespace::Namespace;
+    let m = |url: &str| [("/x".to_string(), MountConfig { url: url.into(), ..Default::default() })].into();
+    for (url, expect) in
+        [("file:///does/not/exist", "does not exist"), ("ftp://host/x", "/x"), ("not a url", "bad url")]
+    {
+        let e = Namespace::open(&m(url), Arc::new(Metrics::new())).expect_err(url);
+        assert!(e.to_string().contains(expect), "{url}: {e}");
+    }
+    let bad_name = [("no-slash".to_string(), MountConfig { url: "memory:///".into(), ..Default::default() })].into();
+    assert!(Namespace::open(&bad_name, Arc::new(Metrics::new())).is_err());
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every quality gate and test of ferry. On a fresh Debian machine it
+# first installs what the tests need: Python's venv module (apt) and an S3
+# server (moto, from PyPI, into ./.venv). Safe to run again: installed
+# pieces are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MOTO_VERSION="5.2.5"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_missing=()
+command -v python3 >/dev/null 2>&1 || apt_missing+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
+command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+    echo "test.sh: installing ${apt_missing[*]} with apt-get"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${apt_missing[@]}"
+fi
+
+if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/pip show moto 2>/dev/null | grep -q "^Version: ${MOTO_VERSION}$"; then
+    echo "test.sh: installing moto ${MOTO_VERSION} into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
+fi
+export FERRY_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+
+echo "test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "test.sh: cargo test"
+cargo test --workspace --release -- --test-threads 2
