@@ -22,6 +22,9 @@ use object_store::{
 };
 use tokio::time::Instant;
 
+/// Throttling sleeps only when at least this far ahead of the allowed rate.
+const MIN_SLEEP: Duration = Duration::from_millis(2);
+
 /// What to inject.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
@@ -135,7 +138,11 @@ impl FaultyStore {
                             *nf = Some(until);
                             until
                         };
-                        tokio::time::sleep_until(until).await;
+                        // Timers tick in milliseconds: sleep only once the debt is worth a
+                        // tick, so small chunks are not each rounded up to a whole one.
+                        if until > Instant::now() + MIN_SLEEP {
+                            tokio::time::sleep_until(until).await;
+                        }
                     }
                     chunk
                 }

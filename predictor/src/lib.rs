@@ -1,1 +1,3 @@
-//! placeholder
+//! ferry's predictor: access sequences in, prefetch decisions out.
+//!
+//! Not built yet. The crate depends on no other ferry crate.

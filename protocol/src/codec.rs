@@ -369,7 +369,12 @@ impl Response {
             }
             tag::DATA => Response::Data { len: r.u64()? },
             tag::LOAD_OK => Response::LoadOk { objects: r.u64()?, bytes: r.u64()? },
-            tag::ERROR => Response::Error { code: ErrorCode::from_u16(r.u16()?), message: r.string()? },
+            tag::ERROR => {
+                let c = r.u16()?;
+                let code =
+                    ErrorCode::from_wire(c).ok_or_else(|| DecodeError::Invalid(format!("unknown error code {c}")))?;
+                Response::Error { code, message: r.string()? }
+            }
             t => return Err(DecodeError::Invalid(format!("unknown response tag 0x{t:02x}"))),
         };
         r.finish()?;
@@ -470,6 +475,18 @@ mod tests {
             Response::decode(&[0, 0, 0, 5, tag::LIST_OK, 0xff, 0xff, 0xff, 0xff]),
             Err(DecodeError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn decoded_frames_reencode_exactly() {
+        // Unknown error codes are refused, not silently mapped.
+        assert!(Response::decode(&[0, 0, 0, 5, tag::ERROR, 0, 99, 0, 0]).is_err());
+        let mut buf = BytesMut::new();
+        Response::Error { code: ErrorCode::Internal, message: "x".into() }.encode(&mut buf);
+        let (r, n) = Response::decode(&buf).expect("decodes");
+        let mut again = BytesMut::new();
+        r.encode(&mut again);
+        assert_eq!(&again[..], &buf[..n]);
     }
 
     #[test]

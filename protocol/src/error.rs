@@ -27,18 +27,24 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Decodes a wire value; unknown values become [`ErrorCode::Internal`].
-    pub fn from_u16(v: u16) -> ErrorCode {
-        match v {
+    /// Decodes a wire value; `None` for values this version does not define.
+    pub fn from_wire(v: u16) -> Option<ErrorCode> {
+        Some(match v {
             1 => ErrorCode::NotFound,
             2 => ErrorCode::InvalidInput,
             3 => ErrorCode::Unauthorized,
             4 => ErrorCode::Unavailable,
             5 => ErrorCode::Corrupted,
+            6 => ErrorCode::Internal,
             7 => ErrorCode::VersionMismatch,
             8 => ErrorCode::TooLarge,
-            _ => ErrorCode::Internal,
-        }
+            _ => return None,
+        })
+    }
+
+    /// Decodes a stream-reset code; unknown values become [`ErrorCode::Internal`].
+    pub fn from_u16(v: u16) -> ErrorCode {
+        Self::from_wire(v).unwrap_or(ErrorCode::Internal)
     }
 
     /// Whether another attempt (here or at another node) may succeed.

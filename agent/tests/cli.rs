@@ -1,0 +1,253 @@
+//! End-to-end tests of the `ferry` binary: real processes, real sockets.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn ferry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.env_remove("FERRY_CONFIG").env("FERRY_LOG", "warn");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    ferry().args(args).output().expect("run ferry")
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args(["-s", sig, &child.id().to_string()]).status().expect("kill").success();
+    assert!(ok, "kill -s {sig}");
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        assert!(t0.elapsed() < limit, "process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_file(p: &Path) {
+    let t0 = Instant::now();
+    while !p.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{} never appeared", p.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metrics(port: u16) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn help_for_every_command() {
+    for args in [
+        &["--help"][..],
+        &["up", "--help"],
+        &["cloud", "--help"],
+        &["cat", "--help"],
+        &["ls", "--help"],
+        &["stat", "--help"],
+        &["load", "--help"],
+        &["cert", "init", "--help"],
+        &["cert", "issue", "--help"],
+        &["bench", "read", "--help"],
+    ] {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"), "{args:?}");
+    }
+}
+
+#[test]
+fn certificates_and_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let c = certs.to_str().expect("utf8");
+    assert!(run(&["cert", "init", "--dir", c]).status.success());
+    for f in ["ca.pem", "ca.key", "fleet-signing.key", "fleet-signing.pub"] {
+        assert!(certs.join(f).exists(), "{f}");
+    }
+    let again = run(&["cert", "init", "--dir", c]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert!(run(&["cert", "issue", "--dir", c, "--role", "edge", "--id", "robot-17"]).status.success());
+    let bad_role = run(&["cert", "issue", "--dir", c, "--role", "boss", "--id", "x"]);
+    assert!(!bad_role.status.success());
+    let bad_id = run(&["cert", "issue", "--dir", c, "--role", "edge", "--id", "../evil"]);
+    assert!(!bad_id.status.success());
+    assert!(String::from_utf8_lossy(&bad_id.stderr).contains("invalid node id"));
+    assert!(!dir.path().join("evil.pem").exists());
+
+    // Bad configs: one line, non-zero, naming the cause.
+    let cfg = dir.path().join("cloud.toml");
+    for (text, expect) in [
+        ("listen = \"not an address\"\n", "invalid config"),
+        ("unknown_key = 1\n", "unknown_key"),
+        ("page_size = \"64KiB\"\n[mounts.\"/d\"]\nurl = \"memory:///\"\n", "page_size"),
+        ("[cache]\nmemory = \"1GiB\"\n", "no mounts"),
+        ("[mounts.\"/d\"]\nurl = \"file:///no/such/dir\"\n", "does not exist"),
+    ] {
+        std::fs::write(&cfg, text).expect("write config");
+        let o = run(&["cloud", "--config", cfg.to_str().expect("utf8")]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{text}");
+        assert!(err.contains(expect), "{text}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    let missing = run(&["cloud", "--config", "/no/such/cloud.toml"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    let bad_target = run(&["cat", "s3://bucket/key"]);
+    assert!(!bad_target.status.success());
+}
+
+struct Up {
+    child: Running,
+    data: PathBuf,
+    client: String,
+}
+
+fn start_up(dir: &Path) -> Up {
+    let data = dir.join("data");
+    let mut child = ferry()
+        .args(["up", "--data", data.to_str().expect("utf8")])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_tcp_port())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ferry up");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a line").expect("read");
+    assert_eq!(first, "ferry is up.");
+    std::thread::spawn(move || for _ in lines {});
+    let client = data.join("client.toml").to_str().expect("utf8").to_string();
+    Up { child: Running(child), data, client }
+}
+
+#[test]
+fn up_serves_the_data_directory_and_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut up = start_up(dir.path());
+    let store = up.data.join("store");
+    let body: Vec<u8> = (0..(9u32 << 20) + 3).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::create_dir_all(store.join("datasets/scenes")).expect("mkdir");
+    std::fs::write(store.join("datasets/scenes/lidar.bin"), &body).expect("write");
+
+    let cat = run(&["cat", "--config", &up.client, "/datasets/hello.txt"]);
+    assert!(cat.status.success(), "{}", String::from_utf8_lossy(&cat.stderr));
+    assert_eq!(cat.stdout, b"hello from ferry\n");
+    let cat = run(&["cat", "--config", &up.client, "/datasets/scenes/lidar.bin"]);
+    assert!(cat.stdout == body, "cat output differs from the object");
+
+    let ls = run(&["ls", "--config", &up.client, "/datasets"]);
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(text.contains("hello.txt") && text.contains("scenes"), "{text}");
+
+    let addr = std::fs::read_to_string(&up.client).expect("client.toml");
+    let node = addr.split('"').nth(1).expect("a node address in client.toml").to_string();
+    let stat = run(&["stat", &format!("ferry://{node}/datasets/scenes/lidar.bin"), "--config", &up.client]);
+    let text = String::from_utf8_lossy(&stat.stdout);
+    assert!(text.contains(&format!("size:      {}", body.len())), "{text}");
+
+    let load = run(&["load", "--config", &up.client, "/datasets"]);
+    assert!(String::from_utf8_lossy(&load.stdout).contains("loaded 2 object(s)"), "{:?}", load);
+
+    let missing = run(&["cat", "--config", &up.client, "/datasets/nope.bin"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+
+    signal(&up.child.0, "INT");
+    let status = wait_exit(&mut up.child.0, Duration::from_secs(20));
+    assert!(status.success(), "ferry up exited with {status}");
+}
+
+#[test]
+fn restarted_cloud_process_serves_warm_without_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let c = certs.to_str().expect("utf8");
+    assert!(run(&["cert", "init", "--dir", c]).status.success());
+    assert!(run(&["cert", "issue", "--dir", c, "--role", "cloud", "--id", "cloud-1"]).status.success());
+    assert!(run(&["cert", "issue", "--dir", c, "--role", "client", "--id", "client"]).status.success());
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let body: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(store.join("obj.bin"), &body).expect("write");
+
+    let port = free_port();
+    let mport = free_tcp_port();
+    let cfg = dir.path().join("cloud.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\ncerts = \"certs\"\n\
+             page_size = \"1MiB\"\n[cache]\ndisk_dir = \"cache\"\n[mounts.\"/d\"]\nurl = \"file://{}\"\n",
+            store.display()
+        ),
+    )
+    .expect("write config");
+    let client = dir.path().join("client.toml");
+    std::fs::write(&client, format!("nodes = [\"127.0.0.1:{port}\"]\ncerts = \"certs\"\nid = \"client\"\n"))
+        .expect("write client config");
+    let client = client.to_str().expect("utf8");
+
+    for round in 0..2 {
+        let mut node =
+            Running(ferry().args(["cloud", "--config", cfg.to_str().expect("utf8")]).spawn().expect("spawn"));
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", mport)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "node did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let cat = run(&["cat", "--config", client, "/d/obj.bin"]);
+        assert!(cat.status.success(), "{}", String::from_utf8_lossy(&cat.stderr));
+        assert!(cat.stdout == body, "round {round}: bytes differ");
+        let m = metrics(mport);
+        let store_requests = metric(&m, "ferry_store_requests_total");
+        if round == 0 {
+            assert!(store_requests > 0, "cold read made no store request?\n{m}");
+        } else {
+            assert_eq!(store_requests, 0, "warm restart touched the store\n{m}");
+            assert!(metric(&m, "ferry_cache_hits_total{tier=\"disk\"}") >= 5, "{m}");
+        }
+        signal(&node.0, "TERM");
+        assert!(wait_exit(&mut node.0, Duration::from_secs(20)).success());
+    }
+    wait_file(&dir.path().join("cache/pages"));
+}
