@@ -226,6 +226,12 @@ async fn read(size: u64, bandwidth: u64, latency: Duration, dir: Option<PathBuf>
         .await??;
         local = local.min(d);
     }
+    for (node, st) in cluster.stats().await {
+        eprintln!(
+            "bench read: QUIC to {node}: path MTU {} B, rtt {:?}, cwnd {} B, lost packets {}, congestion events {}",
+            st.path.current_mtu, st.path.rtt, st.path.cwnd, st.path.lost_packets, st.path.congestion_events
+        );
+    }
     let warm_store_gets = faulty.counters().gets.load(std::sync::atomic::Ordering::SeqCst) - store_reads_before;
     node.shutdown().await;
 

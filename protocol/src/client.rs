@@ -69,6 +69,11 @@ impl NodeConn {
         }
     }
 
+    /// Transport statistics of the connection (MTU, losses, congestion).
+    pub fn stats(&self) -> quinn::ConnectionStats {
+        self.conn.stats()
+    }
+
     /// Whether the connection has closed.
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()
@@ -232,6 +237,17 @@ impl Cluster {
             }
         }
         Err(last.unwrap_or_else(|| ProtocolError::Connection("no cache nodes".into())))
+    }
+
+    /// Transport statistics of every open connection, by node.
+    pub async fn stats(&self) -> Vec<(String, quinn::ConnectionStats)> {
+        let mut out = Vec::new();
+        for m in self.members.iter() {
+            if let Some(c) = m.conn.lock().await.as_ref() {
+                out.push((m.name.clone(), c.stats()));
+            }
+        }
+        out
     }
 
     /// Page size announced by the nodes.

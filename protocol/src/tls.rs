@@ -173,6 +173,18 @@ impl TlsMaterial {
         TlsMaterial::load(&ca_cert_path(dir), &cert, &key)
     }
 
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        // AES-128-GCM first: as strong as needed here and cheaper per byte
+        // than AES-256-GCM, which is what bulk transfer spends its CPU on.
+        let mut p = rustls::crypto::ring::default_provider();
+        p.cipher_suites = vec![
+            rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+            rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+            rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ];
+        Arc::new(p)
+    }
+
     fn roots(&self) -> Result<rustls::RootCertStore, ProtocolError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.clone()).map_err(|e| tls_err("add CA to trust store", e))?;
@@ -181,7 +193,7 @@ impl TlsMaterial {
 
     /// rustls server configuration requiring a client certificate from the fleet CA.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, ProtocolError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Self::provider();
         let verifier =
             rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
                 .build()
@@ -199,7 +211,7 @@ impl TlsMaterial {
 
     /// rustls client configuration presenting this identity and trusting only the fleet CA.
     pub fn client_config(&self) -> Result<rustls::ClientConfig, ProtocolError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Self::provider();
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| tls_err("protocol versions", e))?

@@ -3,9 +3,10 @@
 //! Defaults in quinn suit the internet at large; ferry moves pages of
 //! megabytes between machines in one data centre or over loopback, so:
 //!
-//! - MTU discovery may probe up to [`MTU_UPPER_BOUND`] bytes (loopback and
-//!   jumbo-frame networks carry far more than the 1452-byte default; probing
-//!   stops at what the path actually carries);
+//! - endpoints accept datagrams up to [`MTU_UPPER_BOUND`] bytes and MTU
+//!   discovery probes up to it (loopback and jumbo-frame networks carry far
+//!   more than quinn's 1472-byte default; probing stops at what the path
+//!   actually carries);
 //! - stream and connection flow-control windows are large enough for many
 //!   pages in flight;
 //! - UDP socket buffers are raised as far as the kernel allows, since a full
@@ -41,6 +42,8 @@ pub fn transport_config() -> TransportConfig {
     t.send_window(u64::from(CONNECTION_WINDOW));
     t.max_concurrent_bidi_streams(VarInt::from_u32(1024));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    // Pages are whole responses; interleaving streams packet by packet buys nothing.
+    t.send_fairness(false);
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     t.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
     t
@@ -60,7 +63,13 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, ProtocolError> {
 fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint, ProtocolError> {
     let socket = udp_socket(addr)?;
     let runtime = quinn::default_runtime().ok_or_else(|| ProtocolError::Connection("no async runtime".into()))?;
-    quinn::Endpoint::new(EndpointConfig::default(), server, socket, runtime).map_err(ProtocolError::Io)
+    // The endpoint advertises how large a datagram it accepts; quinn's default
+    // (1472) would cap MTU discovery no matter the upper bound.
+    let mut config = EndpointConfig::default();
+    config
+        .max_udp_payload_size(MTU_UPPER_BOUND)
+        .map_err(|e| ProtocolError::Connection(format!("max UDP payload: {e}")))?;
+    quinn::Endpoint::new(config, server, socket, runtime).map_err(ProtocolError::Io)
 }
 
 /// A server endpoint listening on `addr` with mutual TLS.
