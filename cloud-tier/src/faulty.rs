@@ -25,6 +25,9 @@ use tokio::time::Instant;
 /// Throttling sleeps only when at least this far ahead of the allowed rate.
 const MIN_SLEEP: Duration = Duration::from_millis(2);
 
+/// Unused allowance a reader may catch up on.
+const BURST: Duration = Duration::from_millis(10);
+
 /// What to inject.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
@@ -133,7 +136,9 @@ impl FaultyStore {
                         let until = {
                             let mut nf = next_free.lock().expect("throttle lock poisoned");
                             let now = Instant::now();
-                            let start = nf.map_or(now, |t| t.max(now));
+                            // Up to BURST of unused allowance carries over, so timer
+                            // overshoot does not lower the rate below the cap.
+                            let start = nf.map_or(now, |t| t.max(now - BURST));
                             let until = start + cost;
                             *nf = Some(until);
                             until
@@ -173,19 +178,10 @@ impl ObjectStore for FaultyStore {
         }
         self.before().await?;
         let res = self.inner.get_opts(location, options).await?;
-        let GetResult { payload, meta, range, attributes, extensions } = res;
-        let stream = match payload {
-            GetResultPayload::Stream(s) => s,
-            file => GetResult {
-                payload: file,
-                meta: meta.clone(),
-                range: range.clone(),
-                attributes: attributes.clone(),
-                extensions: extensions.clone(),
-            }
-            .into_stream(),
-        };
-        Ok(GetResult { payload: GetResultPayload::Stream(self.throttle(stream)), meta, range, attributes, extensions })
+        let (meta, range, attributes, extensions) =
+            (res.meta.clone(), res.range.clone(), res.attributes.clone(), res.extensions.clone());
+        let stream = self.throttle(crate::payload::into_stream(res));
+        Ok(GetResult { payload: GetResultPayload::Stream(stream), meta, range, attributes, extensions })
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {

@@ -14,6 +14,7 @@
 //!   and injected errors, for tests and benchmarks.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`clock`]: the injected wall clock.
+//! - [`payload`]: GET results as streams of large chunks.
 
 pub mod cache;
 pub mod clock;
@@ -23,6 +24,7 @@ pub mod faulty;
 pub mod metrics;
 pub mod namespace;
 pub mod node;
+pub mod payload;
 
 pub use config::CloudConfig;
 pub use error::{ConfigError, NodeError};

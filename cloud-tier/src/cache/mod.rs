@@ -434,7 +434,7 @@ impl PageCache {
             .get_opts(&resolved.location, opts)
             .await
             .map_err(|e| NodeError::from_store(&key.path, e))?;
-        let mut stream = result.into_stream();
+        let mut stream = crate::payload::into_stream(result);
         let mut got = 0u64;
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
