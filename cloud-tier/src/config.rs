@@ -17,6 +17,7 @@
 //! url = "s3://bucket/prefix"          # s3://, gs://, az://, file:///, memory:///
 //! quota = "0"                         # most bytes this mount may hold in each tier; 0 = no limit
 //! options = { aws_endpoint = "http://127.0.0.1:9000", aws_allow_http = "true" }
+//! write_through = false               # true: acknowledge writes only once the store has them
 //! ```
 //!
 //! `options` are passed unchanged to object_store's builder for the URL's
@@ -80,6 +81,9 @@ pub struct MountConfig {
     /// object_store builder options.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Acknowledge writes only once the object store has them (default: once the node's journal has them).
+    #[serde(default)]
+    pub write_through: bool,
 }
 
 impl Default for CacheConfig {

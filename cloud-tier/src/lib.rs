@@ -8,6 +8,8 @@
 //! - [`cache`]: the page cache — eviction policy, memory and disk page
 //!   stores, the persisted index, metadata TTL, single flight and streaming
 //!   cold reads.
+//! - [`journal`]: the write-back journal — writes acknowledged after fsync,
+//!   uploaded to the store behind the writer, resumed after a crash.
 //! - [`node`]: request handling ([`node::CacheNode`], plain async logic) and
 //!   the thin QUIC adapter that serves it.
 //! - [`faulty`]: an object store wrapper adding latency, a bandwidth cap
@@ -21,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod faulty;
+pub mod journal;
 pub mod metrics;
 pub mod namespace;
 pub mod node;

@@ -31,6 +31,8 @@ pub struct Mount {
     pub prefix: StorePath,
     /// Per-tier quota in bytes (0 = none).
     pub quota: u64,
+    /// Writes are acknowledged only once the store has them.
+    pub write_through: bool,
 }
 
 /// Where a namespace path lives.
@@ -85,6 +87,9 @@ impl Namespace {
             let (store, prefix) = open_store(&cfg.url, &cfg.options)
                 .map_err(|reason| ConfigError::Mount { mount: name.clone(), reason })?;
             ns.add(name, store, prefix, cfg.quota.as_u64())?;
+            if cfg.write_through {
+                ns.set_write_through(name, true);
+            }
         }
         Ok(ns)
     }
@@ -107,8 +112,18 @@ impl Namespace {
         if self.mounts.contains_key(&key) {
             return Err(ConfigError::Mount { mount: name.into(), reason: "mounted twice".into() });
         }
-        self.mounts.insert(key.clone(), Mount { name: Arc::from(key.as_str()), store, prefix, quota });
+        self.mounts
+            .insert(key.clone(), Mount { name: Arc::from(key.as_str()), store, prefix, quota, write_through: false });
         Ok(())
+    }
+
+    /// Sets whether writes under mount `name` are acknowledged only once stored.
+    pub fn set_write_through(&mut self, name: &str, on: bool) {
+        if let Ok(ns) = mount_name(name) {
+            if let Some(m) = self.mounts.get_mut(ns.as_str()) {
+                m.write_through = on;
+            }
+        }
     }
 
     /// The mounts, by name.

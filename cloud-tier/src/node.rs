@@ -23,6 +23,7 @@ use crate::cache::{CacheOptions, PageCache, PageFill, PageRead};
 use crate::clock::{Clock, SystemClock};
 use crate::config::CloudConfig;
 use crate::error::{ConfigError, NodeError};
+use crate::journal::{Entry, Journal};
 use crate::metrics::{self, Metrics};
 use crate::namespace::Namespace;
 
@@ -33,6 +34,7 @@ pub const READAHEAD_PAGES: u64 = 4;
 #[derive(Debug)]
 pub struct CacheNode {
     cache: Arc<PageCache>,
+    journal: Arc<Journal>,
     node_id: String,
     metrics: Arc<Metrics>,
 }
@@ -50,8 +52,62 @@ impl CacheNode {
         node_id: &str,
     ) -> Result<CacheNode, NodeError> {
         let metrics = ns.metrics().clone();
+        let journal = Arc::new(Journal::open(&opts.disk_dir.join("journal"))?);
         let cache = Arc::new(PageCache::open(ns, opts, clock)?);
-        Ok(CacheNode { cache, node_id: node_id.to_string(), metrics })
+        Ok(CacheNode { cache, journal, node_id: node_id.to_string(), metrics })
+    }
+
+    /// The write-back journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// Uploads journaled writes until the task is dropped.
+    pub async fn run_uploader(self: Arc<Self>) {
+        let cache = self.cache.clone();
+        let ns = self.cache.namespace().clone();
+        self.journal
+            .clone()
+            .run_uploader(ns, move |p| {
+                if let Ok(p) = NsPath::parse(p) {
+                    cache.invalidate(&p);
+                }
+            })
+            .await;
+    }
+
+    fn pending_info(e: &Entry) -> ObjectInfo {
+        ObjectInfo {
+            kind: EntryKind::File,
+            size: e.size,
+            mtime_ms: e.mtime_ms,
+            etag: format!("~journal-{}", e.seq),
+            persisted: false,
+        }
+    }
+
+    /// Whether some pending write lies below `dir`.
+    fn pending_below(&self, dir: &NsPath) -> Vec<(String, ObjectInfo)> {
+        let prefix = if dir.is_root() { "/".to_string() } else { format!("{dir}/") };
+        let mut out = Vec::new();
+        for e in self.journal.entries() {
+            if let Some(rest) = e.path.strip_prefix(&prefix) {
+                match rest.split_once('/') {
+                    Some((d, _)) => out.push((
+                        d.to_string(),
+                        ObjectInfo {
+                            kind: EntryKind::Dir,
+                            size: 0,
+                            mtime_ms: 0,
+                            etag: String::new(),
+                            persisted: false,
+                        },
+                    )),
+                    None => out.push((rest.to_string(), Self::pending_info(&e))),
+                }
+            }
+        }
+        out
     }
 
     /// The node's page cache.
@@ -66,17 +122,147 @@ impl CacheNode {
 
     /// Answers `Stat`.
     pub async fn handle_stat(&self, path: &str) -> Result<ObjectInfo, NodeError> {
-        self.cache.stat(&parse_path(path)?).await
+        let path = parse_path(path)?;
+        if let Some(e) = self.journal.pending(path.as_str()) {
+            return Ok(Self::pending_info(&e));
+        }
+        match self.cache.stat(&path).await {
+            Err(NodeError::NotFound(m)) => {
+                if self.pending_below(&path).is_empty() {
+                    Err(NodeError::NotFound(m))
+                } else {
+                    Ok(ObjectInfo { kind: EntryKind::Dir, size: 0, mtime_ms: 0, etag: String::new(), persisted: false })
+                }
+            }
+            other => other,
+        }
     }
 
     /// Answers `List`.
     pub async fn handle_list(&self, path: &str) -> Result<Vec<DirEntry>, NodeError> {
-        self.cache.namespace().list(&parse_path(path)?).await
+        let path = parse_path(path)?;
+        let pending = self.pending_below(&path);
+        let mut entries = match self.cache.namespace().list(&path).await {
+            Ok(e) => e,
+            Err(NodeError::NotFound(_)) if !pending.is_empty() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for (name, info) in pending {
+            match entries.iter_mut().find(|e| e.name == name) {
+                Some(e) if info.kind == EntryKind::File => e.info = info,
+                Some(_) => {}
+                None => entries.push(DirEntry { name, info }),
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// Answers `Put`: stores exactly `len` bytes from `body` at `path`.
+    /// Returns whether the object store already has them.
+    pub async fn handle_put<R>(&self, path: &str, len: u64, body: &mut R) -> Result<bool, NodeError>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        let path = parse_path(path)?;
+        let resolved = self.cache.namespace().resolve(&path)?;
+        if resolved.location.as_ref().is_empty() {
+            return Err(NodeError::InvalidInput(format!("{path} is a mount point, not a file")));
+        }
+        let mut w = self.journal.begin(&path).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = body.read(&mut buf[..want]).await?;
+            if n == 0 {
+                return Err(NodeError::InvalidInput(format!("{path}: body ended after {} of {len} bytes", len - left)));
+            }
+            w.write(&buf[..n]).await?;
+            left -= n as u64;
+        }
+        let entry = self.journal.commit(w).await?;
+        self.cache.invalidate(&path);
+        if resolved.mount.write_through {
+            let deadline = std::time::Duration::from_secs(3600);
+            // The uploader picks the entry up at once; wait for it.
+            let t0 = Instant::now();
+            while self.journal.pending(path.as_str()).is_some_and(|e| e.seq == entry.seq) {
+                if t0.elapsed() > deadline {
+                    return Err(NodeError::Store(format!("{path}: upload did not finish")));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Answers `Delete`.
+    pub async fn handle_delete(&self, path: &str) -> Result<(), NodeError> {
+        use object_store::ObjectStoreExt;
+        let path = parse_path(path)?;
+        let r = self.cache.namespace().resolve(&path)?;
+        let was_pending = self.journal.discard(path.as_str());
+        self.cache.invalidate(&path);
+        if !was_pending {
+            // Stores differ on deleting a missing object; ask first so every store answers alike.
+            let info = self.cache.namespace().head(&path).await?;
+            if info.kind == EntryKind::Dir {
+                return Err(NodeError::InvalidInput(format!("{path} is a directory")));
+            }
+        }
+        match r.mount.store.delete(&r.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(NodeError::from_store(path.as_str(), e)),
+        }
+    }
+
+    /// Answers `Rename`; returns whether the renamed object is already in the store.
+    pub async fn handle_rename(&self, from: &str, to: &str) -> Result<bool, NodeError> {
+        use object_store::ObjectStoreExt;
+        let from = parse_path(from)?;
+        let to = parse_path(to)?;
+        let rf = self.cache.namespace().resolve(&from)?;
+        let rt = self.cache.namespace().resolve(&to)?;
+        self.cache.invalidate(&from);
+        self.cache.invalidate(&to);
+        if self.journal.rename(from.as_str(), to.as_str())? {
+            // An older persisted copy at the old name goes away with the rename.
+            let _ = rf.mount.store.delete(&rf.location).await;
+            return Ok(false);
+        }
+        let info = self.cache.namespace().head(&from).await?;
+        if info.kind == EntryKind::Dir {
+            return Err(NodeError::InvalidInput(format!("{from} is a directory; only files can be renamed")));
+        }
+        self.journal.discard(to.as_str());
+        if Arc::ptr_eq(&rf.mount.store, &rt.mount.store) {
+            rf.mount
+                .store
+                .copy(&rf.location, &rt.location)
+                .await
+                .map_err(|e| NodeError::from_store(from.as_str(), e))?;
+        } else {
+            let bytes = rf.mount.store.get(&rf.location).await.map_err(|e| NodeError::from_store(from.as_str(), e))?;
+            let bytes = bytes.bytes().await.map_err(|e| NodeError::from_store(from.as_str(), e))?;
+            rt.mount.store.put(&rt.location, bytes.into()).await.map_err(|e| NodeError::from_store(to.as_str(), e))?;
+        }
+        rf.mount.store.delete(&rf.location).await.map_err(|e| NodeError::from_store(from.as_str(), e))?;
+        Ok(true)
     }
 
     /// Answers `ReadRange`: the number of bytes that will follow and a stream of them.
     pub async fn handle_read(&self, path: &str, offset: u64, len: u64) -> Result<(u64, ReadStream), NodeError> {
         let path = parse_path(path)?;
+        if let Some(e) = self.journal.pending(path.as_str()) {
+            let end = offset.saturating_add(len).min(e.size);
+            let start = offset.min(end);
+            let mut stream = ReadStream::new(self.cache.clone(), path, Self::pending_info(&e), start, end);
+            stream.journal = Some((self.journal.clone(), e));
+            return Ok((end - start, stream));
+        }
         let info = self.cache.stat(&path).await?;
         if info.kind == EntryKind::Dir {
             return Err(NodeError::InvalidInput(format!("{path} is a directory")));
@@ -132,15 +318,41 @@ pub struct ReadStream {
     prefetched_to: u64,
     current: Option<Cursor>,
     ready: VecDeque<Bytes>,
+    /// Set when the object is served from the write-back journal.
+    journal: Option<(Arc<Journal>, Entry)>,
 }
 
 impl ReadStream {
     fn new(cache: Arc<PageCache>, path: NsPath, info: ObjectInfo, pos: u64, end: u64) -> ReadStream {
-        ReadStream { cache, path, info, pos, end, prefetched_to: 0, current: None, ready: VecDeque::new() }
+        ReadStream {
+            cache,
+            path,
+            info,
+            pos,
+            end,
+            prefetched_to: 0,
+            current: None,
+            ready: VecDeque::new(),
+            journal: None,
+        }
+    }
+
+    async fn next_from_journal(&mut self) -> Option<Result<Bytes, NodeError>> {
+        let (journal, entry) = self.journal.as_ref().expect("journal read");
+        if self.pos >= self.end {
+            return None;
+        }
+        let n = (self.end - self.pos).min(self.cache.page_size());
+        let r = journal.read(entry, self.pos, n).await;
+        self.pos += n;
+        Some(r)
     }
 
     /// The next piece of the range; `None` at its end.
     pub async fn next(&mut self) -> Option<Result<Bytes, NodeError>> {
+        if self.journal.is_some() {
+            return self.next_from_journal().await;
+        }
         let ps = self.cache.page_size();
         loop {
             if let Some(b) = self.ready.pop_front() {
@@ -232,6 +444,9 @@ async fn handle_stream(
         Request::List { .. } => "list",
         Request::ReadRange { .. } => "read",
         Request::Load { .. } => "load",
+        Request::Put { .. } => "put",
+        Request::Delete { .. } => "delete",
+        Request::Rename { .. } => "rename",
     };
     let resp = match req {
         Request::Hello { version } if version == PROTOCOL_VERSION => Response::HelloOk {
@@ -245,6 +460,17 @@ async fn handle_stream(
         },
         Request::Stat { path } => node.handle_stat(&path).await.map_or_else(|e| error_response(&e), Response::StatOk),
         Request::List { path } => node.handle_list(&path).await.map_or_else(|e| error_response(&e), Response::ListOk),
+        Request::Put { path, len } => node
+            .handle_put(&path, len, &mut recv)
+            .await
+            .map_or_else(|e| error_response(&e), |persisted| Response::Done { persisted }),
+        Request::Delete { path } => {
+            node.handle_delete(&path).await.map_or_else(|e| error_response(&e), |()| Response::Done { persisted: true })
+        }
+        Request::Rename { from, to } => node
+            .handle_rename(&from, &to)
+            .await
+            .map_or_else(|e| error_response(&e), |persisted| Response::Done { persisted }),
         Request::Load { path } => node
             .handle_load(&path)
             .await
@@ -373,7 +599,8 @@ impl RunningNode {
         let node = Arc::new(CacheNode::new(ns, opts, clock, &cfg.node_id)?);
         let endpoint = transport::server_endpoint(cfg.listen, &tls)?;
         let addr = endpoint.local_addr()?;
-        let mut tasks = vec![tokio::spawn(serve(endpoint.clone(), node.clone()))];
+        let mut tasks =
+            vec![tokio::spawn(serve(endpoint.clone(), node.clone())), tokio::spawn(node.clone().run_uploader())];
         let mut metrics_addr = None;
         if !cfg.metrics_listen.is_empty() {
             let ma: SocketAddr = cfg

@@ -146,6 +146,54 @@ impl NodeConn {
         }
     }
 
+    /// Writes `len` bytes from `body` as the object `path`; returns whether
+    /// the object store already has them (else the node's journal does).
+    pub async fn put<R>(&self, path: &str, len: u64, body: &mut R) -> Result<bool, ProtocolError>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        wire::write_request(&mut send, &Request::Put { path: path.into(), len }).await?;
+        let copied = match tokio::io::copy(&mut tokio::io::AsyncReadExt::take(body, len), &mut send).await {
+            Ok(n) => n,
+            // The node may refuse the write before reading its body: its answer says why.
+            Err(e) => {
+                return match wire::read_response(&mut recv).await {
+                    Ok(Response::Error { code, message }) => Err(ProtocolError::Remote { code, message }),
+                    _ => Err(ProtocolError::Io(e)),
+                };
+            }
+        };
+        if copied != len {
+            let _ = send.reset(quinn::VarInt::from_u32(ErrorCode::InvalidInput as u32));
+            return Err(ProtocolError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{path}: source ended after {copied} of {len} bytes"),
+            )));
+        }
+        send.finish()?;
+        match wire::read_response(&mut recv).await? {
+            Response::Done { persisted } => Ok(persisted),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes `path`.
+    pub async fn delete(&self, path: &str) -> Result<(), ProtocolError> {
+        match self.call(&Request::Delete { path: path.into() }).await?.0 {
+            Response::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Renames `from` to `to`; returns whether the object store already has it.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<bool, ProtocolError> {
+        match self.call(&Request::Rename { from: from.into(), to: to.into() }).await?.0 {
+            Response::Done { persisted } => Ok(persisted),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Asks the node to bring `path` into its cache.
     pub async fn load(&self, path: &str) -> Result<(u64, u64), ProtocolError> {
         match self.call(&Request::Load { path: path.into() }).await?.0 {
@@ -301,6 +349,27 @@ impl Cluster {
         self.with_owner(&page_key(path, 0), 0, |c| async move { c.load(path).await }).await
     }
 
+    /// Writes the file at `local` as the object `path` through the path's owner.
+    /// Returns whether the object store already has it.
+    pub async fn put_file(&self, path: &str, local: &std::path::Path) -> Result<bool, ProtocolError> {
+        self.with_owner(&page_key(path, 0), 0, |c| async move {
+            let mut f = tokio::fs::File::open(local).await?;
+            let len = f.metadata().await?.len();
+            c.put(path, len, &mut f).await
+        })
+        .await
+    }
+
+    /// Deletes `path` through its owner.
+    pub async fn delete(&self, path: &str) -> Result<(), ProtocolError> {
+        self.with_owner(&page_key(path, 0), 0, |c| async move { c.delete(path).await }).await
+    }
+
+    /// Renames `from` to `to` through the owner of `from`.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<bool, ProtocolError> {
+        self.with_owner(&page_key(from, 0), 0, |c| async move { c.rename(from, to).await }).await
+    }
+
     /// Reads one page-aligned piece from its owner.
     pub async fn read_page(
         &self,
@@ -310,9 +379,22 @@ impl Cluster {
         start: u64,
         end: u64,
     ) -> Result<Bytes, ProtocolError> {
+        self.read_piece(path, page, page, page_size, start, end).await
+    }
+
+    /// Reads one page-aligned piece from the owner of page `route`.
+    async fn read_piece(
+        &self,
+        path: &str,
+        page: u64,
+        route: u64,
+        page_size: u64,
+        start: u64,
+        end: u64,
+    ) -> Result<Bytes, ProtocolError> {
         debug_assert!(start / page_size == page && (end - 1) / page_size == page);
         let data = self
-            .with_owner(&page_key(path, page), page as usize, |c| async move {
+            .with_owner(&page_key(path, route), page as usize, |c| async move {
                 c.read_range(path, start, end - start).await
             })
             .await?;
@@ -351,7 +433,8 @@ impl Cluster {
         let last = (end - 1) / page_size;
         let pieces = (first..=last).map(|p| (p, (p * page_size).max(offset), ((p + 1) * page_size).min(end)));
         let mut stream = futures::stream::iter(pieces)
-            .map(|(p, s, e)| self.read_page(path, p, page_size, s, e))
+            // An object not yet persisted lives in the journal of page 0's owner.
+            .map(|(p, s, e)| self.read_piece(path, p, if info.persisted { p } else { 0 }, page_size, s, e))
             .buffered(self.window);
         let mut written = 0;
         while let Some(bytes) = stream.try_next().await? {

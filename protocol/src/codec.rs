@@ -17,7 +17,8 @@
 //! One request travels per bidirectional QUIC stream. A `ReadRange` is
 //! answered by a `Data` frame that announces a length, followed by exactly
 //! that many raw bytes on the same stream (no further framing, so payloads
-//! are never copied into frames). See `docs/PROTOCOL.md`.
+//! are never copied into frames); a `Put` frame is followed the same way by
+//! the object's bytes. See `docs/PROTOCOL.md`.
 
 use bytes::{BufMut, BytesMut};
 
@@ -85,6 +86,13 @@ pub enum Request {
     ReadRange { path: String, offset: u64, len: u64 },
     /// Bring a whole object (or every object under a directory) into the cache.
     Load { path: String },
+    /// Write a whole object: exactly `len` raw bytes follow the frame. The
+    /// node answers `Done` once the bytes are durable on its disk.
+    Put { path: String, len: u64 },
+    /// Delete an object.
+    Delete { path: String },
+    /// Rename an object.
+    Rename { from: String, to: String },
 }
 
 /// Messages a node sends back.
@@ -100,6 +108,9 @@ pub enum Response {
     Data { len: u64 },
     /// Answer to `Load`.
     LoadOk { objects: u64, bytes: u64 },
+    /// A write, delete or rename succeeded; `persisted` tells whether the
+    /// object store already has it (otherwise the node's journal does).
+    Done { persisted: bool },
     /// The request failed.
     Error { code: ErrorCode, message: String },
 }
@@ -110,11 +121,15 @@ mod tag {
     pub const LIST: u8 = 0x03;
     pub const READ_RANGE: u8 = 0x04;
     pub const LOAD: u8 = 0x05;
+    pub const PUT: u8 = 0x06;
+    pub const DELETE: u8 = 0x07;
+    pub const RENAME: u8 = 0x08;
     pub const HELLO_OK: u8 = 0x81;
     pub const STAT_OK: u8 = 0x82;
     pub const LIST_OK: u8 = 0x83;
     pub const DATA: u8 = 0x84;
     pub const LOAD_OK: u8 = 0x85;
+    pub const DONE: u8 = 0x86;
     pub const ERROR: u8 = 0xFF;
 }
 
@@ -283,6 +298,23 @@ impl Request {
                 w.string(path);
                 w.finish();
             }
+            Request::Put { path, len } => {
+                let mut w = Writer::new(buf, tag::PUT);
+                w.string(path);
+                w.buf.put_u64(*len);
+                w.finish();
+            }
+            Request::Delete { path } => {
+                let mut w = Writer::new(buf, tag::DELETE);
+                w.string(path);
+                w.finish();
+            }
+            Request::Rename { from, to } => {
+                let mut w = Writer::new(buf, tag::RENAME);
+                w.string(from);
+                w.string(to);
+                w.finish();
+            }
         }
     }
 
@@ -296,6 +328,9 @@ impl Request {
             tag::LIST => Request::List { path: r.string()? },
             tag::READ_RANGE => Request::ReadRange { path: r.string()?, offset: r.u64()?, len: r.u64()? },
             tag::LOAD => Request::Load { path: r.string()? },
+            tag::PUT => Request::Put { path: r.string()?, len: r.u64()? },
+            tag::DELETE => Request::Delete { path: r.string()? },
+            tag::RENAME => Request::Rename { from: r.string()?, to: r.string()? },
             t => return Err(DecodeError::Invalid(format!("unknown request tag 0x{t:02x}"))),
         };
         r.finish()?;
@@ -339,6 +374,11 @@ impl Response {
                 w.buf.put_u64(*bytes);
                 w.finish();
             }
+            Response::Done { persisted } => {
+                let w = Writer::new(buf, tag::DONE);
+                w.buf.put_u8(u8::from(*persisted));
+                w.finish();
+            }
             Response::Error { code, message } => {
                 let mut w = Writer::new(buf, tag::ERROR);
                 w.buf.put_u16(*code as u16);
@@ -369,6 +409,7 @@ impl Response {
             }
             tag::DATA => Response::Data { len: r.u64()? },
             tag::LOAD_OK => Response::LoadOk { objects: r.u64()?, bytes: r.u64()? },
+            tag::DONE => Response::Done { persisted: r.bool()? },
             tag::ERROR => {
                 let c = r.u16()?;
                 let code =
@@ -398,6 +439,9 @@ mod tests {
             Request::List { path: "/".into() },
             Request::ReadRange { path: "/x".into(), offset: u64::MAX - 1, len: 7 },
             Request::Load { path: "/d".into() },
+            Request::Put { path: "/ckpt/step-1.pt".into(), len: 1 << 33 },
+            Request::Delete { path: "/x".into() },
+            Request::Rename { from: "/a.tmp".into(), to: "/a".into() },
         ]
     }
 
@@ -412,6 +456,7 @@ mod tests {
             Response::ListOk(vec![]),
             Response::Data { len: 1 << 40 },
             Response::LoadOk { objects: 3, bytes: 9 },
+            Response::Done { persisted: false },
             Response::Error { code: ErrorCode::NotFound, message: "no such object".into() },
         ]
     }

@@ -1,0 +1,355 @@
+//! The write-back journal: writes are acknowledged once durable on this
+//! node's disk and reach the object store behind the writer.
+//!
+//! How an object is written:
+//!
+//! 1. its bytes stream into `SEQ.data.tmp`, which is fsynced;
+//! 2. `SEQ.meta.tmp` (target path, size) is written and fsynced;
+//! 3. `SEQ.data.tmp` is renamed to `SEQ.data`, then `SEQ.meta.tmp` to
+//!    `SEQ.meta` — that rename is the commit point — and the directory is
+//!    fsynced;
+//! 4. only then is the writer told "done".
+//!
+//! A crash before step 3 leaves temporary files that the next start deletes;
+//! after it, the entry is found by scanning the directory and its upload
+//! resumes. When two entries name the same path, the higher sequence number
+//! wins and the other is dropped. The uploader copies each entry to its
+//! mount's store (multipart for large objects), then deletes the entry if it
+//! is still the current one for that path. Until then the node serves the
+//! object from the journal (read-your-writes) and reports it as not yet
+//! persisted.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+use ferry_protocol::ids::NsPath;
+
+use crate::error::NodeError;
+use crate::namespace::Namespace;
+
+/// One journaled object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Sequence number; higher is newer.
+    pub seq: u64,
+    /// Target namespace path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was committed, ms since the Unix epoch.
+    pub mtime_ms: i64,
+}
+
+/// The journal of one node.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    next_seq: AtomicU64,
+    pending: Mutex<HashMap<String, Entry>>,
+    wake: Notify,
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Writes an entry's meta file durably (temporary name, fsync, rename).
+fn write_meta(dir: &Path, e: &Entry) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{}.meta.tmp", e.seq));
+    let mut f = std::fs::File::create(&tmp)?;
+    write!(f, "{}\n{}\n{}\n", e.path, e.size, e.mtime_ms)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(format!("{}.meta", e.seq)))
+}
+
+/// A write in progress. Dropping it without [`JournalWrite::commit`] discards it.
+#[derive(Debug)]
+pub struct JournalWrite {
+    seq: u64,
+    path: String,
+    file: Option<tokio::fs::File>,
+    tmp: PathBuf,
+    written: u64,
+}
+
+impl JournalWrite {
+    /// Appends bytes.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), NodeError> {
+        let f = self.file.as_mut().expect("file is present until commit");
+        f.write_all(data).await?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for JournalWrite {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl Journal {
+    /// Opens (creating) a journal directory and finds the entries committed before a restart.
+    pub fn open(dir: &Path) -> Result<Journal, NodeError> {
+        std::fs::create_dir_all(dir)?;
+        let mut best: HashMap<String, Entry> = HashMap::new();
+        let mut max_seq = 0;
+        let mut stale = Vec::new();
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let p = e.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            if name.ends_with(".tmp") {
+                stale.push(p);
+                continue;
+            }
+            let Some(seq) = name.strip_suffix(".meta").and_then(|s| s.parse::<u64>().ok()) else { continue };
+            max_seq = max_seq.max(seq);
+            let text = std::fs::read_to_string(&p)?;
+            let mut lines = text.lines();
+            let parsed = (|| {
+                Some((
+                    lines.next()?.to_string(),
+                    lines.next()?.parse::<u64>().ok()?,
+                    lines.next()?.parse::<i64>().ok()?,
+                ))
+            })();
+            let data = dir.join(format!("{seq}.data"));
+            match parsed {
+                Some((path, size, mtime_ms)) if std::fs::metadata(&data).map(|m| m.len()).ok() == Some(size) => {
+                    let entry = Entry { seq, path: path.clone(), size, mtime_ms };
+                    match best.get(&path) {
+                        Some(old) if old.seq > seq => stale.extend([p.clone(), data]),
+                        Some(old) => {
+                            stale.push(dir.join(format!("{}.meta", old.seq)));
+                            stale.push(dir.join(format!("{}.data", old.seq)));
+                            best.insert(path, entry);
+                        }
+                        None => {
+                            best.insert(path, entry);
+                        }
+                    }
+                }
+                _ => {
+                    tracing::warn!(entry = %p.display(), "dropping unreadable journal entry");
+                    stale.extend([p.clone(), data]);
+                }
+            }
+        }
+        // Data files without a committed meta file never were acknowledged.
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let p = e.path();
+            if let Some(seq) = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".data"))
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                max_seq = max_seq.max(seq);
+                if !dir.join(format!("{seq}.meta")).exists() {
+                    stale.push(p);
+                }
+            }
+        }
+        for p in stale {
+            let _ = std::fs::remove_file(p);
+        }
+        if !best.is_empty() {
+            tracing::info!(entries = best.len(), "resuming uploads from the write-back journal");
+        }
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            next_seq: AtomicU64::new(max_seq + 1),
+            pending: Mutex::new(best),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Starts writing `path`.
+    pub async fn begin(&self, path: &NsPath) -> Result<JournalWrite, NodeError> {
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        let tmp = self.dir.join(format!("{seq}.data.tmp"));
+        let file = tokio::fs::File::create(&tmp).await?;
+        Ok(JournalWrite { seq, path: path.as_str().to_string(), file: Some(file), tmp, written: 0 })
+    }
+
+    fn remove_files(&self, seq: u64) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{seq}.meta")));
+        let _ = std::fs::remove_file(self.dir.join(format!("{seq}.data")));
+    }
+
+    /// Makes a write durable and current. Returns once it would survive a crash.
+    pub async fn commit(&self, mut w: JournalWrite) -> Result<Entry, NodeError> {
+        let mut file = w.file.take().expect("file is present until commit");
+        file.flush().await?;
+        file.sync_all().await?;
+        drop(file);
+        let entry = Entry { seq: w.seq, path: w.path.clone(), size: w.written, mtime_ms: now_ms() };
+        let dir = self.dir.clone();
+        let tmp = w.tmp.clone();
+        let e2 = entry.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::rename(&tmp, dir.join(format!("{}.data", e2.seq)))?;
+            write_meta(&dir, &e2)?;
+            fsync_dir(&dir)
+        })
+        .await
+        .map_err(|e| NodeError::Store(format!("journal task: {e}")))??;
+        let old = self.pending.lock().expect("journal lock poisoned").insert(entry.path.clone(), entry.clone());
+        if let Some(old) = old {
+            self.remove_files(old.seq);
+        }
+        self.wake.notify_one();
+        Ok(entry)
+    }
+
+    /// The pending entry for `path`, if any.
+    pub fn pending(&self, path: &str) -> Option<Entry> {
+        self.pending.lock().expect("journal lock poisoned").get(path).cloned()
+    }
+
+    /// Every pending entry.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut v: Vec<Entry> = self.pending.lock().expect("journal lock poisoned").values().cloned().collect();
+        v.sort_by_key(|e| e.seq);
+        v
+    }
+
+    /// The data file of an entry.
+    pub fn data_path(&self, e: &Entry) -> PathBuf {
+        self.dir.join(format!("{}.data", e.seq))
+    }
+
+    /// Reads `[offset, offset + len)` of a pending entry.
+    pub async fn read(&self, e: &Entry, offset: u64, len: u64) -> Result<Bytes, NodeError> {
+        let p = self.data_path(e);
+        tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::File::open(p)?;
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact_at(&mut buf, offset)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(|e| NodeError::Store(format!("journal read task: {e}")))?
+        .map_err(NodeError::Io)
+    }
+
+    /// Drops the pending entry for `path`; true if there was one.
+    pub fn discard(&self, path: &str) -> bool {
+        let old = self.pending.lock().expect("journal lock poisoned").remove(path);
+        if let Some(old) = &old {
+            self.remove_files(old.seq);
+        }
+        old.is_some()
+    }
+
+    /// Points the pending entry for `from` at `to` (durably); false if none.
+    pub fn rename(&self, from: &str, to: &str) -> Result<bool, NodeError> {
+        let mut pending = self.pending.lock().expect("journal lock poisoned");
+        let Some(mut e) = pending.remove(from) else { return Ok(false) };
+        e.path = to.to_string();
+        write_meta(&self.dir, &e)?;
+        fsync_dir(&self.dir)?;
+        if let Some(old) = pending.insert(to.to_string(), e) {
+            self.remove_files(old.seq);
+        }
+        self.wake.notify_one();
+        Ok(true)
+    }
+
+    /// Uploads one entry; on success removes it if it is still current.
+    async fn upload(&self, ns: &Namespace, e: &Entry) -> Result<(), NodeError> {
+        let path = NsPath::parse(&e.path).map_err(NodeError::InvalidInput)?;
+        let r = ns.resolve(&path)?;
+        let file = tokio::fs::File::open(self.data_path(e)).await?;
+        ns.metrics().store_request("put");
+        let mut writer =
+            object_store::buffered::BufWriter::with_capacity(r.mount.store.clone(), r.location.clone(), 8 << 20);
+        let mut reader = tokio::io::BufReader::with_capacity(1 << 20, file);
+        if let Err(err) = tokio::io::copy(&mut reader, &mut writer).await {
+            let _ = writer.abort().await;
+            return Err(NodeError::Store(format!("upload {}: {err}", e.path)));
+        }
+        writer.shutdown().await.map_err(|err| NodeError::Store(format!("upload {}: {err}", e.path)))?;
+        enum After {
+            Done,
+            Renamed,
+            Superseded,
+        }
+        let after = {
+            let mut pending = self.pending.lock().expect("journal lock poisoned");
+            match pending.get(&e.path) {
+                Some(cur) if cur.seq == e.seq => {
+                    pending.remove(&e.path);
+                    After::Done
+                }
+                _ if pending.values().any(|c| c.seq == e.seq) => After::Renamed,
+                _ => After::Superseded,
+            }
+        };
+        match after {
+            After::Done => self.remove_files(e.seq),
+            // Renamed during the upload: the object now belongs elsewhere.
+            After::Renamed => {
+                let _ = r.mount.store.delete(&r.location).await;
+            }
+            // Superseded by a newer write of the same path: that one uploads next.
+            After::Superseded => {}
+        }
+        Ok(())
+    }
+
+    /// Uploads pending entries until the task is dropped; failed uploads are retried.
+    pub async fn run_uploader(self: Arc<Self>, ns: Namespace, on_persisted: impl Fn(&str) + Send + 'static) {
+        let mut backoff = std::time::Duration::from_millis(200);
+        loop {
+            let entries = self.entries();
+            let mut failed = false;
+            for e in &entries {
+                match self.upload(&ns, e).await {
+                    Ok(()) => on_persisted(&e.path),
+                    Err(err) => {
+                        tracing::warn!(path = %e.path, error = %err, "upload failed; will retry");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            } else {
+                backoff = std::time::Duration::from_millis(200);
+                if self.entries().is_empty() {
+                    self.wake.notified().await;
+                }
+            }
+        }
+    }
+
+    /// Waits until nothing is pending (tests and `ferry` shutdown use this).
+    pub async fn drain(&self, limit: std::time::Duration) -> bool {
+        let t0 = std::time::Instant::now();
+        while !self.entries().is_empty() {
+            if t0.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
+    }
+}

@@ -1,0 +1,168 @@
+//! Writes through a cache node: journal, background upload, rename, delete,
+//! write-through, and recovery of acknowledged writes after a crash.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use common::*;
+use ferry_cloud_tier::faulty::Faults;
+use ferry_cloud_tier::namespace::open_store;
+use ferry_protocol::codec::EntryKind;
+use ferry_protocol::{ErrorCode, ProtocolError};
+
+async fn stored(store: &Arc<dyn ObjectStore>, prefix: &StorePath, name: &str) -> Option<Vec<u8>> {
+    let loc = StorePath::parse(format!("{prefix}/{name}").trim_start_matches('/')).expect("path");
+    match store.get(&loc).await {
+        Ok(r) => Some(r.bytes().await.expect("body").to_vec()),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => panic!("store get {name}: {e}"),
+    }
+}
+
+async fn wait_stored(store: &Arc<dyn ObjectStore>, prefix: &StorePath, name: &str, want: &[u8]) {
+    let t0 = std::time::Instant::now();
+    loop {
+        if stored(store, prefix, name).await.as_deref() == Some(want) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{name} never reached the store");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn local(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("write local file");
+    p
+}
+
+async fn write_suite(base: Arc<dyn ObjectStore>, prefix: StorePath) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 256 << 20);
+    let n = start_node(&certs, &cfg, "/ckpt", base.clone(), prefix.clone(), Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+
+    // A multi-page checkpoint: acknowledged from the journal, readable at once, then persisted.
+    let body = data(5 * PAGE as usize + 123, 1);
+    let persisted = c.put_file("/ckpt/run-7/step-1000.pt.tmp", &local(dir.path(), "a", &body)).await.expect("put");
+    assert!(!persisted, "default mounts acknowledge from the journal");
+    assert!(read_all(&c, "/ckpt/run-7/step-1000.pt.tmp").await.expect("read back") == body);
+    // Rename into place, as trainers do.
+    c.rename("/ckpt/run-7/step-1000.pt.tmp", "/ckpt/run-7/step-1000.pt").await.expect("rename");
+    assert!(read_all(&c, "/ckpt/run-7/step-1000.pt").await.expect("read renamed") == body);
+    let listing: Vec<String> = c.list("/ckpt/run-7").await.expect("list").into_iter().map(|e| e.name).collect();
+    assert_eq!(listing, ["step-1000.pt"]);
+    wait_stored(&base, &prefix, "run-7/step-1000.pt", &body).await;
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await);
+    assert_eq!(stored(&base, &prefix, "run-7/step-1000.pt.tmp").await, None, "the temporary name must not persist");
+    let info = c.stat("/ckpt/run-7/step-1000.pt").await.expect("stat");
+    assert!(info.persisted && info.size == body.len() as u64, "{info:?}");
+    assert!(read_all(&c, "/ckpt/run-7/step-1000.pt").await.expect("read from store") == body);
+
+    // Overwrite: the new bytes win everywhere.
+    let v2 = data(PAGE as usize / 3, 2);
+    c.put_file("/ckpt/run-7/step-1000.pt", &local(dir.path(), "b", &v2)).await.expect("overwrite");
+    assert!(read_all(&c, "/ckpt/run-7/step-1000.pt").await.expect("read v2") == v2);
+    wait_stored(&base, &prefix, "run-7/step-1000.pt", &v2).await;
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await);
+    assert!(read_all(&c, "/ckpt/run-7/step-1000.pt").await.expect("read v2 from store") == v2);
+
+    // Rename of a persisted object, then delete.
+    assert!(c.rename("/ckpt/run-7/step-1000.pt", "/ckpt/run-7/final.pt").await.expect("rename persisted"));
+    assert_eq!(stored(&base, &prefix, "run-7/final.pt").await.as_deref(), Some(&v2[..]));
+    assert_eq!(stored(&base, &prefix, "run-7/step-1000.pt").await, None);
+    c.delete("/ckpt/run-7/final.pt").await.expect("delete");
+    assert_eq!(stored(&base, &prefix, "run-7/final.pt").await, None);
+    let e = c.stat("/ckpt/run-7/final.pt").await.expect_err("deleted");
+    assert!(matches!(e, ProtocolError::Remote { code: ErrorCode::NotFound, .. }), "{e}");
+
+    // Bad writes change nothing.
+    let e = c.put_file("/ckpt/../escape", &local(dir.path(), "c", b"x")).await.expect_err("traversal");
+    assert!(matches!(e, ProtocolError::Remote { code: ErrorCode::InvalidInput, .. }), "{e}");
+    let e = c.put_file("/nowhere/x", &local(dir.path(), "d", b"x")).await.expect_err("no mount");
+    assert!(matches!(e, ProtocolError::Remote { code: ErrorCode::NotFound, .. }), "{e}");
+    let e = c.delete("/ckpt/never-written").await.expect_err("missing");
+    assert!(matches!(e, ProtocolError::Remote { code: ErrorCode::NotFound, .. }), "{e}");
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_local_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (store, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    write_suite(store, prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_s3() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("ferry-writes");
+    let (store, prefix) = open_store("s3://ferry-writes/ck", &moto.options()).expect("open s3");
+    write_suite(store, prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_through_mount_acknowledges_once_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let mut cfg = node_config(&dir.path().join("cache"), 16 << 20, 64 << 20);
+    cfg.mounts.clear();
+    let store = Arc::new(ferry_cloud_tier::faulty::FaultyStore::new(base.clone(), Faults::default()));
+    let mut ns = ferry_cloud_tier::namespace::Namespace::empty(Arc::new(ferry_cloud_tier::metrics::Metrics::new()));
+    ns.add("/wt", store, StorePath::default(), 0).expect("mount");
+    ns.set_write_through("/wt", true);
+    let node = ferry_cloud_tier::RunningNode::start_with(
+        &cfg,
+        ns,
+        tls_of(&certs, "cloud-1"),
+        Arc::new(ferry_cloud_tier::clock::SystemClock),
+    )
+    .await
+    .expect("start");
+    let c = client(&certs, &[node.addr.to_string()]);
+    let body = data(3 * PAGE as usize, 9);
+    assert!(c.put_file("/wt/x.bin", &local(dir.path(), "x", &body)).await.expect("put"));
+    assert_eq!(stored(&base, &StorePath::default(), "x.bin").await.as_deref(), Some(&body[..]));
+    assert!(c.stat("/wt/x.bin").await.expect("stat").persisted);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_write_survives_a_crash_before_upload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    let cfg = node_config(&dir.path().join("cache"), 16 << 20, 64 << 20);
+    let body = data(2 * PAGE as usize + 7, 33);
+    {
+        // The store refuses every request, so nothing can be uploaded before the "crash".
+        let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+        n.store.fail_next(u64::MAX);
+        let c = client(&certs, &[n.node.addr.to_string()]);
+        assert!(!c.put_file("/ckpt.pt", &local(dir.path(), "k", &body)).await.expect("put acknowledged"));
+        assert_eq!(n.node.node.journal().entries().len(), 1);
+        // Crash: drop everything without shutdown; no flush, no drain.
+        std::mem::forget(n);
+    }
+    assert_eq!(stored(&base, &prefix, "ckpt.pt").await, None);
+    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    // Readable from the recovered journal before it is uploaded, then persisted intact.
+    let info = c.stat("/ckpt.pt").await.expect("stat recovered");
+    assert_eq!((info.kind, info.size), (EntryKind::File, body.len() as u64));
+    wait_stored(&base, &prefix, "ckpt.pt", &body).await;
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await);
+    assert!(read_all(&c, "/ckpt.pt").await.expect("read") == body);
+    n.node.shutdown().await;
+}
