@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every quality gate and test of ferry. On a fresh Debian machine it
-# first installs what the tests need: Python's venv module (apt) and an S3
-# server (moto, from PyPI, into ./.venv). Safe to run again: installed
+# first installs what the tests need: Python's venv module and FUSE (fuse3)
+# from apt, and an S3 server (moto, from PyPI, into ./.venv). Safe to run again: installed
 # pieces are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ apt_missing=()
 command -v python3 >/dev/null 2>&1 || apt_missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
+command -v fusermount3 >/dev/null 2>&1 || apt_missing+=(fuse3)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
     echo "test.sh: installing ${apt_missing[*]} with apt-get"
     as_root apt-get update -qq

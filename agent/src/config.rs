@@ -1,7 +1,9 @@
-//! Loading configuration files: TOML, then `FERRY_*` environment overrides.
+//! Loading configuration files: TOML, then environment overrides.
 //!
-//! Nested keys use a double underscore: `FERRY_CACHE__MEMORY=2GiB` sets
-//! `[cache] memory`. Relative paths inside a file are taken relative to the
+//! Each kind of file has its own prefix, so variables meant for one never
+//! break another: `FERRY_CLOUD_` for `cloud.toml`, `FERRY_CLIENT_` for
+//! `client.toml`. Nested keys use a double underscore:
+//! `FERRY_CLOUD_CACHE__MEMORY=2GiB` sets `[cache] memory`. Relative paths inside a file are taken relative to the
 //! file's directory.
 
 use std::path::{Path, PathBuf};
@@ -11,8 +13,13 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-/// Reads `T` from `path` (if given) over `T::default()`, then applies `FERRY_*` variables.
-pub fn load<T>(path: Option<&Path>) -> Result<T>
+/// Environment prefix of cache node settings.
+pub const CLOUD_ENV: &str = "FERRY_CLOUD_";
+/// Environment prefix of client settings.
+pub const CLIENT_ENV: &str = "FERRY_CLIENT_";
+
+/// Reads `T` from `path` (if given) over `T::default()`, then applies variables starting with `prefix`.
+pub fn load<T>(path: Option<&Path>, prefix: &str) -> Result<T>
 where
     T: Serialize + for<'de> Deserialize<'de> + Default,
 {
@@ -23,7 +30,7 @@ where
         }
         fig = fig.merge(Toml::file(p));
     }
-    fig = fig.merge(Env::prefixed("FERRY_").ignore(&["config", "log", "data"]).split("__"));
+    fig = fig.merge(Env::prefixed(prefix).split("__"));
     fig.extract().map_err(|e| {
         let mut msg = String::new();
         for (i, err) in e.into_iter().enumerate() {
@@ -79,7 +86,7 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// Loads and resolves paths.
     pub fn load(path: Option<&Path>) -> Result<ClientConfig> {
-        let mut c: ClientConfig = load(path)?;
+        let mut c: ClientConfig = load(path, CLIENT_ENV)?;
         c.certs = relative_to(path, &c.certs);
         if c.nodes.is_empty() {
             bail!("client config lists no nodes");
@@ -90,7 +97,7 @@ impl ClientConfig {
 
 /// Loads a cache node's configuration and resolves its paths.
 pub fn load_cloud(path: &Path) -> Result<ferry_cloud_tier::CloudConfig> {
-    let mut c: ferry_cloud_tier::CloudConfig = load(Some(path))?;
+    let mut c: ferry_cloud_tier::CloudConfig = load(Some(path), CLOUD_ENV)?;
     c.certs = relative_to(Some(path), &c.certs);
     c.cache.disk_dir = relative_to(Some(path), &c.cache.disk_dir);
     c.validate().with_context(|| format!("invalid config {}", path.display()))?;

@@ -1,12 +1,13 @@
 //! `ferry`: one binary for every role — cache node, robot agent, reader, operator.
 //!
-//! Modules: [`config`] (TOML + `FERRY_*` overrides), [`certs`] (`ferry cert`),
+//! Modules: [`config`] (TOML + `FERRY_CLOUD_*` / `FERRY_CLIENT_*` overrides), [`certs`] (`ferry cert`),
 //! [`read`] (`cat`, `ls`, `stat`, `load`), [`up`] (the embedded-default
 //! stack), [`bench`] (benchmark scenarios that print ratios).
 
 mod bench;
 mod certs;
 mod config;
+mod mount;
 mod read;
 mod up;
 
@@ -49,6 +50,17 @@ enum Command {
         /// Node configuration (see docs/OPERATIONS.md for every key).
         #[arg(long, env = "FERRY_CONFIG")]
         config: PathBuf,
+    },
+    /// FUSE-mount the namespace at DIR (an existing, empty directory) until Ctrl-C or SIGTERM.
+    Mount {
+        /// Where to mount.
+        dir: PathBuf,
+        /// Directory for files being written before they reach the cache node
+        /// (default: a fresh directory under the system temp dir).
+        #[arg(long)]
+        staging: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Print an object's bytes to standard output.
     Cat {
@@ -161,6 +173,13 @@ async fn run(command: Command) -> Result<()> {
             eprintln!("ferry: shutting down");
             node.shutdown().await;
             Ok(())
+        }
+        Command::Mount { dir, staging, client } => {
+            let t = read::Target { node: None, path: "/".into() };
+            let c = read::cluster(&client.config, client.explicit(), &t)?;
+            let staging =
+                staging.unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-staging-{}", std::process::id())));
+            mount::run(c, &dir, &staging).await
         }
         Command::Cat { target, client } => {
             let t = read::parse_target(&target)?;

@@ -65,12 +65,38 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
     let client_toml = data.join("client.toml");
     std::fs::write(&client_toml, toml::to_string_pretty(&client)?)?;
 
+    let mnt = data.join("mnt");
+    let mounted = if std::path::Path::new("/dev/fuse").exists() {
+        let _ = std::fs::create_dir_all(&mnt);
+        let endpoint_tls = ferry_protocol::tls::TlsMaterial::load_dir(
+            &client.certs,
+            &ferry_protocol::ids::NodeId::new(&client.id).map_err(anyhow::Error::msg)?,
+        )?;
+        let cluster = ferry_protocol::client::Cluster::new(
+            ferry_protocol::transport::client_endpoint(&endpoint_tls)?,
+            &client.nodes,
+        )?;
+        match crate::mount::start(cluster, &mnt, &data.join("staging")).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("ferry: not mounting {}: {e:#}", mnt.display());
+                None
+            }
+        }
+    } else {
+        eprintln!("ferry: FUSE is not available (/dev/fuse missing; install fuse3): not mounting {}", mnt.display());
+        None
+    };
+
     println!("ferry is up.");
     println!("  cache node   {} over {}", node.addr, store.display());
     if let Some(m) = node.metrics_addr {
         println!("  metrics      http://{m}/metrics");
     }
     println!("  client conf  {}", client_toml.display());
+    if mounted.is_some() {
+        println!("  mount        {}", mnt.display());
+    }
     println!();
     println!("Try:");
     println!("  ferry ls   --config {} /datasets", client_toml.display());
@@ -81,6 +107,9 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
 
     wait_for_shutdown().await;
     println!("ferry: shutting down");
+    if let Some(m) = mounted {
+        tokio::task::spawn_blocking(move || m.unmount()).await?;
+    }
     node.shutdown().await;
     Ok(())
 }

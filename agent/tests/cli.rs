@@ -56,6 +56,14 @@ fn wait_file(p: &Path) {
     }
 }
 
+fn is_mounted(dir: &Path) -> bool {
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_to_string("/proc/mounts")
+        .expect("read /proc/mounts")
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(canon.to_str().expect("utf8")))
+}
+
 fn metrics(port: u16) -> String {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
@@ -83,6 +91,7 @@ fn help_for_every_command() {
         &["ls", "--help"],
         &["stat", "--help"],
         &["load", "--help"],
+        &["mount", "--help"],
         &["cert", "init", "--help"],
         &["cert", "issue", "--help"],
         &["bench", "read", "--help"],
@@ -131,6 +140,15 @@ fn certificates_and_bad_input() {
     }
     let missing = run(&["cloud", "--config", "/no/such/cloud.toml"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    // Environment overrides use the file kind's own prefix; other FERRY_ variables are ignored.
+    std::fs::write(&cfg, "[mounts.\"/d\"]\nurl = \"memory:///\"\n").expect("write config");
+    let o = ferry()
+        .args(["cloud", "--config", cfg.to_str().expect("utf8")])
+        .env("FERRY_UNRELATED", "x")
+        .env("FERRY_CLOUD_PAGE_SIZE", "64KiB")
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("page_size"), "{}", String::from_utf8_lossy(&o.stderr));
     let bad_target = run(&["cat", "s3://bucket/key"]);
     assert!(!bad_target.status.success());
 }
@@ -185,6 +203,11 @@ fn up_serves_the_data_directory_and_stops_cleanly() {
     let text = String::from_utf8_lossy(&stat.stdout);
     assert!(text.contains(&format!("size:      {}", body.len())), "{text}");
 
+    // The stack mounts the namespace at DIR/mnt.
+    let mnt = up.data.join("mnt");
+    assert_eq!(std::fs::read(mnt.join("datasets/hello.txt")).expect("read through the mount"), b"hello from ferry\n");
+    assert!(std::fs::read(mnt.join("datasets/scenes/lidar.bin")).expect("read through the mount") == body);
+
     let load = run(&["load", "--config", &up.client, "/datasets"]);
     assert!(String::from_utf8_lossy(&load.stdout).contains("loaded 2 object(s)"), "{:?}", load);
 
@@ -195,6 +218,7 @@ fn up_serves_the_data_directory_and_stops_cleanly() {
     signal(&up.child.0, "INT");
     let status = wait_exit(&mut up.child.0, Duration::from_secs(20));
     assert!(status.success(), "ferry up exited with {status}");
+    assert!(!is_mounted(&mnt), "ferry up left {} mounted", mnt.display());
 }
 
 #[test]
@@ -250,4 +274,113 @@ fn restarted_cloud_process_serves_warm_without_the_store() {
         assert!(wait_exit(&mut node.0, Duration::from_secs(20)).success());
     }
     wait_file(&dir.path().join("cache/pages"));
+}
+
+struct Cloud {
+    dir: PathBuf,
+    cfg: PathBuf,
+    client: String,
+    store: PathBuf,
+    mport: u16,
+}
+
+fn cloud_setup(dir: &Path) -> Cloud {
+    let certs = dir.join("certs");
+    let c = certs.to_str().expect("utf8");
+    assert!(run(&["cert", "init", "--dir", c]).status.success());
+    assert!(run(&["cert", "issue", "--dir", c, "--role", "cloud", "--id", "cloud-1"]).status.success());
+    assert!(run(&["cert", "issue", "--dir", c, "--role", "client", "--id", "client"]).status.success());
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let port = free_port();
+    let mport = free_tcp_port();
+    let cfg = dir.join("cloud.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\ncerts = \"certs\"\n\
+             page_size = \"1MiB\"\n[cache]\ndisk_dir = \"cache\"\n[mounts.\"/d\"]\nurl = \"file://{}\"\n",
+            store.display()
+        ),
+    )
+    .expect("write config");
+    let client = dir.join("client.toml");
+    std::fs::write(&client, format!("nodes = [\"127.0.0.1:{port}\"]\ncerts = \"certs\"\nid = \"client\"\n"))
+        .expect("write");
+    Cloud { dir: dir.to_path_buf(), cfg, client: client.to_str().expect("utf8").to_string(), store, mport }
+}
+
+fn start_cloud(c: &Cloud) -> Running {
+    let node = Running(ferry().args(["cloud", "--config", c.cfg.to_str().expect("utf8")]).spawn().expect("spawn"));
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", c.mport)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "node did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node
+}
+
+fn fuse_available() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "/dev/fuse missing: scripts/test.sh installs fuse3");
+    eprintln!("SKIPPED: /dev/fuse missing");
+    false
+}
+
+#[test]
+fn mount_survives_node_kill_after_fsync_and_unmounts_on_sigterm() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cloud_setup(dir.path());
+    std::fs::write(c.store.join("sample.bin"), b"dataset bytes").expect("write");
+    let mut node = start_cloud(&c);
+    let mnt = c.dir.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+
+    // Refusals first: missing and non-empty mountpoints.
+    let o = run(&["mount", "--config", &c.client, c.dir.join("nope").to_str().expect("utf8")]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("mountpoint"), "{o:?}");
+    let o = run(&["mount", "--config", &c.client, c.dir.to_str().expect("utf8")]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"), "{o:?}");
+
+    let mut mount = Running(
+        ferry().args(["mount", "--config", &c.client, mnt.to_str().expect("utf8")]).spawn().expect("spawn mount"),
+    );
+    let t0 = Instant::now();
+    while !is_mounted(&mnt) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "mount did not appear");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read(mnt.join("d/sample.bin")).expect("read"), b"dataset bytes");
+
+    // Write and fsync a checkpoint, then kill -9 the node at once.
+    let body: Vec<u8> = (0..(3u32 << 20) + 11).map(|i| (i.wrapping_mul(7919) >> 5) as u8).collect();
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(mnt.join("d/ckpt.pt")).expect("create");
+        f.write_all(&body).expect("write");
+        f.sync_all().expect("fsync returned: the node has the bytes");
+        signal(&node.0, "KILL");
+        let _ = node.0.wait();
+        drop(f); // close may fail now that the node is gone; fsync already succeeded
+    }
+    // Restart: the journal resumes the upload and the file reaches the store intact.
+    let _node = start_cloud(&c);
+    let t0 = Instant::now();
+    loop {
+        if std::fs::read(c.store.join("ckpt.pt")).is_ok_and(|b| b == body) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "checkpoint never reached the store");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    signal(&mount.0, "TERM");
+    assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
+    assert!(!is_mounted(&mnt), "stale mount left behind");
+    assert!(std::fs::read_dir(&mnt).expect("readdir").next().is_none());
 }

@@ -14,6 +14,7 @@
 //!   the thin QUIC adapter that serves it.
 //! - [`faulty`]: an object store wrapper adding latency, a bandwidth cap
 //!   and injected errors, for tests and benchmarks.
+//! - [`mount`]: the FUSE filesystem of `ferry mount` (thin adapter over async logic).
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`clock`]: the injected wall clock.
 //! - [`payload`]: GET results as streams of large chunks.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod faulty;
 pub mod journal;
 pub mod metrics;
+pub mod mount;
 pub mod namespace;
 pub mod node;
 pub mod payload;

@@ -1,0 +1,551 @@
+//! The mounted filesystem's logic, without the kernel.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use ferry_protocol::client::Cluster;
+use ferry_protocol::codec::{EntryKind, ObjectInfo};
+use ferry_protocol::ids::NsPath;
+use ferry_protocol::{ErrorCode, ProtocolError};
+
+/// Inode number of the root directory.
+pub const ROOT_INO: u64 = 1;
+/// Pages fetched ahead of a sequential reader.
+pub const READAHEAD_PAGES: u64 = 4;
+/// Pages a read handle keeps.
+const HANDLE_PAGES: usize = 12;
+
+/// A failed filesystem call: the errno for the kernel and a message for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsError {
+    /// The errno to answer.
+    pub errno: i32,
+    /// What happened.
+    pub message: String,
+}
+
+impl FsError {
+    fn new(errno: i32, message: impl Into<String>) -> FsError {
+        FsError { errno, message: message.into() }
+    }
+}
+
+impl From<ProtocolError> for FsError {
+    fn from(e: ProtocolError) -> FsError {
+        let errno = match &e {
+            ProtocolError::Remote { code, .. } => match code {
+                ErrorCode::NotFound => libc::ENOENT,
+                ErrorCode::InvalidInput => libc::EINVAL,
+                ErrorCode::Unauthorized => libc::EACCES,
+                ErrorCode::TooLarge => libc::EFBIG,
+                ErrorCode::VersionMismatch => libc::EPROTO,
+                ErrorCode::Unavailable | ErrorCode::Corrupted | ErrorCode::Internal => libc::EIO,
+            },
+            ProtocolError::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
+            _ => libc::EIO,
+        };
+        FsError { errno, message: e.to_string() }
+    }
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> FsError {
+        FsError { errno: e.raw_os_error().unwrap_or(libc::EIO), message: e.to_string() }
+    }
+}
+
+/// Result of a filesystem call.
+pub type FsResult<T> = Result<T, FsError>;
+
+/// Attributes of a file or directory, as the kernel needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: SystemTime,
+}
+
+type PageFuture = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
+
+#[derive(Debug)]
+struct ReadHandle {
+    path: String,
+    size: u64,
+    /// Where the last read ended; a read starting there is sequential.
+    last_end: AtomicU64,
+    pages: Mutex<(HashMap<u64, PageFuture>, Vec<u64>)>,
+}
+
+#[derive(Debug)]
+struct WriteHandle {
+    path: Mutex<String>,
+    file: std::fs::File,
+    staging: PathBuf,
+    dirty: Mutex<bool>,
+}
+
+#[derive(Debug)]
+enum Handle {
+    Read(Arc<ReadHandle>),
+    Write(Arc<WriteHandle>),
+}
+
+#[derive(Debug, Default)]
+struct Inodes {
+    by_ino: HashMap<u64, String>,
+    by_path: HashMap<String, u64>,
+    next: u64,
+}
+
+impl Inodes {
+    fn ino(&mut self, path: &str) -> u64 {
+        if let Some(i) = self.by_path.get(path) {
+            return *i;
+        }
+        self.next += 1;
+        let i = self.next;
+        self.by_ino.insert(i, path.to_string());
+        self.by_path.insert(path.to_string(), i);
+        i
+    }
+    fn rename(&mut self, from: &str, to: &str) {
+        if let Some(i) = self.by_path.remove(from) {
+            if let Some(old) = self.by_path.insert(to.to_string(), i) {
+                self.by_ino.remove(&old);
+            }
+            self.by_ino.insert(i, to.to_string());
+        }
+    }
+}
+
+/// The filesystem.
+#[derive(Debug)]
+pub struct MountFs {
+    cluster: Cluster,
+    page_size: u64,
+    staging: PathBuf,
+    inodes: Mutex<Inodes>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    /// Paths open for writing and their current size.
+    writing: Mutex<HashMap<String, u64>>,
+    /// Directories made with mkdir that hold nothing yet.
+    made_dirs: Mutex<HashSet<String>>,
+}
+
+fn child(parent: &str, name: &str) -> FsResult<String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(FsError::new(libc::EINVAL, format!("invalid name {name:?}")));
+    }
+    let p = if parent == "/" { format!("/{name}") } else { format!("{parent}/{name}") };
+    NsPath::parse(&p).map_err(|e| FsError::new(libc::EINVAL, e))?;
+    Ok(p)
+}
+
+fn mtime(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+impl MountFs {
+    /// A filesystem over `cluster`, staging writes in `staging` (created, emptied).
+    pub async fn new(cluster: Cluster, staging: PathBuf) -> FsResult<MountFs> {
+        let page_size = cluster.page_size("/").await?;
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        std::fs::create_dir_all(&staging)?;
+        let mut inodes = Inodes { next: ROOT_INO, ..Default::default() };
+        inodes.by_ino.insert(ROOT_INO, "/".into());
+        inodes.by_path.insert("/".into(), ROOT_INO);
+        Ok(MountFs {
+            cluster,
+            page_size,
+            staging,
+            inodes: Mutex::new(inodes),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            writing: Mutex::new(HashMap::new()),
+            made_dirs: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn path_of(&self, ino: u64) -> FsResult<String> {
+        self.inodes
+            .lock()
+            .expect("inode lock poisoned")
+            .by_ino
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::ENOENT, format!("unknown inode {ino}")))
+    }
+
+    fn ino_of(&self, path: &str) -> u64 {
+        self.inodes.lock().expect("inode lock poisoned").ino(path)
+    }
+
+    fn dir_attr(&self, path: &str) -> Attr {
+        Attr { ino: self.ino_of(path), kind: EntryKind::Dir, size: 0, mtime: UNIX_EPOCH }
+    }
+
+    fn attr_of(&self, path: &str, info: &ObjectInfo) -> Attr {
+        Attr { ino: self.ino_of(path), kind: info.kind, size: info.size, mtime: mtime(info.mtime_ms) }
+    }
+
+    async fn stat_path(&self, path: &str) -> FsResult<Attr> {
+        if path == "/" {
+            return Ok(self.dir_attr(path));
+        }
+        if let Some(size) = self.writing.lock().expect("writing lock poisoned").get(path).copied() {
+            return Ok(Attr { ino: self.ino_of(path), kind: EntryKind::File, size, mtime: SystemTime::now() });
+        }
+        match self.cluster.stat(path).await {
+            Ok(info) => Ok(self.attr_of(path, &info)),
+            Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. })
+                if self.made_dirs.lock().expect("dirs lock poisoned").contains(path) =>
+            {
+                Ok(self.dir_attr(path))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Looks up `name` in directory `parent`.
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let path = child(&self.path_of(parent)?, name)?;
+        self.stat_path(&path).await
+    }
+
+    /// Attributes of `ino`.
+    pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let path = self.path_of(ino)?;
+        self.stat_path(&path).await
+    }
+
+    /// Entries of directory `ino` (without `.` and `..`).
+    pub async fn readdir(&self, ino: u64) -> FsResult<Vec<(String, Attr)>> {
+        let path = self.path_of(ino)?;
+        let mut out: Vec<(String, Attr)> = match self.cluster.list(&path).await {
+            Ok(entries) => entries
+                .into_iter()
+                .map(|e| {
+                    let p = child(&path, &e.name).unwrap_or_default();
+                    let a = self.attr_of(&p, &e.info);
+                    (e.name, a)
+                })
+                .collect(),
+            Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. })
+                if self.made_dirs.lock().expect("dirs lock poisoned").contains(&path) =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
+        let extra: Vec<String> = {
+            let dirs = self.made_dirs.lock().expect("dirs lock poisoned");
+            let writing = self.writing.lock().expect("writing lock poisoned");
+            dirs.iter()
+                .chain(writing.keys())
+                .filter_map(|p| p.strip_prefix(&prefix))
+                .filter(|r| !r.contains('/'))
+                .map(str::to_string)
+                .collect()
+        };
+        for name in extra {
+            if !out.iter().any(|(n, _)| *n == name) {
+                let p = child(&path, &name)?;
+                if let Ok(a) = self.stat_path(&p).await {
+                    out.push((name, a));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::SeqCst);
+        self.handles.lock().expect("handle lock poisoned").insert(fh, h);
+        fh
+    }
+
+    fn new_write_handle(&self, path: &str, truncate: bool, dirty: bool) -> FsResult<(u64, Arc<WriteHandle>)> {
+        let n = self.next_fh.fetch_add(1, Ordering::SeqCst);
+        let staging = self.staging.join(format!("w{n}"));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(truncate).open(&staging)?;
+        let w = Arc::new(WriteHandle { path: Mutex::new(path.to_string()), file, staging, dirty: Mutex::new(dirty) });
+        let size = w.file.metadata()?.len();
+        self.writing.lock().expect("writing lock poisoned").insert(path.to_string(), size);
+        Ok((self.add_handle(Handle::Write(w.clone())), w))
+    }
+
+    /// Opens `ino`; `write` for write access, `truncate` for O_TRUNC.
+    pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> FsResult<u64> {
+        let path = self.path_of(ino)?;
+        let attr = self.stat_path(&path).await?;
+        if attr.kind == EntryKind::Dir {
+            return Err(FsError::new(libc::EISDIR, format!("{path} is a directory")));
+        }
+        if write {
+            let (fh, w) = self.new_write_handle(&path, true, truncate)?;
+            if !truncate && attr.size > 0 {
+                // Read-modify-write: start from the current bytes.
+                let mut f = tokio::fs::File::from_std(w.file.try_clone()?);
+                self.cluster.read_to(&path, 0, None, &mut f).await?;
+                self.writing.lock().expect("writing lock poisoned").insert(path.clone(), attr.size);
+            }
+            return Ok(fh);
+        }
+        let h = ReadHandle {
+            path,
+            size: attr.size,
+            last_end: AtomicU64::new(0),
+            pages: Mutex::new((HashMap::new(), Vec::new())),
+        };
+        Ok(self.add_handle(Handle::Read(Arc::new(h))))
+    }
+
+    /// Creates and opens `name` in `parent` for writing.
+    pub async fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, u64)> {
+        let path = child(&self.path_of(parent)?, name)?;
+        let (fh, _) = self.new_write_handle(&path, true, true)?;
+        Ok((Attr { ino: self.ino_of(&path), kind: EntryKind::File, size: 0, mtime: SystemTime::now() }, fh))
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Option<Handle>> {
+        Ok(self.handles.lock().expect("handle lock poisoned").get(&fh).map(|h| match h {
+            Handle::Read(r) => Handle::Read(r.clone()),
+            Handle::Write(w) => Handle::Write(w.clone()),
+        }))
+    }
+
+    fn page(&self, h: &Arc<ReadHandle>, page: u64) -> PageFuture {
+        let mut guard = h.pages.lock().expect("page lock poisoned");
+        let (map, order) = &mut *guard;
+        if let Some(f) = map.get(&page) {
+            return f.clone();
+        }
+        let ps = self.page_size;
+        let start = page * ps;
+        let end = (start + ps).min(h.size);
+        let cluster = self.cluster.clone();
+        let path = h.path.clone();
+        let fut: BoxFuture<'static, Result<Bytes, FsError>> =
+            async move { cluster.read_page(&path, page, ps, start, end).await.map_err(FsError::from) }.boxed();
+        let shared = fut.shared();
+        map.insert(page, shared.clone());
+        order.push(page);
+        while order.len() > HANDLE_PAGES {
+            let old = order.remove(0);
+            map.remove(&old);
+        }
+        shared
+    }
+
+    /// Reads up to `size` bytes at `offset` through handle `fh`.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let h = match self.handle(fh)? {
+            Some(Handle::Read(h)) => h,
+            Some(Handle::Write(w)) => {
+                let mut buf = vec![0u8; size as usize];
+                let n = w.file.read_at(&mut buf, offset)?;
+                buf.truncate(n);
+                return Ok(Bytes::from(buf));
+            }
+            None => return Err(FsError::new(libc::EBADF, format!("unknown handle {fh}"))),
+        };
+        let end = (offset + u64::from(size)).min(h.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let sequential = offset == 0 || offset == h.last_end.load(Ordering::Relaxed);
+        h.last_end.store(end, Ordering::Relaxed);
+        let ps = self.page_size;
+        if !sequential {
+            // Random access: fetch only what was asked.
+            let first = offset / ps;
+            if first == (end - 1) / ps {
+                let cached = h.pages.lock().expect("page lock poisoned").0.get(&first).cloned();
+                if let Some(p) = cached {
+                    let page = p.await?;
+                    return Ok(page.slice((offset - first * ps) as usize..(end - first * ps) as usize));
+                }
+            }
+            let mut out = Vec::with_capacity((end - offset) as usize);
+            self.cluster.read_to(&h.path, offset, Some(end - offset), &mut out).await?;
+            return Ok(Bytes::from(out));
+        }
+        let first = offset / ps;
+        let last = (end - 1) / ps;
+        let last_page = (h.size - 1) / ps;
+        for p in (last + 1)..=(last + READAHEAD_PAGES).min(last_page) {
+            let f = self.page(&h, p);
+            tokio::spawn(async move {
+                let _ = f.await;
+            });
+        }
+        let mut parts = Vec::new();
+        for p in first..=last {
+            let page = self.page(&h, p).await?;
+            let s = offset.max(p * ps) - p * ps;
+            let e = end.min((p + 1) * ps) - p * ps;
+            parts.push(page.slice(s as usize..e as usize));
+        }
+        if parts.len() == 1 {
+            return Ok(parts.pop().expect("one part"));
+        }
+        Ok(Bytes::from(parts.concat()))
+    }
+
+    /// Writes `data` at `offset` through handle `fh` (into the local staging file).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let Some(Handle::Write(w)) = self.handle(fh)? else {
+            return Err(FsError::new(libc::EBADF, format!("handle {fh} is not open for writing")));
+        };
+        w.file.write_all_at(data, offset)?;
+        *w.dirty.lock().expect("dirty lock poisoned") = true;
+        let end = offset + data.len() as u64;
+        let path = w.path.lock().expect("path lock poisoned").clone();
+        let mut writing = self.writing.lock().expect("writing lock poisoned");
+        let size = writing.entry(path).or_insert(0);
+        *size = (*size).max(end);
+        Ok(data.len() as u32)
+    }
+
+    /// Sends a dirty write handle's bytes to the cache node (durable there when this returns).
+    async fn persist(&self, w: &WriteHandle) -> FsResult<()> {
+        if !*w.dirty.lock().expect("dirty lock poisoned") {
+            return Ok(());
+        }
+        let path = w.path.lock().expect("path lock poisoned").clone();
+        self.cluster.put_file(&path, &w.staging).await?;
+        *w.dirty.lock().expect("dirty lock poisoned") = false;
+        self.made_dirs.lock().expect("dirs lock poisoned").retain(|d| !path.starts_with(&format!("{d}/")));
+        Ok(())
+    }
+
+    /// `flush` (each close) and `fsync`: make written bytes durable on the node.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        match self.handle(fh)? {
+            Some(Handle::Write(w)) => self.persist(&w).await,
+            Some(Handle::Read(_)) => Ok(()),
+            None => Err(FsError::new(libc::EBADF, format!("unknown handle {fh}"))),
+        }
+    }
+
+    /// Closes a handle for good.
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let h = self.handles.lock().expect("handle lock poisoned").remove(&fh);
+        if let Some(Handle::Write(w)) = h {
+            let result = self.persist(&w).await;
+            let path = w.path.lock().expect("path lock poisoned").clone();
+            self.writing.lock().expect("writing lock poisoned").remove(&path);
+            let _ = std::fs::remove_file(&w.staging);
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Changes the size of a file open for writing (truncate / ftruncate).
+    pub async fn truncate(&self, ino: u64, fh: Option<u64>, size: u64) -> FsResult<Attr> {
+        let path = self.path_of(ino)?;
+        let w = match fh.map(|f| self.handle(f)).transpose()?.flatten() {
+            Some(Handle::Write(w)) => Some(w),
+            _ => self.handles.lock().expect("handle lock poisoned").values().find_map(|h| match h {
+                Handle::Write(w) if *w.path.lock().expect("path lock poisoned") == path => Some(w.clone()),
+                _ => None,
+            }),
+        };
+        match w {
+            Some(w) => {
+                w.file.set_len(size)?;
+                *w.dirty.lock().expect("dirty lock poisoned") = true;
+                self.writing.lock().expect("writing lock poisoned").insert(path.clone(), size);
+            }
+            None if size == 0 => {
+                let (fh, _) = self.new_write_handle(&path, true, true)?;
+                self.release(fh).await?;
+            }
+            None => return Err(FsError::new(libc::EOPNOTSUPP, "truncate to a non-zero size needs an open handle")),
+        }
+        self.stat_path(&path).await
+    }
+
+    /// Removes file `name` from `parent`.
+    pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        let path = child(&self.path_of(parent)?, name)?;
+        self.cluster.delete(&path).await?;
+        Ok(())
+    }
+
+    /// Renames `name` in `parent` to `newname` in `newparent`.
+    pub async fn rename(&self, parent: u64, name: &str, newparent: u64, newname: &str) -> FsResult<()> {
+        let from = child(&self.path_of(parent)?, name)?;
+        let to = child(&self.path_of(newparent)?, newname)?;
+        // Bytes still only on this machine go to the node first.
+        let open: Vec<Arc<WriteHandle>> = self
+            .handles
+            .lock()
+            .expect("handle lock poisoned")
+            .values()
+            .filter_map(|h| match h {
+                Handle::Write(w) if *w.path.lock().expect("path lock poisoned") == from => Some(w.clone()),
+                _ => None,
+            })
+            .collect();
+        for w in &open {
+            self.persist(w).await?;
+        }
+        if self.made_dirs.lock().expect("dirs lock poisoned").contains(&from) {
+            return Err(FsError::new(libc::EXDEV, "renaming directories is not supported"));
+        }
+        self.cluster.rename(&from, &to).await?;
+        for w in &open {
+            *w.path.lock().expect("path lock poisoned") = to.clone();
+        }
+        let mut writing = self.writing.lock().expect("writing lock poisoned");
+        if let Some(s) = writing.remove(&from) {
+            writing.insert(to.clone(), s);
+        }
+        drop(writing);
+        self.inodes.lock().expect("inode lock poisoned").rename(&from, &to);
+        Ok(())
+    }
+
+    /// Makes directory `name` in `parent`.
+    pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let path = child(&self.path_of(parent)?, name)?;
+        if self.stat_path(&path).await.is_ok() {
+            return Err(FsError::new(libc::EEXIST, format!("{path} exists")));
+        }
+        self.made_dirs.lock().expect("dirs lock poisoned").insert(path.clone());
+        Ok(self.dir_attr(&path))
+    }
+
+    /// Removes empty directory `name` from `parent`.
+    pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        let path = child(&self.path_of(parent)?, name)?;
+        let ino = self.ino_of(&path);
+        if !self.readdir(ino).await?.is_empty() {
+            return Err(FsError::new(libc::ENOTEMPTY, format!("{path} is not empty")));
+        }
+        self.made_dirs.lock().expect("dirs lock poisoned").remove(&path);
+        Ok(())
+    }
+
+    /// Block size reported to readers (`st_blksize`): the page size.
+    pub fn block_size(&self) -> u32 {
+        u32::try_from(self.page_size).unwrap_or(1 << 20)
+    }
+}

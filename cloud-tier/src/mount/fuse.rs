@@ -1,0 +1,399 @@
+//! The kernel side: turns FUSE requests into [`MountFs`] calls. No logic.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::fs::{Attr, FsError, MountFs};
+use ferry_protocol::codec::EntryKind;
+
+/// How long the kernel may cache attributes and entries.
+pub const ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// The adapter handed to fuser.
+#[derive(Debug)]
+pub struct FuseAdapter {
+    fs: Arc<MountFs>,
+    rt: tokio::runtime::Handle,
+    uid: u32,
+    gid: u32,
+}
+
+impl FuseAdapter {
+    fn attr(&self, a: &Attr) -> FileAttr {
+        let (kind, perm, nlink) = match a.kind {
+            EntryKind::Dir => (FileType::Directory, 0o755, 2),
+            EntryKind::File => (FileType::RegularFile, 0o644, 1),
+        };
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: a.mtime,
+            mtime: a.mtime,
+            ctime: a.mtime,
+            crtime: a.mtime,
+            kind,
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: self.fs.block_size(),
+            flags: 0,
+        }
+    }
+
+    fn spawn<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.rt.spawn(f);
+    }
+}
+
+fn errno(e: &FsError) -> Errno {
+    if e.errno != libc::ENOENT {
+        tracing::debug!(errno = e.errno, error = %e.message, "filesystem call failed");
+    }
+    Errno::from_i32(e.errno)
+}
+
+fn name_str(name: &OsStr) -> Result<String, Errno> {
+    name.to_str().map(str::to_string).ok_or(Errno::from_i32(libc::EINVAL))
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        let me = FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid };
+        self.spawn(async move {
+            match fs.lookup(parent.0, &name).await {
+                Ok(a) => reply.entry(&ATTR_TTL, &me.attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = self.fs.clone();
+        let me = FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid };
+        self.spawn(async move {
+            match fs.getattr(ino.0).await {
+                Ok(a) => reply.attr(&ATTR_TTL, &me.attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let fs = self.fs.clone();
+        let me = FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid };
+        self.spawn(async move {
+            let r = match size {
+                Some(s) => fs.truncate(ino.0, fh.map(|f| f.0), s).await,
+                // Modes, owners and times are not stored; report what is there.
+                None => fs.getattr(ino.0).await,
+            };
+            match r {
+                Ok(a) => reply.attr(&ATTR_TTL, &me.attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        let me = FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid };
+        self.spawn(async move {
+            match fs.mkdir(parent.0, &name).await {
+                Ok(a) => reply.entry(&ATTR_TTL, &me.attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = match (name_str(name), name_str(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => return reply.error(Errno::from_i32(libc::EINVAL)),
+        };
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.rename(parent.0, &name, newparent.0, &newname).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let acc = flags.0 & libc::O_ACCMODE;
+        let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.open(ino.0, write, truncate).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        let me = FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid };
+        self.spawn(async move {
+            match fs.create(parent.0, &name).await {
+                Ok((a, fh)) => {
+                    reply.created(&ATTR_TTL, &me.attr(&a), Generation(0), FileHandle(fh), FopenFlags::empty())
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(b) => reply.data(&b),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        // Local staging write: fast enough to do on the FUSE thread.
+        match self.fs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.fsync(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.fsync(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.release(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            let entries = match fs.readdir(ino.0).await {
+                Ok(e) => e,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            let mut all =
+                vec![(ino.0, FileType::Directory, ".".to_string()), (ino.0, FileType::Directory, "..".to_string())];
+            for (name, a) in entries {
+                let kind = if a.kind == EntryKind::Dir { FileType::Directory } else { FileType::RegularFile };
+                all.push((a.ino, kind, name));
+            }
+            for (i, (ino, kind, name)) in all.into_iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        // Objects carry no extended attributes.
+        reply.error(Errno::from_i32(libc::ENODATA));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.size(0);
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Object stores have no fixed capacity; report plenty.
+        let bsize = self.fs.block_size();
+        let blocks = (1u64 << 50) / u64::from(bsize);
+        reply.statfs(blocks, blocks, blocks, 1 << 30, 1 << 30, bsize, 1024, bsize);
+    }
+}
+
+/// Why a mount could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mountpoint is missing, not a directory, or not empty.
+    #[error("mountpoint {0}")]
+    Mountpoint(String),
+    /// The kernel refused the mount.
+    #[error("mount failed: {0}")]
+    Kernel(std::io::Error),
+}
+
+/// Checks that `dir` is an existing, empty directory.
+pub fn check_mountpoint(dir: &Path) -> Result<(), MountError> {
+    let meta = std::fs::metadata(dir).map_err(|e| MountError::Mountpoint(format!("{}: {e}", dir.display())))?;
+    if !meta.is_dir() {
+        return Err(MountError::Mountpoint(format!("{} is not a directory", dir.display())));
+    }
+    let mut rd = std::fs::read_dir(dir).map_err(|e| MountError::Mountpoint(format!("{}: {e}", dir.display())))?;
+    if rd.next().is_some() {
+        return Err(MountError::Mountpoint(format!("{} is not empty", dir.display())));
+    }
+    Ok(())
+}
+
+/// Mounts `fs` at `dir`; the returned session unmounts when dropped or on `umount_and_join`.
+pub fn mount(fs: Arc<MountFs>, dir: &Path, rt: tokio::runtime::Handle) -> Result<fuser::BackgroundSession, MountError> {
+    use std::os::unix::fs::MetadataExt;
+    check_mountpoint(dir)?;
+    let meta = std::fs::metadata(dir).map_err(|e| MountError::Mountpoint(e.to_string()))?;
+    let adapter = FuseAdapter { fs, rt, uid: meta.uid(), gid: meta.gid() };
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("ferry".into()),
+        MountOption::Subtype("ferry".into()),
+        MountOption::RW,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+    ];
+    config.n_threads = Some(4);
+    fuser::spawn_mount(adapter, dir, &config).map_err(MountError::Kernel)
+}

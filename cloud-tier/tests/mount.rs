@@ -1,0 +1,156 @@
+//! The FUSE mount against a real kernel mount: reads, listings, concurrent
+//! readers, checkpoint writes (create, write, fsync, rename, unlink).
+
+mod common;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use common::*;
+use ferry_cloud_tier::faulty::Faults;
+use ferry_cloud_tier::mount::fs::MountFs;
+use ferry_cloud_tier::mount::fuse::{self, MountError};
+use ferry_cloud_tier::namespace::open_store;
+
+/// FUSE is needed; under CI its absence is a failure.
+fn fuse_available() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("/dev/fuse missing: scripts/test.sh installs fuse3");
+    }
+    eprintln!("SKIPPED: /dev/fuse missing");
+    false
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mount_reads_lists_and_writes_checkpoints() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    let big = data(7 * PAGE as usize + 333, 1);
+    let small = b"label,0\n".to_vec();
+    base.put(&StorePath::from("datasets/train/shard-0.bin"), PutPayload::from(big.clone())).await.expect("put");
+    base.put(&StorePath::from("datasets/train/labels.csv"), PutPayload::from(small.clone())).await.expect("put");
+    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 256 << 20);
+    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    let fs = MountFs::new(c, dir.path().join("staging")).await.expect("fs");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir mnt");
+    let session = fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current()).expect("mount");
+
+    let m = mnt.clone();
+    let (b2, s2) = (big.clone(), small.clone());
+    blocking(move || {
+        // Listings and sizes.
+        let mut names: Vec<String> = std::fs::read_dir(m.join("datasets/train"))
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf8"))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["labels.csv", "shard-0.bin"]);
+        assert_eq!(std::fs::metadata(m.join("datasets/train/shard-0.bin")).expect("stat").len(), b2.len() as u64);
+        assert!(std::fs::metadata(m.join("datasets")).expect("stat dir").is_dir());
+        assert_eq!(std::fs::metadata(m.join("nope")).expect_err("missing").kind(), std::io::ErrorKind::NotFound);
+        // Whole-file and random reads.
+        assert!(std::fs::read(m.join("datasets/train/shard-0.bin")).expect("read") == b2);
+        assert_eq!(std::fs::read(m.join("datasets/train/labels.csv")).expect("read"), s2);
+        let mut f = std::fs::File::open(m.join("datasets/train/shard-0.bin")).expect("open");
+        for off in [3 * PAGE - 7, 123, 6 * PAGE + 5, PAGE] {
+            let mut buf = vec![0u8; 4096];
+            f.seek(SeekFrom::Start(off)).expect("seek");
+            f.read_exact(&mut buf).expect("read");
+            assert!(buf[..] == b2[off as usize..off as usize + 4096], "random read at {off}");
+        }
+    })
+    .await;
+
+    // Concurrent readers of the same file.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let p = mnt.join("datasets/train/shard-0.bin");
+            let want = big.clone();
+            // Spawned now, so the four reads run at the same time.
+            tokio::task::spawn_blocking(move || assert!(std::fs::read(p).expect("read") == want))
+        })
+        .collect();
+    for r in readers {
+        r.await.expect("reader");
+    }
+
+    // A trainer's checkpoint: mkdir -p, write to a temporary name, fsync, rename into place.
+    let m = mnt.clone();
+    let ckpt = data(3 * PAGE as usize + 99, 2);
+    let ck = ckpt.clone();
+    blocking(move || {
+        std::fs::create_dir_all(m.join("checkpoints/run-7")).expect("mkdir -p");
+        let tmp = m.join("checkpoints/run-7/step-1000.pt.tmp");
+        let mut f = std::fs::File::create(&tmp).expect("create");
+        for chunk in ck.chunks(100_000) {
+            f.write_all(chunk).expect("write");
+        }
+        f.sync_all().expect("fsync");
+        assert_eq!(std::fs::metadata(&tmp).expect("stat").len(), ck.len() as u64);
+        drop(f);
+        std::fs::rename(&tmp, m.join("checkpoints/run-7/step-1000.pt")).expect("rename");
+        assert!(std::fs::read(m.join("checkpoints/run-7/step-1000.pt")).expect("read back") == ck);
+        let names: Vec<_> = std::fs::read_dir(m.join("checkpoints/run-7"))
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["step-1000.pt"]);
+        // Overwrite in place and remove.
+        std::fs::write(m.join("checkpoints/run-7/latest"), b"step-1000").expect("write latest");
+        assert_eq!(std::fs::read(m.join("checkpoints/run-7/latest")).expect("read latest"), b"step-1000");
+        std::fs::remove_file(m.join("checkpoints/run-7/latest")).expect("unlink");
+        assert!(!m.join("checkpoints/run-7/latest").exists());
+    })
+    .await;
+
+    // The checkpoint reaches the object store intact.
+    let t0 = std::time::Instant::now();
+    loop {
+        let got = base.get(&StorePath::from("checkpoints/run-7/step-1000.pt")).await;
+        if let Ok(r) = got {
+            assert!(r.bytes().await.expect("bytes")[..] == ckpt[..]);
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "checkpoint never reached the store");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await);
+    assert!(base.head(&StorePath::from("checkpoints/run-7/step-1000.pt.tmp")).await.is_err());
+
+    blocking(move || session.umount_and_join().expect("unmount")).await;
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_mountpoints_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing: PathBuf = dir.path().join("missing");
+    assert!(matches!(fuse::check_mountpoint(&missing), Err(MountError::Mountpoint(m)) if m.contains("No such file")));
+    let full = dir.path().join("full");
+    std::fs::create_dir_all(&full).expect("mkdir");
+    std::fs::write(full.join("x"), b"x").expect("write");
+    assert!(matches!(fuse::check_mountpoint(&full), Err(MountError::Mountpoint(m)) if m.contains("not empty")));
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").expect("write");
+    assert!(matches!(fuse::check_mountpoint(&file), Err(MountError::Mountpoint(m)) if m.contains("not a directory")));
+}
