@@ -41,13 +41,170 @@ pub enum Scenario {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Checkpoint files written with fsync through a FUSE mount vs to local disk; then read back.
+    Checkpoint {
+        /// Total bytes written.
+        #[arg(long, default_value = "2GiB")]
+        size: ByteSize,
+        /// Number of files.
+        #[arg(long, default_value_t = 4)]
+        files: usize,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Runs a scenario.
 pub async fn run(s: Scenario) -> Result<()> {
     match s {
         Scenario::Read { size, bandwidth, latency, dir } => read(size.as_u64(), bandwidth.as_u64(), latency, dir).await,
+        Scenario::Checkpoint { size, files, dir } => checkpoint(size.as_u64(), files, dir).await,
     }
+}
+
+/// Certificates and a running node over `store` (mounted at `/`), for benchmarks.
+async fn bench_node(
+    root: &std::path::Path,
+    store: Arc<dyn ObjectStore>,
+    memory: u64,
+    disk: u64,
+) -> Result<(RunningNode, Cluster)> {
+    let certs = root.join("certs");
+    tls::init_ca(&certs, "bench")?;
+    let cloud_id = NodeId::new("cloud-1").map_err(anyhow::Error::msg)?;
+    let client_id = NodeId::new("client").map_err(anyhow::Error::msg)?;
+    tls::issue(&certs, Role::Cloud, &cloud_id)?;
+    tls::issue(&certs, Role::Client, &client_id)?;
+    let mut ns = Namespace::empty(Arc::new(Metrics::new()));
+    ns.add("/", store, object_store::path::Path::default(), 0)?;
+    let cfg = CloudConfig {
+        listen: "127.0.0.1:0".parse().expect("literal address"),
+        metrics_listen: String::new(),
+        cache: CacheConfig { memory: ByteSize::b(memory), disk: ByteSize::b(disk), disk_dir: root.join("cache") },
+        ..CloudConfig::default()
+    };
+    let node =
+        RunningNode::start_with(&cfg, ns, TlsMaterial::load_dir(&certs, &cloud_id)?, Arc::new(SystemClock)).await?;
+    let endpoint = transport::client_endpoint(&TlsMaterial::load_dir(&certs, &client_id)?)?;
+    let cluster = Cluster::new(endpoint, &[node.addr.to_string()])?;
+    Ok((node, cluster))
+}
+
+/// Writes `files` files of `each` bytes under `dir` with fsync; returns the time taken.
+fn write_files(dir: &std::path::Path, files: usize, each: u64) -> std::io::Result<Duration> {
+    use std::io::Write;
+    let block: Vec<u8> = (0..8u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+    let t0 = Instant::now();
+    for i in 0..files {
+        let mut f = std::fs::File::create(dir.join(format!("step-{i}.pt")))?;
+        let mut left = each;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            f.write_all(&block[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()?;
+    }
+    Ok(t0.elapsed())
+}
+
+/// Reads every file under `dir` back; returns the time taken and the bytes read.
+fn read_files(dir: &std::path::Path, files: usize) -> std::io::Result<(Duration, u64)> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut total = 0u64;
+    let t0 = Instant::now();
+    for i in 0..files {
+        let mut f = std::fs::File::open(dir.join(format!("step-{i}.pt")))?;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+    }
+    Ok((t0.elapsed(), total))
+}
+
+async fn checkpoint(size: u64, files: usize, dir: Option<PathBuf>) -> Result<()> {
+    if files == 0 {
+        bail!("--files must be at least 1");
+    }
+    let tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
+    let root = tmp.path().to_path_buf();
+    let data = root.join("store");
+    let local = root.join("local");
+    let mnt = root.join("mnt");
+    for d in [&data, &local, &mnt] {
+        std::fs::create_dir_all(d)?;
+    }
+    let each = size / files as u64;
+    let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&data)?);
+    let (node, cluster) = bench_node(&root, store, 1 << 30, 4 << 30).await?;
+    let fs = ferry_cloud_tier::mount::fs::MountFs::new(cluster, root.join("staging"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let session = ferry_cloud_tier::mount::fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current())?;
+
+    eprintln!(
+        "bench checkpoint: {files} file(s) of {} with fsync, local disk then the mount",
+        ByteSize::b(each).display().iec()
+    );
+    let l = local.clone();
+    let local_write = tokio::task::spawn_blocking(move || write_files(&l, files, each)).await??;
+    let m = mnt.clone();
+    let mount_write = tokio::task::spawn_blocking(move || write_files(&m, files, each)).await??;
+    let l = local.clone();
+    let (local_read, lb) = tokio::task::spawn_blocking(move || read_files(&l, files)).await??;
+    let m = mnt.clone();
+    let (mount_read, mb) = tokio::task::spawn_blocking(move || read_files(&m, files)).await??;
+    if lb != mb || mb != each * files as u64 {
+        bail!("read back {mb} bytes through the mount, {lb} locally, wrote {}", each * files as u64);
+    }
+    let t0 = Instant::now();
+    let persisted = node.node.journal().drain(Duration::from_secs(600)).await;
+    let persist_after = t0.elapsed();
+    tokio::task::spawn_blocking(move || session.umount_and_join()).await??;
+    node.shutdown().await;
+    if !persisted {
+        bail!("checkpoints were not persisted to the store within 10 minutes");
+    }
+
+    let total = each * files as u64;
+    let wr = local_write.as_secs_f64() / mount_write.as_secs_f64();
+    let rr = local_read.as_secs_f64() / mount_read.as_secs_f64();
+    println!("checkpoint data              {} in {files} file(s)", ByteSize::b(total).display().iec());
+    println!(
+        "write+fsync via mount        {:>8.3} s  {:>8.1} MB/s",
+        mount_write.as_secs_f64(),
+        mbps(total, mount_write)
+    );
+    println!(
+        "write+fsync to local disk    {:>8.3} s  {:>8.1} MB/s",
+        local_write.as_secs_f64(),
+        mbps(total, local_write)
+    );
+    println!("    throughput ratio mount/local {wr:>6.3}   (goal >= 0.8)");
+    println!("read back via mount          {:>8.3} s  {:>8.1} MB/s", mount_read.as_secs_f64(), mbps(total, mount_read));
+    println!("read back from local disk    {:>8.3} s  {:>8.1} MB/s", local_read.as_secs_f64(), mbps(total, local_read));
+    println!("    throughput ratio mount/local {rr:>6.3}   (goal >= 0.8)");
+    println!("store had every checkpoint {:.3} s after the last fsync", persist_after.as_secs_f64());
+    let json = serde_json::json!({
+        "scenario": "checkpoint",
+        "bytes": total,
+        "files": files,
+        "mount_write_s": mount_write.as_secs_f64(),
+        "local_write_s": local_write.as_secs_f64(),
+        "write_mount_over_local_throughput": wr,
+        "mount_read_s": mount_read.as_secs_f64(),
+        "local_read_s": local_read.as_secs_f64(),
+        "read_mount_over_local_throughput": rr,
+        "persisted_after_s": persist_after.as_secs_f64(),
+    });
+    println!("{json}");
+    Ok(())
 }
 
 fn mbps(bytes: u64, d: Duration) -> f64 {

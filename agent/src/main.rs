@@ -59,6 +59,11 @@ enum Command {
         /// (default: a fresh directory under the system temp dir).
         #[arg(long)]
         staging: Option<PathBuf>,
+        /// Bytes of whole-file local copies (kept in the staging directory) of
+        /// files read to the end; later opens are served by the kernel from
+        /// them at local-disk speed (FUSE passthrough). 0 turns copies off.
+        #[arg(long, default_value = "8GiB")]
+        local_copies: bytesize::ByteSize,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -174,12 +179,12 @@ async fn run(command: Command) -> Result<()> {
             node.shutdown().await;
             Ok(())
         }
-        Command::Mount { dir, staging, client } => {
+        Command::Mount { dir, staging, local_copies, client } => {
             let t = read::Target { node: None, path: "/".into() };
             let c = read::cluster(&client.config, client.explicit(), &t)?;
             let staging =
                 staging.unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-staging-{}", std::process::id())));
-            mount::run(c, &dir, &staging).await
+            mount::run(c, &dir, &staging, local_copies.as_u64()).await
         }
         Command::Cat { target, client } => {
             let t = read::parse_target(&target)?;

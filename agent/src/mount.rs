@@ -42,12 +42,12 @@ impl Mounted {
 }
 
 /// Mounts the cluster's namespace at `dir`.
-pub async fn start(cluster: Cluster, dir: &Path, staging: &Path) -> Result<Mounted> {
+pub async fn start(cluster: Cluster, dir: &Path, staging: &Path, local_copies: u64) -> Result<Mounted> {
     fuse::check_mountpoint(dir)?;
     if !Path::new("/dev/fuse").exists() {
         anyhow::bail!("FUSE is not available on this machine (/dev/fuse is missing; install fuse3)");
     }
-    let fs = MountFs::new(cluster, staging.to_path_buf())
+    let fs = MountFs::with_local_copies(cluster, staging.to_path_buf(), local_copies)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))
         .context("cannot reach the cache nodes")?;
@@ -56,8 +56,8 @@ pub async fn start(cluster: Cluster, dir: &Path, staging: &Path) -> Result<Mount
 }
 
 /// Runs a mount until Ctrl-C, SIGTERM or an external unmount.
-pub async fn run(cluster: Cluster, dir: &Path, staging: &Path) -> Result<()> {
-    let m = start(cluster, dir, staging).await?;
+pub async fn run(cluster: Cluster, dir: &Path, staging: &Path, local_copies: u64) -> Result<()> {
+    let m = start(cluster, dir, staging, local_copies).await?;
     eprintln!("ferry: mounted at {} (Ctrl-C or SIGTERM unmounts)", dir.display());
     let shutdown = crate::up::wait_for_shutdown();
     tokio::pin!(shutdown);

@@ -76,7 +76,7 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
             ferry_protocol::transport::client_endpoint(&endpoint_tls)?,
             &client.nodes,
         )?;
-        match crate::mount::start(cluster, &mnt, &data.join("staging")).await {
+        match crate::mount::start(cluster, &mnt, &data.join("staging"), 4 << 30).await {
             Ok(m) => Some(m),
             Err(e) => {
                 eprintln!("ferry: not mounting {}: {e:#}", mnt.display());

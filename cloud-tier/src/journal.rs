@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -55,6 +54,11 @@ pub struct Journal {
     next_seq: AtomicU64,
     pending: Mutex<HashMap<String, Entry>>,
     wake: Notify,
+    /// The path whose upload is in flight.
+    uploading: Mutex<Option<String>>,
+    /// Paths deleted while their upload was in flight: absent until the
+    /// uploader has removed what it just wrote.
+    tombstones: Mutex<std::collections::HashSet<String>>,
 }
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
@@ -176,6 +180,8 @@ impl Journal {
             next_seq: AtomicU64::new(max_seq + 1),
             pending: Mutex::new(best),
             wake: Notify::new(),
+            uploading: Mutex::new(None),
+            tombstones: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -209,6 +215,7 @@ impl Journal {
         })
         .await
         .map_err(|e| NodeError::Store(format!("journal task: {e}")))??;
+        self.tombstones.lock().expect("journal lock poisoned").remove(&entry.path);
         let old = self.pending.lock().expect("journal lock poisoned").insert(entry.path.clone(), entry.clone());
         if let Some(old) = old {
             self.remove_files(old.seq);
@@ -234,23 +241,16 @@ impl Journal {
         self.dir.join(format!("{}.data", e.seq))
     }
 
-    /// Reads `[offset, offset + len)` of a pending entry.
-    pub async fn read(&self, e: &Entry, offset: u64, len: u64) -> Result<Bytes, NodeError> {
-        let p = self.data_path(e);
-        tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
-            use std::os::unix::fs::FileExt;
-            let f = std::fs::File::open(p)?;
-            let mut buf = vec![0u8; len as usize];
-            f.read_exact_at(&mut buf, offset)?;
-            Ok(Bytes::from(buf))
-        })
-        .await
-        .map_err(|e| NodeError::Store(format!("journal read task: {e}")))?
-        .map_err(NodeError::Io)
+    /// Whether `path` was deleted while its upload was in flight (treat it as absent).
+    pub fn is_tombstoned(&self, path: &str) -> bool {
+        self.tombstones.lock().expect("journal lock poisoned").contains(path)
     }
 
     /// Drops the pending entry for `path`; true if there was one.
     pub fn discard(&self, path: &str) -> bool {
+        if self.uploading.lock().expect("journal lock poisoned").as_deref() == Some(path) {
+            self.tombstones.lock().expect("journal lock poisoned").insert(path.to_string());
+        }
         let old = self.pending.lock().expect("journal lock poisoned").remove(path);
         if let Some(old) = &old {
             self.remove_files(old.seq);
@@ -262,6 +262,10 @@ impl Journal {
     pub fn rename(&self, from: &str, to: &str) -> Result<bool, NodeError> {
         let mut pending = self.pending.lock().expect("journal lock poisoned");
         let Some(mut e) = pending.remove(from) else { return Ok(false) };
+        if self.uploading.lock().expect("journal lock poisoned").as_deref() == Some(from) {
+            self.tombstones.lock().expect("journal lock poisoned").insert(from.to_string());
+        }
+        self.tombstones.lock().expect("journal lock poisoned").remove(to);
         e.path = to.to_string();
         write_meta(&self.dir, &e)?;
         fsync_dir(&self.dir)?;
@@ -288,7 +292,7 @@ impl Journal {
         writer.shutdown().await.map_err(|err| NodeError::Store(format!("upload {}: {err}", e.path)))?;
         enum After {
             Done,
-            Renamed,
+            Moved,
             Superseded,
         }
         let after = {
@@ -298,17 +302,19 @@ impl Journal {
                     pending.remove(&e.path);
                     After::Done
                 }
-                _ if pending.values().any(|c| c.seq == e.seq) => After::Renamed,
-                _ => After::Superseded,
+                // A newer write of the same path: it uploads next and replaces this one.
+                Some(_) => After::Superseded,
+                // Renamed (the entry lives on under another path) or deleted during the upload.
+                None => After::Moved,
             }
         };
         match after {
             After::Done => self.remove_files(e.seq),
-            // Renamed during the upload: the object now belongs elsewhere.
-            After::Renamed => {
-                let _ = r.mount.store.delete(&r.location).await;
+            // What was just uploaded no longer belongs at this path.
+            After::Moved => {
+                r.mount.store.delete(&r.location).await.map_err(|err| NodeError::from_store(&e.path, err))?;
+                self.tombstones.lock().expect("journal lock poisoned").remove(&e.path);
             }
-            // Superseded by a newer write of the same path: that one uploads next.
             After::Superseded => {}
         }
         Ok(())
@@ -321,7 +327,10 @@ impl Journal {
             let entries = self.entries();
             let mut failed = false;
             for e in &entries {
-                match self.upload(&ns, e).await {
+                *self.uploading.lock().expect("journal lock poisoned") = Some(e.path.clone());
+                let result = self.upload(&ns, e).await;
+                *self.uploading.lock().expect("journal lock poisoned") = None;
+                match result {
                     Ok(()) => on_persisted(&e.path),
                     Err(err) => {
                         tracing::warn!(path = %e.path, error = %err, "upload failed; will retry");

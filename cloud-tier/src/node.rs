@@ -126,6 +126,9 @@ impl CacheNode {
         if let Some(e) = self.journal.pending(path.as_str()) {
             return Ok(Self::pending_info(&e));
         }
+        if self.journal.is_tombstoned(path.as_str()) {
+            return Err(NodeError::NotFound(path.to_string()));
+        }
         match self.cache.stat(&path).await {
             Err(NodeError::NotFound(m)) => {
                 if self.pending_below(&path).is_empty() {
@@ -147,6 +150,11 @@ impl CacheNode {
             Err(NodeError::NotFound(_)) if !pending.is_empty() => Vec::new(),
             Err(e) => return Err(e),
         };
+        let tomb = |name: &str| {
+            let p = if path.is_root() { format!("/{name}") } else { format!("{path}/{name}") };
+            self.journal.is_tombstoned(&p)
+        };
+        entries.retain(|e| !tomb(&e.name));
         for (name, info) in pending {
             match entries.iter_mut().find(|e| e.name == name) {
                 Some(e) if info.kind == EntryKind::File => e.info = info,
@@ -213,10 +221,13 @@ impl CacheNode {
                 return Err(NodeError::InvalidInput(format!("{path} is a directory")));
             }
         }
-        match r.mount.store.delete(&r.location).await {
+        let result = match r.mount.store.delete(&r.location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(NodeError::from_store(path.as_str(), e)),
-        }
+        };
+        // Again after the store changed: a stat that raced the delete must not stay cached.
+        self.cache.invalidate(&path);
+        result
     }
 
     /// Answers `Rename`; returns whether the renamed object is already in the store.
@@ -231,6 +242,7 @@ impl CacheNode {
         if self.journal.rename(from.as_str(), to.as_str())? {
             // An older persisted copy at the old name goes away with the rename.
             let _ = rf.mount.store.delete(&rf.location).await;
+            self.cache.invalidate(&from);
             return Ok(false);
         }
         let info = self.cache.namespace().head(&from).await?;
@@ -250,18 +262,31 @@ impl CacheNode {
             rt.mount.store.put(&rt.location, bytes.into()).await.map_err(|e| NodeError::from_store(to.as_str(), e))?;
         }
         rf.mount.store.delete(&rf.location).await.map_err(|e| NodeError::from_store(from.as_str(), e))?;
+        self.cache.invalidate(&from);
+        self.cache.invalidate(&to);
         Ok(true)
     }
 
     /// Answers `ReadRange`: the number of bytes that will follow and a stream of them.
     pub async fn handle_read(&self, path: &str, offset: u64, len: u64) -> Result<(u64, ReadStream), NodeError> {
         let path = parse_path(path)?;
+        if self.journal.is_tombstoned(path.as_str()) {
+            return Err(NodeError::NotFound(path.to_string()));
+        }
         if let Some(e) = self.journal.pending(path.as_str()) {
-            let end = offset.saturating_add(len).min(e.size);
-            let start = offset.min(end);
-            let mut stream = ReadStream::new(self.cache.clone(), path, Self::pending_info(&e), start, end);
-            stream.journal = Some((self.journal.clone(), e));
-            return Ok((end - start, stream));
+            // Open now: the upload may finish and unlink the entry at any moment,
+            // and an open file stays readable. If it is already gone, the store has it.
+            match std::fs::File::open(self.journal.data_path(&e)) {
+                Ok(file) => {
+                    let end = offset.saturating_add(len).min(e.size);
+                    let start = offset.min(end);
+                    let mut stream = ReadStream::new(self.cache.clone(), path, Self::pending_info(&e), start, end);
+                    stream.journal = Some(Arc::new(file));
+                    return Ok((end - start, stream));
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err.into()),
+            }
         }
         let info = self.cache.stat(&path).await?;
         if info.kind == EntryKind::Dir {
@@ -319,7 +344,7 @@ pub struct ReadStream {
     current: Option<Cursor>,
     ready: VecDeque<Bytes>,
     /// Set when the object is served from the write-back journal.
-    journal: Option<(Arc<Journal>, Entry)>,
+    journal: Option<Arc<std::fs::File>>,
 }
 
 impl ReadStream {
@@ -338,12 +363,21 @@ impl ReadStream {
     }
 
     async fn next_from_journal(&mut self) -> Option<Result<Bytes, NodeError>> {
-        let (journal, entry) = self.journal.as_ref().expect("journal read");
+        let file = self.journal.clone().expect("journal read");
         if self.pos >= self.end {
             return None;
         }
         let n = (self.end - self.pos).min(self.cache.page_size());
-        let r = journal.read(entry, self.pos, n).await;
+        let pos = self.pos;
+        let r = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; n as usize];
+            file.read_exact_at(&mut buf, pos)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(|e| NodeError::Store(format!("journal read task: {e}")))
+        .and_then(|r| r.map_err(NodeError::Io));
         self.pos += n;
         Some(r)
     }

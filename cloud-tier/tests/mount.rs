@@ -50,7 +50,7 @@ async fn mount_reads_lists_and_writes_checkpoints() {
     let cfg = node_config(&dir.path().join("cache"), 64 << 20, 256 << 20);
     let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
     let c = client(&certs, &[n.node.addr.to_string()]);
-    let fs = MountFs::new(c, dir.path().join("staging")).await.expect("fs");
+    let fs = MountFs::with_local_copies(c, dir.path().join("staging"), 1 << 30).await.expect("fs");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir_all(&mnt).expect("mkdir mnt");
     let session = fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current()).expect("mount");
@@ -94,6 +94,38 @@ async fn mount_reads_lists_and_writes_checkpoints() {
         r.await.expect("reader");
     }
 
+    // A file read to the end gets a local copy; later reads do not reach the node.
+    let files = dir.path().join("staging/files");
+    let t0 = std::time::Instant::now();
+    loop {
+        let done = std::fs::read_dir(&files).expect("local copies dir").flatten().any(|e| {
+            !e.file_name().to_string_lossy().starts_with('.') && e.metadata().is_ok_and(|m| m.len() == big.len() as u64)
+        });
+        if done {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no local copy appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let served = |n: &TestNode| -> u64 {
+        ["memory", "disk", "store"]
+            .iter()
+            .map(|t| {
+                n.node
+                    .node
+                    .metrics()
+                    .bytes_served
+                    .get_or_create(&ferry_cloud_tier::metrics::TierLabel { tier: t.to_string() })
+                    .get()
+            })
+            .sum()
+    };
+    let before = served(&n);
+    let p = mnt.join("datasets/train/shard-0.bin");
+    let want = big.clone();
+    blocking(move || assert!(std::fs::read(p).expect("hot read") == want)).await;
+    assert_eq!(served(&n), before, "a hot read went to the cache node");
+
     // A trainer's checkpoint: mkdir -p, write to a temporary name, fsync, rename into place.
     let m = mnt.clone();
     let ckpt = data(3 * PAGE as usize + 99, 2);
@@ -119,9 +151,18 @@ async fn mount_reads_lists_and_writes_checkpoints() {
         std::fs::write(m.join("checkpoints/run-7/latest"), b"step-1000").expect("write latest");
         assert_eq!(std::fs::read(m.join("checkpoints/run-7/latest")).expect("read latest"), b"step-1000");
         std::fs::remove_file(m.join("checkpoints/run-7/latest")).expect("unlink");
-        assert!(!m.join("checkpoints/run-7/latest").exists());
     })
     .await;
+    let ns = n.node.node.handle_stat("/checkpoints/run-7/latest").await;
+    let st = base.head(&StorePath::from("checkpoints/run-7/latest")).await.map(|m| m.size);
+    let m = mnt.clone();
+    let after = blocking(move || std::fs::metadata(m.join("checkpoints/run-7/latest")).map(|m| m.len())).await;
+    let ns2 = n.node.node.handle_stat("/checkpoints/run-7/latest").await;
+    assert!(
+        after.is_err(),
+        "after unlink: {after:?} node {ns:?} store {st:?} node-later {ns2:?} journal {:?}",
+        n.node.node.journal().entries()
+    );
 
     // The checkpoint reaches the object store intact.
     let t0 = std::time::Instant::now();

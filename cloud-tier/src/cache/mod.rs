@@ -145,6 +145,8 @@ pub struct PageCache {
     disk: Option<Arc<Tier>>,
     meta: Mutex<HashMap<String, MetaEntry>>,
     meta_dir: Option<PathBuf>,
+    /// Bumped by every invalidation; a metadata answer that raced one is not cached.
+    invalidations: std::sync::atomic::AtomicU64,
     inflight: Mutex<HashMap<PageKey, Arc<Inflight>>>,
     tasks: TaskTracker,
     metrics: Arc<Metrics>,
@@ -177,6 +179,7 @@ impl PageCache {
             disk,
             meta: Mutex::new(HashMap::new()),
             meta_dir,
+            invalidations: std::sync::atomic::AtomicU64::new(0),
             inflight: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             metrics,
@@ -275,18 +278,26 @@ impl PageCache {
                 return Ok(m.info.clone());
             }
         }
+        let epoch = self.invalidations.load(std::sync::atomic::Ordering::SeqCst);
         let info = self.ns.head(path).await?;
         if info.kind == ferry_protocol::codec::EntryKind::File {
-            let entry = MetaEntry { info: info.clone(), fetched_ms: now };
-            self.store_meta(path.as_str(), &entry);
-            self.meta.lock().expect("meta lock poisoned").insert(path.as_str().to_string(), entry);
+            // Checked and inserted under the lock `invalidate` takes, so a delete,
+            // rename or write that landed while the store answered wins.
+            let mut meta = self.meta.lock().expect("meta lock poisoned");
+            if self.invalidations.load(std::sync::atomic::Ordering::SeqCst) == epoch {
+                let entry = MetaEntry { info: info.clone(), fetched_ms: now };
+                self.store_meta(path.as_str(), &entry);
+                meta.insert(path.as_str().to_string(), entry);
+            }
         }
         Ok(info)
     }
 
     /// Forgets cached metadata of `path` (after the store reported a change).
     pub fn invalidate(&self, path: &NsPath) {
-        self.meta.lock().expect("meta lock poisoned").remove(path.as_str());
+        let mut meta = self.meta.lock().expect("meta lock poisoned");
+        self.invalidations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        meta.remove(path.as_str());
         if let Some(dir) = &self.meta_dir {
             let _ = std::fs::remove_file(Self::meta_file(dir, path.as_str()));
         }

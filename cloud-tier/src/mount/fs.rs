@@ -75,6 +75,89 @@ pub struct Attr {
     pub size: u64,
     /// Modification time.
     pub mtime: SystemTime,
+    /// The object's version tag ("" for directories and files being written).
+    pub etag: String,
+}
+
+/// What `open` produced.
+#[derive(Debug)]
+pub enum Opened {
+    /// Reads and writes come through this handle.
+    Handle(u64),
+    /// A complete local copy exists: the kernel may read `file` directly
+    /// (FUSE passthrough). `fh` is a normal read handle as well, for kernels
+    /// that refuse passthrough.
+    Passthrough {
+        /// The read handle.
+        fh: u64,
+        /// The local copy.
+        file: std::fs::File,
+    },
+}
+
+#[derive(Debug)]
+struct LocalEntry {
+    file: PathBuf,
+    size: u64,
+    tick: u64,
+}
+
+/// Entries, bytes held, access clock, keys being copied.
+type LocalState = (HashMap<String, LocalEntry>, u64, u64, HashSet<String>);
+
+/// Whole local copies of files read to the end, served by FUSE passthrough.
+#[derive(Debug)]
+struct LocalFiles {
+    dir: PathBuf,
+    budget: u64,
+    state: Mutex<LocalState>,
+}
+
+impl LocalFiles {
+    fn key(path: &str, etag: &str, size: u64) -> String {
+        blake3::hash(format!("{path}\0{etag}\0{size}").as_bytes()).to_hex().to_string()
+    }
+
+    fn lookup(&self, key: &str) -> Option<PathBuf> {
+        let mut st = self.state.lock().expect("local files lock poisoned");
+        st.2 += 1;
+        let tick = st.2;
+        st.0.get_mut(key).map(|e| {
+            e.tick = tick;
+            e.file.clone()
+        })
+    }
+
+    /// Claims `key` for copying; false if present, in progress or too large.
+    fn claim(&self, key: &str, size: u64) -> bool {
+        if size == 0 || size > self.budget {
+            return false;
+        }
+        let mut st = self.state.lock().expect("local files lock poisoned");
+        if st.0.contains_key(key) || st.3.contains(key) {
+            return false;
+        }
+        st.3.insert(key.to_string());
+        true
+    }
+
+    fn finish(&self, key: &str, file: Option<PathBuf>, size: u64) {
+        let mut st = self.state.lock().expect("local files lock poisoned");
+        st.3.remove(key);
+        let Some(file) = file else { return };
+        st.2 += 1;
+        let tick = st.2;
+        st.1 += size;
+        st.0.insert(key.to_string(), LocalEntry { file, size, tick });
+        while st.1 > self.budget {
+            let Some(oldest) = st.0.iter().min_by_key(|(_, e)| e.tick).map(|(k, _)| k.clone()) else { break };
+            if let Some(e) = st.0.remove(&oldest) {
+                st.1 -= e.size;
+                // An open backing file stays readable after the unlink.
+                let _ = std::fs::remove_file(&e.file);
+            }
+        }
+    }
 }
 
 type PageFuture = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
@@ -83,6 +166,9 @@ type PageFuture = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
 struct ReadHandle {
     path: String,
     size: u64,
+    etag: String,
+    /// A complete local copy, read directly when the kernel does not pass reads through.
+    local: Option<std::fs::File>,
     /// Where the last read ended; a read starting there is sequential.
     last_end: AtomicU64,
     pages: Mutex<(HashMap<u64, PageFuture>, Vec<u64>)>,
@@ -143,6 +229,8 @@ pub struct MountFs {
     writing: Mutex<HashMap<String, u64>>,
     /// Directories made with mkdir that hold nothing yet.
     made_dirs: Mutex<HashSet<String>>,
+    /// Local whole-file copies for passthrough; `None` when disabled.
+    local: Option<Arc<LocalFiles>>,
 }
 
 fn child(parent: &str, name: &str) -> FsResult<String> {
@@ -161,11 +249,25 @@ fn mtime(ms: i64) -> SystemTime {
 impl MountFs {
     /// A filesystem over `cluster`, staging writes in `staging` (created, emptied).
     pub async fn new(cluster: Cluster, staging: PathBuf) -> FsResult<MountFs> {
+        Self::with_local_copies(cluster, staging, 0).await
+    }
+
+    /// Like [`MountFs::new`], also keeping up to `budget` bytes of whole-file
+    /// copies (under `staging/files`) of files read to the end, which later
+    /// opens may serve through FUSE passthrough at local-disk speed.
+    pub async fn with_local_copies(cluster: Cluster, staging: PathBuf, budget: u64) -> FsResult<MountFs> {
         let page_size = cluster.page_size("/").await?;
         if staging.exists() {
             std::fs::remove_dir_all(&staging)?;
         }
         std::fs::create_dir_all(&staging)?;
+        let local = if budget > 0 {
+            let dir = staging.join("files");
+            std::fs::create_dir_all(&dir)?;
+            Some(Arc::new(LocalFiles { dir, budget, state: Mutex::new((HashMap::new(), 0, 0, HashSet::new())) }))
+        } else {
+            None
+        };
         let mut inodes = Inodes { next: ROOT_INO, ..Default::default() };
         inodes.by_ino.insert(ROOT_INO, "/".into());
         inodes.by_path.insert("/".into(), ROOT_INO);
@@ -178,6 +280,7 @@ impl MountFs {
             next_fh: AtomicU64::new(1),
             writing: Mutex::new(HashMap::new()),
             made_dirs: Mutex::new(HashSet::new()),
+            local,
         })
     }
 
@@ -196,11 +299,12 @@ impl MountFs {
     }
 
     fn dir_attr(&self, path: &str) -> Attr {
-        Attr { ino: self.ino_of(path), kind: EntryKind::Dir, size: 0, mtime: UNIX_EPOCH }
+        Attr { ino: self.ino_of(path), kind: EntryKind::Dir, size: 0, mtime: UNIX_EPOCH, etag: String::new() }
     }
 
     fn attr_of(&self, path: &str, info: &ObjectInfo) -> Attr {
-        Attr { ino: self.ino_of(path), kind: info.kind, size: info.size, mtime: mtime(info.mtime_ms) }
+        let etag = if info.persisted { info.etag.clone() } else { String::new() };
+        Attr { ino: self.ino_of(path), kind: info.kind, size: info.size, mtime: mtime(info.mtime_ms), etag }
     }
 
     async fn stat_path(&self, path: &str) -> FsResult<Attr> {
@@ -208,7 +312,13 @@ impl MountFs {
             return Ok(self.dir_attr(path));
         }
         if let Some(size) = self.writing.lock().expect("writing lock poisoned").get(path).copied() {
-            return Ok(Attr { ino: self.ino_of(path), kind: EntryKind::File, size, mtime: SystemTime::now() });
+            return Ok(Attr {
+                ino: self.ino_of(path),
+                kind: EntryKind::File,
+                size,
+                mtime: SystemTime::now(),
+                etag: String::new(),
+            });
         }
         match self.cluster.stat(path).await {
             Ok(info) => Ok(self.attr_of(path, &info)),
@@ -291,7 +401,7 @@ impl MountFs {
     }
 
     /// Opens `ino`; `write` for write access, `truncate` for O_TRUNC.
-    pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> FsResult<u64> {
+    pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> FsResult<Opened> {
         let path = self.path_of(ino)?;
         let attr = self.stat_path(&path).await?;
         if attr.kind == EntryKind::Dir {
@@ -305,22 +415,78 @@ impl MountFs {
                 self.cluster.read_to(&path, 0, None, &mut f).await?;
                 self.writing.lock().expect("writing lock poisoned").insert(path.clone(), attr.size);
             }
-            return Ok(fh);
+            return Ok(Opened::Handle(fh));
         }
+        let local_copy = match (&self.local, attr.etag.is_empty()) {
+            (Some(l), false) => l.lookup(&LocalFiles::key(&path, &attr.etag, attr.size)),
+            _ => None,
+        };
+        let local_file = local_copy.and_then(|p| std::fs::File::open(p).ok());
         let h = ReadHandle {
             path,
             size: attr.size,
+            etag: attr.etag,
+            local: local_file.as_ref().and_then(|f| f.try_clone().ok()),
             last_end: AtomicU64::new(0),
             pages: Mutex::new((HashMap::new(), Vec::new())),
         };
-        Ok(self.add_handle(Handle::Read(Arc::new(h))))
+        let fh = self.add_handle(Handle::Read(Arc::new(h)));
+        match local_file {
+            Some(file) => Ok(Opened::Passthrough { fh, file }),
+            None => Ok(Opened::Handle(fh)),
+        }
+    }
+
+    /// Keeps a local copy of a file a reader went through to the end.
+    fn materialize(&self, h: &ReadHandle) {
+        let Some(local) = self.local.clone() else { return };
+        if h.etag.is_empty() || h.last_end.load(Ordering::Relaxed) < h.size {
+            return;
+        }
+        let key = LocalFiles::key(&h.path, &h.etag, h.size);
+        if !local.claim(&key, h.size) {
+            return;
+        }
+        let cluster = self.cluster.clone();
+        let (path, size) = (h.path.clone(), h.size);
+        tokio::spawn(async move {
+            let tmp = local.dir.join(format!(".{key}.tmp"));
+            let done = local.dir.join(&key);
+            let result = async {
+                let mut f = tokio::fs::File::create(&tmp).await?;
+                let n = cluster.read_to(&path, 0, None, &mut f).await?;
+                if n != size {
+                    return Err(ProtocolError::Malformed(format!("{path} changed while copying")));
+                }
+                tokio::fs::rename(&tmp, &done).await?;
+                Ok::<_, ProtocolError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => local.finish(&key, Some(done), size),
+                Err(e) => {
+                    tracing::debug!(%path, error = %e, "no local copy");
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    local.finish(&key, None, size);
+                }
+            }
+        });
     }
 
     /// Creates and opens `name` in `parent` for writing.
     pub async fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, u64)> {
         let path = child(&self.path_of(parent)?, name)?;
         let (fh, _) = self.new_write_handle(&path, true, true)?;
-        Ok((Attr { ino: self.ino_of(&path), kind: EntryKind::File, size: 0, mtime: SystemTime::now() }, fh))
+        Ok((
+            Attr {
+                ino: self.ino_of(&path),
+                kind: EntryKind::File,
+                size: 0,
+                mtime: SystemTime::now(),
+                etag: String::new(),
+            },
+            fh,
+        ))
     }
 
     fn handle(&self, fh: u64) -> FsResult<Option<Handle>> {
@@ -368,6 +534,11 @@ impl MountFs {
         let end = (offset + u64::from(size)).min(h.size);
         if offset >= end {
             return Ok(Bytes::new());
+        }
+        if let Some(f) = &h.local {
+            let mut buf = vec![0u8; (end - offset) as usize];
+            f.read_exact_at(&mut buf, offset)?;
+            return Ok(Bytes::from(buf));
         }
         let sequential = offset == 0 || offset == h.last_end.load(Ordering::Relaxed);
         h.last_end.store(end, Ordering::Relaxed);
@@ -423,12 +594,27 @@ impl MountFs {
         Ok(data.len() as u32)
     }
 
+    fn write_handles_of(&self, path: &str) -> Vec<Arc<WriteHandle>> {
+        self.handles
+            .lock()
+            .expect("handle lock poisoned")
+            .values()
+            .filter_map(|h| match h {
+                Handle::Write(w) if *w.path.lock().expect("path lock poisoned") == path => Some(w.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Sends a dirty write handle's bytes to the cache node (durable there when this returns).
     async fn persist(&self, w: &WriteHandle) -> FsResult<()> {
         if !*w.dirty.lock().expect("dirty lock poisoned") {
             return Ok(());
         }
         let path = w.path.lock().expect("path lock poisoned").clone();
+        if path.is_empty() {
+            return Ok(()); // unlinked while open
+        }
         self.cluster.put_file(&path, &w.staging).await?;
         *w.dirty.lock().expect("dirty lock poisoned") = false;
         self.made_dirs.lock().expect("dirs lock poisoned").retain(|d| !path.starts_with(&format!("{d}/")));
@@ -447,10 +633,16 @@ impl MountFs {
     /// Closes a handle for good.
     pub async fn release(&self, fh: u64) -> FsResult<()> {
         let h = self.handles.lock().expect("handle lock poisoned").remove(&fh);
+        if let Some(Handle::Read(r)) = &h {
+            self.materialize(r);
+        }
         if let Some(Handle::Write(w)) = h {
             let result = self.persist(&w).await;
             let path = w.path.lock().expect("path lock poisoned").clone();
-            self.writing.lock().expect("writing lock poisoned").remove(&path);
+            // Another handle may still be writing the same path.
+            if !path.is_empty() && self.write_handles_of(&path).is_empty() {
+                self.writing.lock().expect("writing lock poisoned").remove(&path);
+            }
             let _ = std::fs::remove_file(&w.staging);
             result?;
         }
@@ -485,8 +677,20 @@ impl MountFs {
     /// Removes file `name` from `parent`.
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         let path = child(&self.path_of(parent)?, name)?;
-        self.cluster.delete(&path).await?;
-        Ok(())
+        // Handles still open on the file write nowhere from now on (POSIX
+        // unlink semantics): a late flush or release must not bring it back.
+        let open: Vec<Arc<WriteHandle>> = self.write_handles_of(&path);
+        for w in &open {
+            *w.dirty.lock().expect("dirty lock poisoned") = false;
+            w.path.lock().expect("path lock poisoned").clear();
+        }
+        let was_writing = self.writing.lock().expect("writing lock poisoned").remove(&path).is_some();
+        match self.cluster.delete(&path).await {
+            Ok(()) => Ok(()),
+            // Created here but never sent to the node: nothing to delete there.
+            Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. }) if was_writing => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Renames `name` in `parent` to `newname` in `newparent`.
@@ -494,16 +698,7 @@ impl MountFs {
         let from = child(&self.path_of(parent)?, name)?;
         let to = child(&self.path_of(newparent)?, newname)?;
         // Bytes still only on this machine go to the node first.
-        let open: Vec<Arc<WriteHandle>> = self
-            .handles
-            .lock()
-            .expect("handle lock poisoned")
-            .values()
-            .filter_map(|h| match h {
-                Handle::Write(w) if *w.path.lock().expect("path lock poisoned") == from => Some(w.clone()),
-                _ => None,
-            })
-            .collect();
+        let open = self.write_handles_of(&from);
         for w in &open {
             self.persist(w).await?;
         }

@@ -11,11 +11,35 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::fs::{Attr, FsError, MountFs};
+use super::fs::{Attr, FsError, MountFs, Opened};
 use ferry_protocol::codec::EntryKind;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// How long the kernel may cache attributes and entries.
 pub const ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// Kernel passthrough bookkeeping: one backing id per inode, shared by its open handles.
+#[derive(Debug, Default)]
+struct Passthrough {
+    enabled: AtomicBool,
+    by_ino: Mutex<HashMap<u64, (Arc<fuser::BackingId>, usize)>>,
+    fh_ino: Mutex<HashMap<u64, u64>>,
+}
+
+impl Passthrough {
+    fn release(&self, fh: u64) {
+        let Some(ino) = self.fh_ino.lock().expect("passthrough lock poisoned").remove(&fh) else { return };
+        let mut by_ino = self.by_ino.lock().expect("passthrough lock poisoned");
+        if let Some((_, n)) = by_ino.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                by_ino.remove(&ino);
+            }
+        }
+    }
+}
 
 /// The adapter handed to fuser.
 #[derive(Debug)]
@@ -24,6 +48,7 @@ pub struct FuseAdapter {
     rt: tokio::runtime::Handle,
     uid: u32,
     gid: u32,
+    pass: Arc<Passthrough>,
 }
 
 impl FuseAdapter {
@@ -71,7 +96,13 @@ fn name_str(name: &OsStr) -> Result<String, Errno> {
 }
 
 impl Filesystem for FuseAdapter {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Passthrough lets the kernel read whole local copies directly; kernels
+        // without it (or without CAP_SYS_ADMIN) keep every read on the normal path.
+        if config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok() {
+            let _ = config.set_max_stack_depth(2);
+            self.pass.enabled.store(true, Ordering::SeqCst);
+        }
         Ok(())
     }
 
@@ -81,7 +112,8 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
-        let me = FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid };
+        let me =
+            FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid, pass: self.pass.clone() };
         self.spawn(async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&ATTR_TTL, &me.attr(&a), Generation(0)),
@@ -92,7 +124,8 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
-        let me = FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid };
+        let me =
+            FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid, pass: self.pass.clone() };
         self.spawn(async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ATTR_TTL, &me.attr(&a)),
@@ -120,7 +153,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let fs = self.fs.clone();
-        let me = FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid };
+        let me =
+            FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid, pass: self.pass.clone() };
         self.spawn(async move {
             let r = match size {
                 Some(s) => fs.truncate(ino.0, fh.map(|f| f.0), s).await,
@@ -140,7 +174,8 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
-        let me = FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid };
+        let me =
+            FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid, pass: self.pass.clone() };
         self.spawn(async move {
             match fs.mkdir(parent.0, &name).await {
                 Ok(a) => reply.entry(&ATTR_TTL, &me.attr(&a), Generation(0)),
@@ -205,9 +240,34 @@ impl Filesystem for FuseAdapter {
         let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let fs = self.fs.clone();
+        let pass = self.pass.clone();
         self.spawn(async move {
             match fs.open(ino.0, write, truncate).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(Opened::Handle(fh)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(Opened::Passthrough { fh, file }) => {
+                    if !pass.enabled.load(Ordering::SeqCst) {
+                        return reply.opened(FileHandle(fh), FopenFlags::empty());
+                    }
+                    let existing = pass.by_ino.lock().expect("passthrough lock poisoned").get(&ino.0).map(|(id, _)| id.clone());
+                    let id = match existing {
+                        Some(id) => id,
+                        None => match reply.open_backing(&file) {
+                            Ok(id) => Arc::new(id),
+                            Err(e) => {
+                                tracing::info!(error = %e, "kernel refused FUSE passthrough; reads stay on the normal path");
+                                pass.enabled.store(false, Ordering::SeqCst);
+                                return reply.opened(FileHandle(fh), FopenFlags::empty());
+                            }
+                        },
+                    };
+                    {
+                        let mut by_ino = pass.by_ino.lock().expect("passthrough lock poisoned");
+                        let entry = by_ino.entry(ino.0).or_insert_with(|| (id.clone(), 0));
+                        entry.1 += 1;
+                    }
+                    pass.fh_ino.lock().expect("passthrough lock poisoned").insert(fh, ino.0);
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -228,7 +288,8 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
-        let me = FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid };
+        let me =
+            FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid, pass: self.pass.clone() };
         self.spawn(async move {
             match fs.create(parent.0, &name).await {
                 Ok((a, fh)) => {
@@ -308,6 +369,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.pass.release(fh.0);
         let fs = self.fs.clone();
         self.spawn(async move {
             match fs.release(fh.0).await {
@@ -385,7 +447,7 @@ pub fn mount(fs: Arc<MountFs>, dir: &Path, rt: tokio::runtime::Handle) -> Result
     use std::os::unix::fs::MetadataExt;
     check_mountpoint(dir)?;
     let meta = std::fs::metadata(dir).map_err(|e| MountError::Mountpoint(e.to_string()))?;
-    let adapter = FuseAdapter { fs, rt, uid: meta.uid(), gid: meta.gid() };
+    let adapter = FuseAdapter { fs, rt, uid: meta.uid(), gid: meta.gid(), pass: Arc::new(Passthrough::default()) };
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("ferry".into()),
