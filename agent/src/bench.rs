@@ -41,6 +41,30 @@ pub enum Scenario {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// MLPerf-Storage-style training load through a FUSE mount: accelerator utilization per epoch.
+    Train {
+        /// Dataset and compute shape.
+        #[arg(long, value_enum, default_value = "unet3d")]
+        shape: Shape,
+        /// Simulated accelerators (reader threads).
+        #[arg(long, default_value_t = 2)]
+        accelerators: usize,
+        /// Epochs per mode (the first is cold).
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        /// Bandwidth cap of the simulated store.
+        #[arg(long, default_value = "100MB")]
+        bandwidth: ByteSize,
+        /// Latency the simulated store adds to every request.
+        #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+        latency: Duration,
+        /// Scale of sample sizes and compute times (1 = MLPerf's sizes).
+        #[arg(long, default_value_t = 0.1)]
+        scale: f64,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Checkpoint files written with fsync through a FUSE mount vs to local disk; then read back.
     Checkpoint {
         /// Total bytes written.
@@ -60,7 +84,179 @@ pub async fn run(s: Scenario) -> Result<()> {
     match s {
         Scenario::Read { size, bandwidth, latency, dir } => read(size.as_u64(), bandwidth.as_u64(), latency, dir).await,
         Scenario::Checkpoint { size, files, dir } => checkpoint(size.as_u64(), files, dir).await,
+        Scenario::Train { shape, accelerators, epochs, bandwidth, latency, scale, dir } => {
+            train(shape, accelerators, epochs, bandwidth.as_u64(), latency, scale, dir).await
+        }
     }
+}
+
+/// Dataset and compute shapes of `ferry bench train`, after MLPerf Storage.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shape {
+    /// One ~140 MiB sample per file, batch 7, 0.323 s of compute per batch.
+    Unet3d,
+    /// ~112 KiB samples, 1251 per record file, batch 400, 0.224 s per batch.
+    Resnet50,
+}
+
+struct ShapeSpec {
+    sample: u64,
+    per_file: u64,
+    batch: usize,
+    compute: Duration,
+    files: u64,
+}
+
+impl Shape {
+    /// The shape scaled by `scale` (sizes, counts and compute time alike).
+    fn spec(self, scale: f64) -> ShapeSpec {
+        let s = |v: f64| (v * scale).max(1.0);
+        match self {
+            Shape::Unet3d => ShapeSpec {
+                sample: s(140.0 * 1048576.0) as u64,
+                per_file: 1,
+                batch: 7,
+                compute: Duration::from_secs_f64(0.323 * scale),
+                files: 28,
+            },
+            Shape::Resnet50 => ShapeSpec {
+                sample: 112 * 1024,
+                per_file: s(1251.0) as u64,
+                batch: s(400.0) as usize,
+                compute: Duration::from_secs_f64(0.224 * scale),
+                files: 8,
+            },
+        }
+    }
+}
+
+/// One epoch of `accelerators` readers over `samples`, each batch followed by `compute`.
+/// Returns (wall time, accelerator utilization).
+fn epoch(mnt: &std::path::Path, spec: &ShapeSpec, accelerators: usize, seed: u64) -> std::io::Result<(Duration, f64)> {
+    use std::os::unix::fs::FileExt;
+    let total = spec.files * spec.per_file;
+    // A seeded shuffle of every sample, as a sampler would produce.
+    let mut order: Vec<u64> = (0..total).collect();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in (1..order.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let t0 = Instant::now();
+    let results: Vec<std::io::Result<Duration>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..accelerators)
+            .map(|a| {
+                let mine: Vec<u64> = order.iter().copied().skip(a).step_by(accelerators).collect();
+                sc.spawn(move || -> std::io::Result<Duration> {
+                    let mut buf = vec![0u8; spec.sample as usize];
+                    let mut computed = Duration::ZERO;
+                    for batch in mine.chunks(spec.batch) {
+                        for &sample in batch {
+                            let (file, idx) = (sample / spec.per_file, sample % spec.per_file);
+                            let f = std::fs::File::open(mnt.join(format!("data/file-{file:04}.bin")))?;
+                            f.read_exact_at(&mut buf, idx * spec.sample)?;
+                        }
+                        std::thread::sleep(spec.compute);
+                        computed += spec.compute;
+                    }
+                    Ok(computed)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("reader panicked"))))
+            .collect()
+    });
+    let wall = t0.elapsed();
+    let mut au = 0.0;
+    for r in results {
+        au += r?.as_secs_f64() / wall.as_secs_f64();
+    }
+    Ok((wall, au / accelerators as f64))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn train(
+    shape: Shape,
+    accelerators: usize,
+    epochs: usize,
+    bandwidth: u64,
+    latency: Duration,
+    scale: f64,
+    dir: Option<PathBuf>,
+) -> Result<()> {
+    if accelerators == 0 || epochs == 0 || !(0.001..=1.0).contains(&scale) {
+        bail!("--accelerators and --epochs must be at least 1 and --scale within 0.001..=1");
+    }
+    let spec = shape.spec(scale);
+    let tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
+    let root = tmp.path().to_path_buf();
+    let data = root.join("store/data");
+    std::fs::create_dir_all(&data)?;
+    let file_size = spec.sample * spec.per_file;
+    eprintln!(
+        "bench train: {shape:?} x{scale}: {} files of {}, samples of {}, batch {}, {:?} compute per batch, {accelerators} accelerator(s)",
+        spec.files,
+        ByteSize::b(file_size).display().iec(),
+        ByteSize::b(spec.sample).display().iec(),
+        spec.batch,
+        spec.compute
+    );
+    for i in 0..spec.files {
+        let p = data.join(format!("file-{i:04}.bin"));
+        tokio::task::spawn_blocking(move || write_object(&p, file_size)).await??;
+    }
+    let mut rows = Vec::new();
+    for (mode, readahead, copies) in
+        [("no prefetch", 0u64, 0u64), ("readahead", 4, 0), ("readahead + local copies", 4, 8 << 30)]
+    {
+        let run_root = root.join(mode.replace([' ', '+'], "-"));
+        std::fs::create_dir_all(&run_root)?;
+        let base: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root.join("store"))?);
+        let store = Arc::new(FaultyStore::new(base, Faults { latency, bandwidth: Some(bandwidth) }));
+        let (node, cluster) = bench_node(&run_root, store, 8 << 30, 0).await?;
+        let fs = ferry_cloud_tier::mount::fs::MountFs::with_local_copies(cluster, run_root.join("staging"), copies)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        fs.set_readahead(readahead);
+        let mnt = run_root.join("mnt");
+        std::fs::create_dir_all(&mnt)?;
+        let session = ferry_cloud_tier::mount::fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current())?;
+        for e in 0..epochs {
+            let m = mnt.clone();
+            let sp = ShapeSpec { ..spec };
+            let (wall, au) = tokio::task::spawn_blocking(move || epoch(&m, &sp, accelerators, e as u64 + 1)).await??;
+            eprintln!("bench train: {mode}: epoch {} {:.2} s, AU {:.3}", e + 1, wall.as_secs_f64(), au);
+            rows.push((mode, e + 1, wall, au));
+            // Let background copies of files read in this epoch finish before the next.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::task::spawn_blocking(move || session.umount_and_join()).await??;
+        node.shutdown().await;
+    }
+    println!(
+        "shape {shape:?} x{scale}, {accelerators} accelerator(s), store {}/s + {latency:?} per request",
+        ByteSize::b(bandwidth).display().si()
+    );
+    println!("{:<26} {:>5} {:>9} {:>7}", "mode", "epoch", "wall s", "AU");
+    for (mode, e, wall, au) in &rows {
+        println!("{mode:<26} {e:>5} {:>9.2} {au:>7.3}", wall.as_secs_f64());
+    }
+    let json = serde_json::json!({
+        "scenario": "train",
+        "shape": format!("{shape:?}").to_lowercase(),
+        "scale": scale,
+        "accelerators": accelerators,
+        "store_bandwidth_bytes_per_s": bandwidth,
+        "store_latency_ms": latency.as_millis() as u64,
+        "epochs": rows.iter().map(|(m, e, w, au)| serde_json::json!({"mode": m, "epoch": e, "wall_s": w.as_secs_f64(), "au": au})).collect::<Vec<_>>(),
+    });
+    println!("{json}");
+    Ok(())
 }
 
 /// Certificates and a running node over `store` (mounted at `/`), for benchmarks.

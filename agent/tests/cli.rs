@@ -95,6 +95,8 @@ fn help_for_every_command() {
         &["cert", "init", "--help"],
         &["cert", "issue", "--help"],
         &["bench", "read", "--help"],
+        &["bench", "checkpoint", "--help"],
+        &["bench", "train", "--help"],
     ] {
         let o = run(args);
         assert!(o.status.success(), "{args:?}");

@@ -231,6 +231,8 @@ pub struct MountFs {
     made_dirs: Mutex<HashSet<String>>,
     /// Local whole-file copies for passthrough; `None` when disabled.
     local: Option<Arc<LocalFiles>>,
+    /// Pages fetched ahead of a sequential reader.
+    readahead: AtomicU64,
 }
 
 fn child(parent: &str, name: &str) -> FsResult<String> {
@@ -281,6 +283,7 @@ impl MountFs {
             writing: Mutex::new(HashMap::new()),
             made_dirs: Mutex::new(HashSet::new()),
             local,
+            readahead: AtomicU64::new(READAHEAD_PAGES),
         })
     }
 
@@ -560,7 +563,8 @@ impl MountFs {
         let first = offset / ps;
         let last = (end - 1) / ps;
         let last_page = (h.size - 1) / ps;
-        for p in (last + 1)..=(last + READAHEAD_PAGES).min(last_page) {
+        let ahead = self.readahead.load(Ordering::Relaxed);
+        for p in (last + 1)..=(last + ahead).min(last_page) {
             let f = self.page(&h, p);
             tokio::spawn(async move {
                 let _ = f.await;
@@ -737,6 +741,11 @@ impl MountFs {
         }
         self.made_dirs.lock().expect("dirs lock poisoned").remove(&path);
         Ok(())
+    }
+
+    /// Sets how many pages are fetched ahead of a sequential reader (0: none).
+    pub fn set_readahead(&self, pages: u64) {
+        self.readahead.store(pages, Ordering::Relaxed);
     }
 
     /// Block size reported to readers (`st_blksize`): the page size.
