@@ -8,7 +8,9 @@
 # copy by FUSE passthrough), and runs fio sequential 1 MiB and random 4 KiB
 # reads on: the mount (local copies on), a second mount with local copies
 # off (every read goes to the cache node), and the file on local disk.
-# Prints a table and ends with one JSON line. Needs fio and FUSE.
+# All runs read warm data (--invalidate=0: fio would otherwise drop the
+# local file from the page cache first). Prints a table and ends with one
+# JSON line. Needs fio and FUSE.
 set -euo pipefail
 FERRY="${1:-$(dirname "$0")/../target/release/ferry}"
 command -v fio >/dev/null || { echo "fio is not installed (apt-get install fio)" >&2; exit 1; }
@@ -40,7 +42,7 @@ cat "$M1" > /dev/null; sleep 3; cat "$M1" > /dev/null   # first read makes the l
 cat "$M2" > /dev/null; cat "$L" > /dev/null               # warm the node's cache and the page cache
 
 run() { # file rw bs -> MB/s
-    fio --name=r --filename="$1" --readonly --rw="$2" --bs="$3" --ioengine=psync --size=1G \
+    fio --name=r --filename="$1" --readonly --rw="$2" --bs="$3" --ioengine=psync --invalidate=0 --size=1G \
         --time_based --runtime=5 --output-format=json 2>/dev/null |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["read"]["bw_bytes"]/1e6)'
 }

@@ -556,9 +556,15 @@ impl MountFs {
                     return Ok(page.slice((offset - first * ps) as usize..(end - first * ps) as usize));
                 }
             }
-            let mut out = Vec::with_capacity((end - offset) as usize);
-            self.cluster.read_to(&h.path, offset, Some(end - offset), &mut out).await?;
-            return Ok(Bytes::from(out));
+            // One request per page touched, straight to its owner: the handle
+            // already knows the size, so no stat round trip per small read.
+            let mut parts = Vec::new();
+            for p in first..=(end - 1) / ps {
+                let s = offset.max(p * ps);
+                let e = end.min((p + 1) * ps);
+                parts.push(self.cluster.read_page(&h.path, p, ps, s, e).await?);
+            }
+            return Ok(if parts.len() == 1 { parts.pop().expect("one part") } else { Bytes::from(parts.concat()) });
         }
         let first = offset / ps;
         let last = (end - 1) / ps;
