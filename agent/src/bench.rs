@@ -497,13 +497,6 @@ async fn read(size: u64, bandwidth: u64, latency: Duration, dir: Option<PathBuf>
     let o2 = obj.clone();
     tokio::task::spawn_blocking(move || write_object(&o2, size)).await??;
 
-    let certs = root.join("certs");
-    tls::init_ca(&certs, "bench")?;
-    let cloud_id = NodeId::new("cloud-1").map_err(anyhow::Error::msg)?;
-    let client_id = NodeId::new("client").map_err(anyhow::Error::msg)?;
-    tls::issue(&certs, Role::Cloud, &cloud_id)?;
-    tls::issue(&certs, Role::Client, &client_id)?;
-
     let base: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&data)?);
     let faulty = Arc::new(FaultyStore::new(base, Faults { latency, bandwidth: Some(bandwidth) }));
     let store: Arc<dyn ObjectStore> = faulty.clone();
@@ -525,23 +518,7 @@ async fn read(size: u64, bandwidth: u64, latency: Duration, dir: Option<PathBuf>
         bail!("direct read returned {direct_bytes} of {size} bytes");
     }
 
-    let metrics = Arc::new(Metrics::new());
-    let mut ns = Namespace::empty(metrics);
-    ns.add("/", store.clone(), object_store::path::Path::default(), 0)?;
-    let cfg = CloudConfig {
-        listen: "127.0.0.1:0".parse().expect("literal address"),
-        metrics_listen: String::new(),
-        cache: CacheConfig {
-            memory: ByteSize::b(size + (256 << 20)),
-            disk: ByteSize::b(size * 2 + (256 << 20)),
-            disk_dir: root.join("cache"),
-        },
-        ..CloudConfig::default()
-    };
-    let node =
-        RunningNode::start_with(&cfg, ns, TlsMaterial::load_dir(&certs, &cloud_id)?, Arc::new(SystemClock)).await?;
-    let endpoint = transport::client_endpoint(&TlsMaterial::load_dir(&certs, &client_id)?)?;
-    let cluster = Cluster::new(endpoint, &[node.addr.to_string()])?;
+    let (node, cluster) = bench_node(root, store.clone(), size + (256 << 20), size * 2 + (256 << 20)).await?;
 
     eprintln!("bench read: cold read through ferry");
     let t0 = Instant::now();

@@ -226,45 +226,15 @@ fn up_serves_the_data_directory_and_stops_cleanly() {
 #[test]
 fn restarted_cloud_process_serves_warm_without_the_store() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dir.path().join("certs");
-    let c = certs.to_str().expect("utf8");
-    assert!(run(&["cert", "init", "--dir", c]).status.success());
-    assert!(run(&["cert", "issue", "--dir", c, "--role", "cloud", "--id", "cloud-1"]).status.success());
-    assert!(run(&["cert", "issue", "--dir", c, "--role", "client", "--id", "client"]).status.success());
-    let store = dir.path().join("store");
-    std::fs::create_dir_all(&store).expect("mkdir");
+    let c = cloud_setup(dir.path());
     let body: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 251) as u8).collect();
-    std::fs::write(store.join("obj.bin"), &body).expect("write");
-
-    let port = free_port();
-    let mport = free_tcp_port();
-    let cfg = dir.path().join("cloud.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\ncerts = \"certs\"\n\
-             page_size = \"1MiB\"\n[cache]\ndisk_dir = \"cache\"\n[mounts.\"/d\"]\nurl = \"file://{}\"\n",
-            store.display()
-        ),
-    )
-    .expect("write config");
-    let client = dir.path().join("client.toml");
-    std::fs::write(&client, format!("nodes = [\"127.0.0.1:{port}\"]\ncerts = \"certs\"\nid = \"client\"\n"))
-        .expect("write client config");
-    let client = client.to_str().expect("utf8");
-
+    std::fs::write(c.store.join("obj.bin"), &body).expect("write");
     for round in 0..2 {
-        let mut node =
-            Running(ferry().args(["cloud", "--config", cfg.to_str().expect("utf8")]).spawn().expect("spawn"));
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", mport)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(30), "node did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let cat = run(&["cat", "--config", client, "/d/obj.bin"]);
+        let mut node = start_cloud(&c);
+        let cat = run(&["cat", "--config", &c.client, "/d/obj.bin"]);
         assert!(cat.status.success(), "{}", String::from_utf8_lossy(&cat.stderr));
         assert!(cat.stdout == body, "round {round}: bytes differ");
-        let m = metrics(mport);
+        let m = metrics(c.mport);
         let store_requests = metric(&m, "ferry_store_requests_total");
         if round == 0 {
             assert!(store_requests > 0, "cold read made no store request?\n{m}");
@@ -275,7 +245,7 @@ fn restarted_cloud_process_serves_warm_without_the_store() {
         signal(&node.0, "TERM");
         assert!(wait_exit(&mut node.0, Duration::from_secs(20)).success());
     }
-    wait_file(&dir.path().join("cache/pages"));
+    wait_file(&c.dir.join("cache/pages"));
 }
 
 struct Cloud {

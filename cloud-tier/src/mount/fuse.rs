@@ -51,8 +51,16 @@ pub struct FuseAdapter {
     pass: Arc<Passthrough>,
 }
 
-impl FuseAdapter {
-    fn attr(&self, a: &Attr) -> FileAttr {
+/// Turns [`Attr`]s into kernel attributes; `Copy`, so replies can carry it into tasks.
+#[derive(Debug, Clone, Copy)]
+struct AttrMaker {
+    uid: u32,
+    gid: u32,
+    blksize: u32,
+}
+
+impl AttrMaker {
+    fn make(self, a: &Attr) -> FileAttr {
         let (kind, perm, nlink) = match a.kind {
             EntryKind::Dir => (FileType::Directory, 0o755, 2),
             EntryKind::File => (FileType::RegularFile, 0o644, 1),
@@ -71,16 +79,59 @@ impl FuseAdapter {
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
-            blksize: self.fs.block_size(),
+            blksize: self.blksize,
             flags: 0,
         }
     }
+}
 
-    fn spawn<F>(&self, f: F)
+impl FuseAdapter {
+    fn maker(&self) -> AttrMaker {
+        AttrMaker { uid: self.uid, gid: self.gid, blksize: self.fs.block_size() }
+    }
+
+    /// Runs `op` on the runtime and answers with an entry.
+    fn reply_entry<F>(&self, reply: ReplyEntry, op: impl FnOnce(Arc<MountFs>) -> F)
     where
-        F: std::future::Future<Output = ()> + Send + 'static,
+        F: std::future::Future<Output = Result<Attr, FsError>> + Send + 'static,
     {
-        self.rt.spawn(f);
+        let maker = self.maker();
+        let fut = op(self.fs.clone());
+        self.rt.spawn(async move {
+            match fut.await {
+                Ok(a) => reply.entry(&ATTR_TTL, &maker.make(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    /// Runs `op` on the runtime and answers with attributes.
+    fn reply_attr<F>(&self, reply: ReplyAttr, op: impl FnOnce(Arc<MountFs>) -> F)
+    where
+        F: std::future::Future<Output = Result<Attr, FsError>> + Send + 'static,
+    {
+        let maker = self.maker();
+        let fut = op(self.fs.clone());
+        self.rt.spawn(async move {
+            match fut.await {
+                Ok(a) => reply.attr(&ATTR_TTL, &maker.make(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    /// Runs `op` on the runtime and answers ok or an errno.
+    fn reply_empty<F>(&self, reply: ReplyEmpty, op: impl FnOnce(Arc<MountFs>) -> F)
+    where
+        F: std::future::Future<Output = Result<(), FsError>> + Send + 'static,
+    {
+        let fut = op(self.fs.clone());
+        self.rt.spawn(async move {
+            match fut.await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 }
 
@@ -107,31 +158,14 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        let fs = self.fs.clone();
-        let me =
-            FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid, pass: self.pass.clone() };
-        self.spawn(async move {
-            match fs.lookup(parent.0, &name).await {
-                Ok(a) => reply.entry(&ATTR_TTL, &me.attr(&a), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        match name_str(name) {
+            Ok(name) => self.reply_entry(reply, move |fs| async move { fs.lookup(parent.0, &name).await }),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let fs = self.fs.clone();
-        let me =
-            FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid, pass: self.pass.clone() };
-        self.spawn(async move {
-            match fs.getattr(ino.0).await {
-                Ok(a) => reply.attr(&ATTR_TTL, &me.attr(&a)),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        self.reply_attr(reply, move |fs| async move { fs.getattr(ino.0).await });
     }
 
     fn setattr(
@@ -152,64 +186,34 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let fs = self.fs.clone();
-        let me =
-            FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid, pass: self.pass.clone() };
-        self.spawn(async move {
-            let r = match size {
+        self.reply_attr(reply, move |fs| async move {
+            match size {
                 Some(s) => fs.truncate(ino.0, fh.map(|f| f.0), s).await,
                 // Modes, owners and times are not stored; report what is there.
                 None => fs.getattr(ino.0).await,
-            };
-            match r {
-                Ok(a) => reply.attr(&ATTR_TTL, &me.attr(&a)),
-                Err(e) => reply.error(errno(&e)),
             }
         });
     }
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        let fs = self.fs.clone();
-        let me =
-            FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid, pass: self.pass.clone() };
-        self.spawn(async move {
-            match fs.mkdir(parent.0, &name).await {
-                Ok(a) => reply.entry(&ATTR_TTL, &me.attr(&a), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        match name_str(name) {
+            Ok(name) => self.reply_entry(reply, move |fs| async move { fs.mkdir(parent.0, &name).await }),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        match name_str(name) {
+            Ok(name) => self.reply_empty(reply, move |fs| async move { fs.unlink(parent.0, &name).await }),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        match name_str(name) {
+            Ok(name) => self.reply_empty(reply, move |fs| async move { fs.rmdir(parent.0, &name).await }),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn rename(
@@ -222,17 +226,11 @@ impl Filesystem for FuseAdapter {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let (name, newname) = match (name_str(name), name_str(newname)) {
-            (Ok(a), Ok(b)) => (a, b),
-            _ => return reply.error(Errno::from_i32(libc::EINVAL)),
-        };
-        let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.rename(parent.0, &name, newparent.0, &newname).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        match (name_str(name), name_str(newname)) {
+            (Ok(name), Ok(newname)) => self
+                .reply_empty(reply, move |fs| async move { fs.rename(parent.0, &name, newparent.0, &newname).await }),
+            (Err(e), _) | (_, Err(e)) => reply.error(e),
+        }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -241,14 +239,15 @@ impl Filesystem for FuseAdapter {
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let fs = self.fs.clone();
         let pass = self.pass.clone();
-        self.spawn(async move {
+        self.rt.spawn(async move {
             match fs.open(ino.0, write, truncate).await {
                 Ok(Opened::Handle(fh)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Ok(Opened::Passthrough { fh, file }) => {
                     if !pass.enabled.load(Ordering::SeqCst) {
                         return reply.opened(FileHandle(fh), FopenFlags::empty());
                     }
-                    let existing = pass.by_ino.lock().expect("passthrough lock poisoned").get(&ino.0).map(|(id, _)| id.clone());
+                    let existing =
+                        pass.by_ino.lock().expect("passthrough lock poisoned").get(&ino.0).map(|(id, _)| id.clone());
                     let id = match existing {
                         Some(id) => id,
                         None => match reply.open_backing(&file) {
@@ -288,12 +287,11 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
-        let me =
-            FuseAdapter { fs: fs.clone(), rt: self.rt.clone(), uid: self.uid, gid: self.gid, pass: self.pass.clone() };
-        self.spawn(async move {
+        let maker = self.maker();
+        self.rt.spawn(async move {
             match fs.create(parent.0, &name).await {
                 Ok((a, fh)) => {
-                    reply.created(&ATTR_TTL, &me.attr(&a), Generation(0), FileHandle(fh), FopenFlags::empty())
+                    reply.created(&ATTR_TTL, &maker.make(&a), Generation(0), FileHandle(fh), FopenFlags::empty())
                 }
                 Err(e) => reply.error(errno(&e)),
             }
@@ -312,7 +310,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.rt.spawn(async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(b) => reply.data(&b),
                 Err(e) => reply.error(errno(&e)),
@@ -340,23 +338,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.fsync(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        self.reply_empty(reply, move |fs| async move { fs.fsync(fh.0).await });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.fsync(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        self.reply_empty(reply, move |fs| async move { fs.fsync(fh.0).await });
     }
 
     fn release(
@@ -370,18 +356,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.pass.release(fh.0);
-        let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.release(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
-        });
+        self.reply_empty(reply, move |fs| async move { fs.release(fh.0).await });
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let fs = self.fs.clone();
-        self.spawn(async move {
+        self.rt.spawn(async move {
             let entries = match fs.readdir(ino.0).await {
                 Ok(e) => e,
                 Err(e) => return reply.error(errno(&e)),
