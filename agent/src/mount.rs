@@ -22,22 +22,65 @@ impl std::fmt::Debug for Mounted {
     }
 }
 
+/// Whether `dir` is a mount point right now (from /proc/mounts).
+pub fn is_mounted(dir: &Path) -> bool {
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let Some(want) = canon.to_str() else { return false };
+    std::fs::read_to_string("/proc/mounts").is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(1) == Some(want)))
+}
+
+fn run_quiet(cmd: &str, args: &[&str], dir: &Path) -> bool {
+    std::process::Command::new(cmd)
+        .args(args)
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 impl Mounted {
     /// Whether the kernel ended the session (e.g. `fusermount3 -u`).
     pub fn ended(&self) -> bool {
         self.session.as_ref().is_none_or(|s| s.guard.is_finished())
     }
 
-    /// Unmounts and removes the staging directory.
-    pub fn unmount(mut self) {
+    /// Unmounts and removes the staging directory. The kernel refuses
+    /// (EBUSY) while it still waits on replies such as a file's release, so
+    /// this retries for a while, then detaches the mount lazily: a stopped
+    /// `ferry mount` never leaves a dead mount point behind.
+    pub fn unmount(mut self) -> Result<()> {
+        let dir = self.dir.clone();
+        let t0 = std::time::Instant::now();
+        while is_mounted(&dir) && t0.elapsed() < Duration::from_secs(5) {
+            if run_quiet("umount", &[], &dir) || run_quiet("fusermount3", &["-u"], &dir) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if is_mounted(&dir) {
+            eprintln!("ferry: {} is busy; detaching it lazily", dir.display());
+            let _ = run_quiet("umount", &["-l"], &dir) || run_quiet("fusermount3", &["-u", "-z"], &dir);
+        }
         if let Some(s) = self.session.take() {
-            if !s.guard.is_finished() {
-                if let Err(e) = s.umount_and_join() {
-                    eprintln!("ferry: unmount {}: {e}", self.dir.display());
-                }
+            // The session thread ends once the kernel has let go of the mount;
+            // after a lazy detach that waits for the last open file, so give
+            // it a moment and otherwise leave it to the process exit.
+            let t0 = std::time::Instant::now();
+            while !s.guard.is_finished() && t0.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if s.guard.is_finished() {
+                let _ = s.join();
+            } else {
+                std::mem::forget(s);
             }
         }
         let _ = std::fs::remove_dir_all(&self.staging);
+        if is_mounted(&dir) {
+            anyhow::bail!("could not unmount {}", dir.display());
+        }
+        Ok(())
     }
 }
 
@@ -72,6 +115,5 @@ pub async fn run(cluster: Cluster, dir: &Path, staging: &Path, local_copies: u64
             }
         }
     }
-    tokio::task::spawn_blocking(move || m.unmount()).await?;
-    Ok(())
+    tokio::task::spawn_blocking(move || m.unmount()).await?
 }

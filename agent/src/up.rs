@@ -108,7 +108,9 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
     wait_for_shutdown().await;
     println!("ferry: shutting down");
     if let Some(m) = mounted {
-        tokio::task::spawn_blocking(move || m.unmount()).await?;
+        if let Err(e) = tokio::task::spawn_blocking(move || m.unmount()).await? {
+            eprintln!("ferry: {e:#}");
+        }
     }
     node.shutdown().await;
     Ok(())
