@@ -36,7 +36,7 @@ echo "test.sh: cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --release -- --test-threads 2 2>&1 | tee "$log"
+cargo test --workspace --release --no-fail-fast -- --test-threads 2 2>&1 | tee "$log"
 status="${PIPESTATUS[0]}"
 set -e
 # One closing line over every test binary (cargo prints one per binary).
