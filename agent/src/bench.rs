@@ -462,31 +462,6 @@ async fn tcp_copy(size: u64) -> Result<Duration> {
     Ok(d)
 }
 
-struct CountingSink(u64);
-
-impl tokio::io::AsyncWrite for CountingSink {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.0 += buf.len() as u64;
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 async fn read(size: u64, bandwidth: u64, latency: Duration, dir: Option<PathBuf>) -> Result<()> {
     let tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
     let root = tmp.path();
@@ -522,11 +497,10 @@ async fn read(size: u64, bandwidth: u64, latency: Duration, dir: Option<PathBuf>
 
     eprintln!("bench read: cold read through ferry");
     let t0 = Instant::now();
-    let mut sink = CountingSink(0);
-    cluster.read_to("/obj.bin", 0, None, &mut sink).await.context("cold read")?;
+    let got = cluster.read_to("/obj.bin", 0, None, &mut tokio::io::sink()).await.context("cold read")?;
     let cold = t0.elapsed();
-    if sink.0 != size {
-        bail!("cold read returned {} of {size} bytes", sink.0);
+    if got != size {
+        bail!("cold read returned {got} of {size} bytes");
     }
     node.node.cache().flush().await;
 
@@ -537,11 +511,10 @@ async fn read(size: u64, bandwidth: u64, latency: Duration, dir: Option<PathBuf>
     let store_reads_before = faulty.counters().gets.load(std::sync::atomic::Ordering::SeqCst);
     for _ in 0..3 {
         let t0 = Instant::now();
-        let mut sink = CountingSink(0);
-        cluster.read_to("/obj.bin", 0, None, &mut sink).await.context("warm read")?;
+        let got = cluster.read_to("/obj.bin", 0, None, &mut tokio::io::sink()).await.context("warm read")?;
         warm = warm.min(t0.elapsed());
-        if sink.0 != size {
-            bail!("warm read returned {} of {size} bytes", sink.0);
+        if got != size {
+            bail!("warm read returned {got} of {size} bytes");
         }
         tcp = tcp.min(tcp_copy(size).await?);
         let o = obj.clone();

@@ -17,23 +17,9 @@ pub fn init(dir: &Path, fleet: &str) -> Result<()> {
     tls::init_ca(dir, fleet).with_context(|| format!("cannot create a CA in {}", dir.display()))?;
     let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
     let pem = key.to_pkcs8_pem(Default::default()).context("encode signing key")?;
-    write_private(&dir.join(SIGNING_KEY), pem.as_bytes())?;
+    tls::write_private(&dir.join(SIGNING_KEY), pem.as_bytes())?;
     let public = key.verifying_key().to_public_key_pem(Default::default()).context("encode public key")?;
     std::fs::write(dir.join(SIGNING_PUB), public)?;
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
     Ok(())
 }
 

@@ -44,15 +44,19 @@ pub fn parse_target(s: &str) -> Result<Target> {
 /// Connects a client for `target` using `config`.
 pub fn cluster(config: &Path, explicit: bool, target: &Target) -> Result<Cluster> {
     let cfg = ClientConfig::load(explicit.then_some(config).or_else(|| config.is_file().then_some(config)))?;
-    let id = NodeId::new(&cfg.id).map_err(anyhow::Error::msg)?;
-    let tls = TlsMaterial::load_dir(&cfg.certs, &id)
-        .with_context(|| format!("loading identity {id} from {} (see `ferry cert issue`)", cfg.certs.display()))?;
-    let endpoint = transport::client_endpoint(&tls)?;
     let nodes = match &target.node {
         Some(n) => vec![n.clone()],
         None => cfg.nodes.clone(),
     };
-    Ok(Cluster::new(endpoint, &nodes)?)
+    connect(&cfg, &nodes)
+}
+
+/// A client presenting `cfg`'s identity to `nodes`.
+pub fn connect(cfg: &ClientConfig, nodes: &[String]) -> Result<Cluster> {
+    let id = NodeId::new(&cfg.id).map_err(anyhow::Error::msg)?;
+    let tls = TlsMaterial::load_dir(&cfg.certs, &id)
+        .with_context(|| format!("loading identity {id} from {} (see `ferry cert issue`)", cfg.certs.display()))?;
+    Ok(Cluster::new(transport::client_endpoint(&tls)?, nodes)?)
 }
 
 /// Formats a size for people.

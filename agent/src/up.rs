@@ -68,14 +68,7 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
     let mnt = data.join("mnt");
     let mounted = if std::path::Path::new("/dev/fuse").exists() {
         let _ = std::fs::create_dir_all(&mnt);
-        let endpoint_tls = ferry_protocol::tls::TlsMaterial::load_dir(
-            &client.certs,
-            &ferry_protocol::ids::NodeId::new(&client.id).map_err(anyhow::Error::msg)?,
-        )?;
-        let cluster = ferry_protocol::client::Cluster::new(
-            ferry_protocol::transport::client_endpoint(&endpoint_tls)?,
-            &client.nodes,
-        )?;
+        let cluster = crate::read::connect(&client, &client.nodes)?;
         match crate::mount::start(cluster, &mnt, &data.join("staging"), 4 << 30).await {
             Ok(m) => Some(m),
             Err(e) => {

@@ -54,6 +54,8 @@ pub struct Journal {
     next_seq: AtomicU64,
     pending: Mutex<HashMap<String, Entry>>,
     wake: Notify,
+    /// Signalled whenever an entry leaves the journal (uploaded, discarded, replaced).
+    left: Notify,
     /// The path whose upload is in flight.
     uploading: Mutex<Option<String>>,
     /// Paths deleted while their upload was in flight: absent until the
@@ -180,6 +182,7 @@ impl Journal {
             next_seq: AtomicU64::new(max_seq + 1),
             pending: Mutex::new(best),
             wake: Notify::new(),
+            left: Notify::new(),
             uploading: Mutex::new(None),
             tombstones: Mutex::new(std::collections::HashSet::new()),
         })
@@ -196,6 +199,28 @@ impl Journal {
     fn remove_files(&self, seq: u64) {
         let _ = std::fs::remove_file(self.dir.join(format!("{seq}.meta")));
         let _ = std::fs::remove_file(self.dir.join(format!("{seq}.data")));
+        self.left.notify_waiters();
+    }
+
+    /// Waits until `gone()` holds, re-checking whenever an entry leaves the
+    /// journal; false if `limit` passes first.
+    async fn wait_for(&self, limit: std::time::Duration, gone: impl Fn(&Self) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Registered before the check, so a removal in between is not missed.
+            let left = self.left.notified();
+            if gone(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, left).await.is_err() {
+                return gone(self);
+            }
+        }
+    }
+
+    /// Waits until entry `e` has left the journal (uploaded, or replaced by a newer write).
+    pub async fn wait_uploaded(&self, e: &Entry, limit: std::time::Duration) -> bool {
+        self.wait_for(limit, |j| j.entries().iter().all(|c| c.seq != e.seq)).await
     }
 
     /// Makes a write durable and current. Returns once it would survive a crash.
@@ -350,15 +375,8 @@ impl Journal {
         }
     }
 
-    /// Waits until nothing is pending (tests and `ferry` shutdown use this).
+    /// Waits until nothing is pending.
     pub async fn drain(&self, limit: std::time::Duration) -> bool {
-        let t0 = std::time::Instant::now();
-        while !self.entries().is_empty() {
-            if t0.elapsed() > limit {
-                return false;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        true
+        self.wait_for(limit, |j| j.entries().is_empty()).await
     }
 }

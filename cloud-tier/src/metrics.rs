@@ -14,14 +14,14 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TierLabel {
     /// `memory`, `disk` or `store`.
-    pub tier: String,
+    pub tier: &'static str,
 }
 
 /// Label naming an operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabel {
     /// Operation name.
-    pub op: String,
+    pub op: &'static str,
 }
 
 /// All metrics of one node.
@@ -48,8 +48,8 @@ pub struct Metrics {
     pub request_seconds: Family<OpLabel, Histogram>,
 }
 
-fn tier(t: &str) -> TierLabel {
-    TierLabel { tier: t.to_string() }
+fn tier(t: &'static str) -> TierLabel {
+    TierLabel { tier: t }
 }
 
 impl Default for Metrics {
@@ -91,32 +91,29 @@ impl Metrics {
     }
 
     /// Counts a hit in `t` of `bytes`.
-    pub fn hit(&self, t: &str, bytes: u64) {
+    pub fn hit(&self, t: &'static str, bytes: u64) {
         self.hits.get_or_create(&tier(t)).inc();
         self.bytes_served.get_or_create(&tier(t)).inc_by(bytes);
     }
 
     /// Counts one store request of kind `op`.
-    pub fn store_request(&self, op: &str) {
-        self.store_requests.get_or_create(&OpLabel { op: op.to_string() }).inc();
+    pub fn store_request(&self, op: &'static str) {
+        self.store_requests.get_or_create(&OpLabel { op }).inc();
     }
 
     /// Sum of store requests of every kind.
     pub fn store_requests_total(&self) -> u64 {
-        ["head", "get", "list"]
-            .iter()
-            .map(|op| self.store_requests.get_or_create(&OpLabel { op: op.to_string() }).get())
-            .sum()
+        ["head", "get", "list"].iter().map(|op| self.store_requests.get_or_create(&OpLabel { op }).get()).sum()
     }
 
     /// Sets the bytes held by tier `t`.
-    pub fn set_used(&self, t: &str, bytes: u64) {
+    pub fn set_used(&self, t: &'static str, bytes: u64) {
         self.used_bytes.get_or_create(&tier(t)).set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Records the latency of one request.
-    pub fn observe(&self, op: &str, seconds: f64) {
-        self.request_seconds.get_or_create(&OpLabel { op: op.to_string() }).observe(seconds);
+    pub fn observe(&self, op: &'static str, seconds: f64) {
+        self.request_seconds.get_or_create(&OpLabel { op }).observe(seconds);
     }
 
     /// The metrics in Prometheus text format.

@@ -193,14 +193,9 @@ impl CacheNode {
         let entry = self.journal.commit(w).await?;
         self.cache.invalidate(&path);
         if resolved.mount.write_through {
-            let deadline = std::time::Duration::from_secs(3600);
             // The uploader picks the entry up at once; wait for it.
-            let t0 = Instant::now();
-            while self.journal.pending(path.as_str()).is_some_and(|e| e.seq == entry.seq) {
-                if t0.elapsed() > deadline {
-                    return Err(NodeError::Store(format!("{path}: upload did not finish")));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            if !self.journal.wait_uploaded(&entry, std::time::Duration::from_secs(3600)).await {
+                return Err(NodeError::Store(format!("{path}: upload did not finish")));
             }
             return Ok(true);
         }

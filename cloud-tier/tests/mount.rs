@@ -115,7 +115,7 @@ async fn mount_reads_lists_and_writes_checkpoints() {
                     .node
                     .metrics()
                     .bytes_served
-                    .get_or_create(&ferry_cloud_tier::metrics::TierLabel { tier: t.to_string() })
+                    .get_or_create(&ferry_cloud_tier::metrics::TierLabel { tier: t })
                     .get()
             })
             .sum()

@@ -94,16 +94,18 @@ pub fn issue(dir: &Path, role: Role, id: &NodeId) -> Result<(PathBuf, PathBuf), 
     Ok((cert_path, key_path))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProtocolError> {
+/// Writes a secret (private key) readable by its owner only, fsynced.
+/// Never overwrites: an existing file is an error.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProtocolError> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path)?;
+    let mut f = opts.open(path).map_err(|e| tls_err(&format!("create {}", path.display()), e))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())

@@ -460,7 +460,7 @@ impl PageCache {
             self.metrics.store_bytes.inc_by(chunk.len() as u64);
             self.metrics
                 .bytes_served
-                .get_or_create(&crate::metrics::TierLabel { tier: "store".into() })
+                .get_or_create(&crate::metrics::TierLabel { tier: "store" })
                 .inc_by(chunk.len() as u64);
             fill.chunks.lock().expect("inflight lock poisoned").push(chunk);
             n += 1;

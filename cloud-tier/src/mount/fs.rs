@@ -102,8 +102,16 @@ struct LocalEntry {
     tick: u64,
 }
 
-/// Entries, bytes held, access clock, keys being copied.
-type LocalState = (HashMap<String, LocalEntry>, u64, u64, HashSet<String>);
+#[derive(Debug, Default)]
+struct LocalState {
+    entries: HashMap<String, LocalEntry>,
+    /// Bytes held by `entries`.
+    used: u64,
+    /// Access clock for least-recently-used eviction.
+    tick: u64,
+    /// Keys being copied now.
+    copying: HashSet<String>,
+}
 
 /// Whole local copies of files read to the end, served by FUSE passthrough.
 #[derive(Debug)]
@@ -120,9 +128,9 @@ impl LocalFiles {
 
     fn lookup(&self, key: &str) -> Option<PathBuf> {
         let mut st = self.state.lock().expect("local files lock poisoned");
-        st.2 += 1;
-        let tick = st.2;
-        st.0.get_mut(key).map(|e| {
+        st.tick += 1;
+        let tick = st.tick;
+        st.entries.get_mut(key).map(|e| {
             e.tick = tick;
             e.file.clone()
         })
@@ -134,25 +142,25 @@ impl LocalFiles {
             return false;
         }
         let mut st = self.state.lock().expect("local files lock poisoned");
-        if st.0.contains_key(key) || st.3.contains(key) {
+        if st.entries.contains_key(key) || st.copying.contains(key) {
             return false;
         }
-        st.3.insert(key.to_string());
+        st.copying.insert(key.to_string());
         true
     }
 
     fn finish(&self, key: &str, file: Option<PathBuf>, size: u64) {
         let mut st = self.state.lock().expect("local files lock poisoned");
-        st.3.remove(key);
+        st.copying.remove(key);
         let Some(file) = file else { return };
-        st.2 += 1;
-        let tick = st.2;
-        st.1 += size;
-        st.0.insert(key.to_string(), LocalEntry { file, size, tick });
-        while st.1 > self.budget {
-            let Some(oldest) = st.0.iter().min_by_key(|(_, e)| e.tick).map(|(k, _)| k.clone()) else { break };
-            if let Some(e) = st.0.remove(&oldest) {
-                st.1 -= e.size;
+        st.tick += 1;
+        let tick = st.tick;
+        st.used += size;
+        st.entries.insert(key.to_string(), LocalEntry { file, size, tick });
+        while st.used > self.budget {
+            let Some(oldest) = st.entries.iter().min_by_key(|(_, e)| e.tick).map(|(k, _)| k.clone()) else { break };
+            if let Some(e) = st.entries.remove(&oldest) {
+                st.used -= e.size;
                 // An open backing file stays readable after the unlink.
                 let _ = std::fs::remove_file(&e.file);
             }
@@ -266,7 +274,7 @@ impl MountFs {
         let local = if budget > 0 {
             let dir = staging.join("files");
             std::fs::create_dir_all(&dir)?;
-            Some(Arc::new(LocalFiles { dir, budget, state: Mutex::new((HashMap::new(), 0, 0, HashSet::new())) }))
+            Some(Arc::new(LocalFiles { dir, budget, state: Mutex::new(LocalState::default()) }))
         } else {
             None
         };
