@@ -330,16 +330,23 @@ async fn checkpoint(size: u64, files: usize, dir: Option<PathBuf>) -> Result<()>
     }
     let tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
     let root = tmp.path().to_path_buf();
-    let data = root.join("store");
     let local = root.join("local");
     let mnt = root.join("mnt");
-    for d in [&data, &local, &mnt] {
+    for d in [&local, &mnt] {
         std::fs::create_dir_all(d)?;
     }
     let each = size / files as u64;
-    let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&data)?);
+    // The object store stands for a remote one (20 ms per request, in memory),
+    // so, as in production, the mount and the local baseline share the disk
+    // with nothing but the node's journal.
+    let remote = Arc::new(object_store::memory::InMemory::new());
+    let store: Arc<dyn ObjectStore> = Arc::new(FaultyStore::new(
+        remote,
+        Faults { latency: Duration::from_millis(20), bandwidth: None },
+    ));
     let (node, cluster) = bench_node(&root, store, 1 << 30, 4 << 30).await?;
-    let fs = ferry_cloud_tier::mount::fs::MountFs::new(cluster, root.join("staging"))
+    // As `ferry mount` runs by default: 8 GiB of local copies.
+    let fs = ferry_cloud_tier::mount::fs::MountFs::with_local_copies(cluster, root.join("staging"), 8 << 30)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let session = ferry_cloud_tier::mount::fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current())?;

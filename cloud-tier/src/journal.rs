@@ -10,6 +10,13 @@
 //!    fsynced;
 //! 4. only then is the writer told "done".
 //!
+//! A client on the node's own host may instead hand over a finished file
+//! ([`Journal::adopt`]): it is fsynced and hard-linked as `SEQ.data`, so the
+//! bytes are not copied; steps 2–4 are the same.
+//!
+//! Sequence numbers start above the current time in microseconds, so a
+//! version tag `~journal-SEQ` is never reused after a restart.
+//!
 //! A crash before step 3 leaves temporary files that the next start deletes;
 //! after it, the entry is found by scanning the directory and its upload
 //! resumes. When two entries name the same path, the higher sequence number
@@ -67,9 +74,23 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// The version tag of a pending entry.
+pub fn journal_etag(seq: u64) -> String {
+    format!("~journal-{seq}")
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Object size up to which an upload is one PUT; larger ones go in parts of this size.
+const UPLOAD_PART: usize = 8 << 20;
+/// Parts of one multipart upload in flight.
+const UPLOAD_CONCURRENCY: usize = 4;
 
 /// Writes an entry's meta file durably (temporary name, fsync, rename).
 fn write_meta(dir: &Path, e: &Entry) -> std::io::Result<()> {
@@ -179,7 +200,7 @@ impl Journal {
         }
         Ok(Journal {
             dir: dir.to_path_buf(),
-            next_seq: AtomicU64::new(max_seq + 1),
+            next_seq: AtomicU64::new((max_seq + 1).max(now_us())),
             pending: Mutex::new(best),
             wake: Notify::new(),
             left: Notify::new(),
@@ -240,12 +261,60 @@ impl Journal {
         })
         .await
         .map_err(|e| NodeError::Store(format!("journal task: {e}")))??;
+        self.install(&entry);
+        Ok(entry)
+    }
+
+    /// Makes a committed entry the current one for its path.
+    fn install(&self, entry: &Entry) {
         self.tombstones.lock().expect("journal lock poisoned").remove(&entry.path);
         let old = self.pending.lock().expect("journal lock poisoned").insert(entry.path.clone(), entry.clone());
         if let Some(old) = old {
             self.remove_files(old.seq);
         }
         self.wake.notify_one();
+    }
+
+    /// Takes the regular file `src` (on the journal's filesystem, `len`
+    /// bytes) over as the new content of `path` without copying it: fsync,
+    /// hard link, commit. Whoever wrote `src` must not change it afterwards.
+    pub async fn adopt(&self, path: &NsPath, src: &Path, len: u64) -> Result<Entry, NodeError> {
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        let entry = Entry { seq, path: path.as_str().to_string(), size: len, mtime_ms: now_ms() };
+        let (dir, src, e2) = (self.dir.clone(), src.to_path_buf(), entry.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
+            // Link first, then check what was linked: the journal's own name
+            // cannot be swapped for something else between check and use.
+            let tmp = dir.join(format!("{seq}.data.tmp"));
+            std::fs::hard_link(&src, &tmp)
+                .map_err(|e| NodeError::InvalidInput(format!("cannot take over {}: {e}", src.display())))?;
+            let checked = (|| {
+                let meta = std::fs::symlink_metadata(&tmp)?;
+                if !meta.file_type().is_file() {
+                    return Err(NodeError::InvalidInput(format!("{} is not a regular file", src.display())));
+                }
+                if meta.len() != len {
+                    return Err(NodeError::InvalidInput(format!(
+                        "{} holds {} bytes, not the announced {len}",
+                        src.display(),
+                        meta.len()
+                    )));
+                }
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, dir.join(format!("{seq}.data")))?;
+                Ok(())
+            })();
+            if checked.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            checked?;
+            write_meta(&dir, &e2)?;
+            fsync_dir(&dir)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| NodeError::Store(format!("journal task: {e}")))??;
+        self.install(&entry);
         Ok(entry)
     }
 
@@ -301,20 +370,60 @@ impl Journal {
         Ok(true)
     }
 
+    /// Copies an entry's bytes to the store; returns the store's version tag.
+    async fn put_to_store(
+        &self,
+        store: &Arc<dyn object_store::ObjectStore>,
+        location: &object_store::path::Path,
+        e: &Entry,
+    ) -> Result<Option<String>, NodeError> {
+        use tokio::io::AsyncReadExt;
+        let err = |x: &dyn std::fmt::Display| NodeError::Store(format!("upload {}: {x}", e.path));
+        let mut file = tokio::fs::File::open(self.data_path(e)).await?;
+        if e.size <= UPLOAD_PART as u64 {
+            let mut bytes = Vec::with_capacity(e.size as usize);
+            file.read_to_end(&mut bytes).await?;
+            if bytes.len() as u64 != e.size {
+                return Err(err(&format!("journal file holds {} bytes, expected {}", bytes.len(), e.size)));
+            }
+            let put = store.put(location, bytes.into()).await.map_err(|x| err(&x))?;
+            return Ok(put.e_tag);
+        }
+        let upload = store.put_multipart(location).await.map_err(|x| err(&x))?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
+        let copied: Result<(), NodeError> = async {
+            loop {
+                w.wait_for_capacity(UPLOAD_CONCURRENCY).await.map_err(|x| err(&x))?;
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                sent += n as u64;
+                w.write(&buf[..n]);
+            }
+            if sent != e.size {
+                return Err(err(&format!("journal file holds {sent} bytes, expected {}", e.size)));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(x) = copied {
+            let _ = w.abort().await;
+            return Err(x);
+        }
+        Ok(w.finish().await.map_err(|x| err(&x))?.e_tag)
+    }
+
     /// Uploads one entry; on success removes it if it is still current.
-    async fn upload(&self, ns: &Namespace, e: &Entry) -> Result<(), NodeError> {
+    /// Returns the store's version tag of the uploaded object, if it gave one
+    /// and the entry is still current.
+    async fn upload(&self, ns: &Namespace, e: &Entry) -> Result<Option<String>, NodeError> {
         let path = NsPath::parse(&e.path).map_err(NodeError::InvalidInput)?;
         let r = ns.resolve(&path)?;
-        let file = tokio::fs::File::open(self.data_path(e)).await?;
         ns.metrics().store_request("put");
-        let mut writer =
-            object_store::buffered::BufWriter::with_capacity(r.mount.store.clone(), r.location.clone(), 8 << 20);
-        let mut reader = tokio::io::BufReader::with_capacity(1 << 20, file);
-        if let Err(err) = tokio::io::copy(&mut reader, &mut writer).await {
-            let _ = writer.abort().await;
-            return Err(NodeError::Store(format!("upload {}: {err}", e.path)));
-        }
-        writer.shutdown().await.map_err(|err| NodeError::Store(format!("upload {}: {err}", e.path)))?;
+        let etag = self.put_to_store(&r.mount.store, &r.location, e).await?;
         enum After {
             Done,
             Moved,
@@ -334,19 +443,28 @@ impl Journal {
             }
         };
         match after {
-            After::Done => self.remove_files(e.seq),
+            After::Done => {
+                self.remove_files(e.seq);
+                Ok(etag)
+            }
             // What was just uploaded no longer belongs at this path.
             After::Moved => {
                 r.mount.store.delete(&r.location).await.map_err(|err| NodeError::from_store(&e.path, err))?;
                 self.tombstones.lock().expect("journal lock poisoned").remove(&e.path);
+                Ok(None)
             }
-            After::Superseded => {}
+            After::Superseded => Ok(None),
         }
-        Ok(())
     }
 
-    /// Uploads pending entries until the task is dropped; failed uploads are retried.
-    pub async fn run_uploader(self: Arc<Self>, ns: Namespace, on_persisted: impl Fn(&str) + Send + 'static) {
+    /// Uploads pending entries until the task is dropped; failed uploads are
+    /// retried. `on_persisted` gets each uploaded entry and the store's
+    /// version tag of the object it became (when known and still current).
+    pub async fn run_uploader(
+        self: Arc<Self>,
+        ns: Namespace,
+        on_persisted: impl Fn(&Entry, Option<String>) + Send + 'static,
+    ) {
         let mut backoff = std::time::Duration::from_millis(200);
         loop {
             let entries = self.entries();
@@ -356,7 +474,7 @@ impl Journal {
                 let result = self.upload(&ns, e).await;
                 *self.uploading.lock().expect("journal lock poisoned") = None;
                 match result {
-                    Ok(()) => on_persisted(&e.path),
+                    Ok(etag) => on_persisted(e, etag),
                     Err(err) => {
                         tracing::warn!(path = %e.path, error = %err, "upload failed; will retry");
                         failed = true;

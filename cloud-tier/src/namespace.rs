@@ -158,7 +158,14 @@ impl Namespace {
     }
 
     fn dir_info() -> ObjectInfo {
-        ObjectInfo { kind: EntryKind::Dir, size: 0, mtime_ms: 0, etag: String::new(), persisted: true }
+        ObjectInfo {
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime_ms: 0,
+            etag: String::new(),
+            persisted: true,
+            origin: String::new(),
+        }
     }
 
     /// Metadata from the store (no caching here).
@@ -178,6 +185,7 @@ impl Namespace {
                 mtime_ms: meta.last_modified.timestamp_millis(),
                 etag: meta.e_tag.unwrap_or_else(|| format!("{}-{}", meta.size, meta.last_modified.timestamp_millis())),
                 persisted: true,
+                origin: String::new(),
             }),
             Err(object_store::Error::NotFound { .. }) => {
                 // A "directory" is a prefix that objects share.
@@ -249,6 +257,7 @@ impl Namespace {
                                 mtime_ms: o.last_modified.timestamp_millis(),
                                 etag: o.e_tag.unwrap_or_default(),
                                 persisted: true,
+                                origin: String::new(),
                             },
                         );
                     }

@@ -23,12 +23,23 @@ use crate::cache::{CacheOptions, PageCache, PageFill, PageRead};
 use crate::clock::{Clock, SystemClock};
 use crate::config::CloudConfig;
 use crate::error::{ConfigError, NodeError};
-use crate::journal::{Entry, Journal};
+use crate::journal::{journal_etag, Entry, Journal};
 use crate::metrics::{self, Metrics};
 use crate::namespace::Namespace;
 
 /// Pages fetched ahead of a sequential read inside one request.
 pub const READAHEAD_PAGES: u64 = 4;
+
+/// Objects uploaded from the journal whose origin a node remembers; past
+/// this the memory is cleared (a client then merely misses its local copy).
+const MAX_ORIGINS: usize = 100_000;
+
+/// Where clients on this host leave files for [`CacheNode::handle_adopt`].
+#[derive(Debug)]
+struct Inbox {
+    dir: std::path::PathBuf,
+    token: String,
+}
 
 /// A cache node's request logic.
 #[derive(Debug)]
@@ -37,6 +48,25 @@ pub struct CacheNode {
     journal: Arc<Journal>,
     node_id: String,
     metrics: Arc<Metrics>,
+    inbox: Inbox,
+    /// Path → (store version tag, journal version tag it was uploaded from).
+    origins: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, String)>>>,
+}
+
+/// Makes the inbox directory (owner-only) and writes a fresh token into it.
+fn open_inbox(dir: &std::path::Path) -> Result<Inbox, NodeError> {
+    use rand::Rng;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let token: String = {
+        let mut rng = rand::rng();
+        (0..16).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    };
+    let tmp = dir.join(".node.tmp");
+    std::fs::write(&tmp, &token)?;
+    std::fs::rename(&tmp, dir.join(ferry_protocol::client::INBOX_TOKEN_FILE))?;
+    Ok(Inbox { dir: dir.to_path_buf(), token })
 }
 
 fn parse_path(p: &str) -> Result<NsPath, NodeError> {
@@ -52,9 +82,11 @@ impl CacheNode {
         node_id: &str,
     ) -> Result<CacheNode, NodeError> {
         let metrics = ns.metrics().clone();
-        let journal = Arc::new(Journal::open(&opts.disk_dir.join("journal"))?);
+        let journal_dir = opts.disk_dir.join("journal");
+        let journal = Arc::new(Journal::open(&journal_dir)?);
+        let inbox = open_inbox(&journal_dir.join("inbox"))?;
         let cache = Arc::new(PageCache::open(ns, opts, clock)?);
-        Ok(CacheNode { cache, journal, node_id: node_id.to_string(), metrics })
+        Ok(CacheNode { cache, journal, node_id: node_id.to_string(), metrics, inbox, origins: Arc::default() })
     }
 
     /// The write-back journal.
@@ -66,10 +98,18 @@ impl CacheNode {
     pub async fn run_uploader(self: Arc<Self>) {
         let cache = self.cache.clone();
         let ns = self.cache.namespace().clone();
+        let origins = self.origins.clone();
         self.journal
             .clone()
-            .run_uploader(ns, move |p| {
-                if let Ok(p) = NsPath::parse(p) {
+            .run_uploader(ns, move |e, etag| {
+                if let Some(etag) = etag {
+                    let mut o = origins.lock().expect("origins lock poisoned");
+                    if o.len() >= MAX_ORIGINS {
+                        o.clear();
+                    }
+                    o.insert(e.path.clone(), (etag, journal_etag(e.seq)));
+                }
+                if let Ok(p) = NsPath::parse(&e.path) {
                     cache.invalidate(&p);
                 }
             })
@@ -81,8 +121,9 @@ impl CacheNode {
             kind: EntryKind::File,
             size: e.size,
             mtime_ms: e.mtime_ms,
-            etag: format!("~journal-{}", e.seq),
+            etag: journal_etag(e.seq),
             persisted: false,
+            origin: String::new(),
         }
     }
 
@@ -101,6 +142,7 @@ impl CacheNode {
                             mtime_ms: 0,
                             etag: String::new(),
                             persisted: false,
+                            origin: String::new(),
                         },
                     )),
                     None => out.push((rest.to_string(), Self::pending_info(&e))),
@@ -134,8 +176,23 @@ impl CacheNode {
                 if self.pending_below(&path).is_empty() {
                     Err(NodeError::NotFound(m))
                 } else {
-                    Ok(ObjectInfo { kind: EntryKind::Dir, size: 0, mtime_ms: 0, etag: String::new(), persisted: false })
+                    Ok(ObjectInfo {
+                        kind: EntryKind::Dir,
+                        size: 0,
+                        mtime_ms: 0,
+                        etag: String::new(),
+                        persisted: false,
+                        origin: String::new(),
+                    })
                 }
+            }
+            Ok(mut info) => {
+                if let Some((store, journal)) = self.origins.lock().expect("origins lock poisoned").get(path.as_str()) {
+                    if *store == info.etag {
+                        info.origin = journal.clone();
+                    }
+                }
+                Ok(info)
             }
             other => other,
         }
@@ -167,8 +224,8 @@ impl CacheNode {
     }
 
     /// Answers `Put`: stores exactly `len` bytes from `body` at `path`.
-    /// Returns whether the object store already has them.
-    pub async fn handle_put<R>(&self, path: &str, len: u64, body: &mut R) -> Result<bool, NodeError>
+    /// Returns whether the object store already has them, and the object's version tag.
+    pub async fn handle_put<R>(&self, path: &str, len: u64, body: &mut R) -> Result<(bool, String), NodeError>
     where
         R: tokio::io::AsyncRead + Unpin,
     {
@@ -191,15 +248,50 @@ impl CacheNode {
             left -= n as u64;
         }
         let entry = self.journal.commit(w).await?;
-        self.cache.invalidate(&path);
-        if resolved.mount.write_through {
+        self.committed(&path, resolved.mount.write_through, &entry).await
+    }
+
+    /// After a journal commit: the answer to the writer (waiting for the
+    /// upload on write-through mounts).
+    async fn committed(&self, path: &NsPath, write_through: bool, entry: &Entry) -> Result<(bool, String), NodeError> {
+        self.cache.invalidate(path);
+        if write_through {
             // The uploader picks the entry up at once; wait for it.
-            if !self.journal.wait_uploaded(&entry, std::time::Duration::from_secs(3600)).await {
+            if !self.journal.wait_uploaded(entry, std::time::Duration::from_secs(3600)).await {
                 return Err(NodeError::Store(format!("{path}: upload did not finish")));
             }
-            return Ok(true);
+            let j = journal_etag(entry.seq);
+            let etag = match self.origins.lock().expect("origins lock poisoned").get(path.as_str()) {
+                Some((store, origin)) if *origin == j => store.clone(),
+                _ => String::new(),
+            };
+            return Ok((true, etag));
         }
-        Ok(false)
+        Ok((false, journal_etag(entry.seq)))
+    }
+
+    /// Answers `Adopt`: takes over the file `name` in this node's inbox,
+    /// `len` bytes, as the object `path`, without copying it.
+    pub async fn handle_adopt(&self, path: &str, name: &str, len: u64) -> Result<(bool, String), NodeError> {
+        let path = parse_path(path)?;
+        let resolved = self.cache.namespace().resolve(&path)?;
+        if resolved.location.as_ref().is_empty() {
+            return Err(NodeError::InvalidInput(format!("{path} is a mount point, not a file")));
+        }
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && name.len() <= 255
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !plain {
+            return Err(NodeError::InvalidInput(format!("{name:?} is not a plain file name in the inbox")));
+        }
+        let entry = self.journal.adopt(&path, &self.inbox.dir.join(name), len).await?;
+        self.committed(&path, resolved.mount.write_through, &entry).await
+    }
+
+    /// The inbox directory clients on this host may hand files over in.
+    pub fn inbox_dir(&self) -> &std::path::Path {
+        &self.inbox.dir
     }
 
     /// Answers `Delete`.
@@ -476,12 +568,15 @@ async fn handle_stream(
         Request::Put { .. } => "put",
         Request::Delete { .. } => "delete",
         Request::Rename { .. } => "rename",
+        Request::Adopt { .. } => "adopt",
     };
     let resp = match req {
         Request::Hello { version } if version == PROTOCOL_VERSION => Response::HelloOk {
             version: PROTOCOL_VERSION,
             node_id: node.node_id.clone(),
             page_size: u32::try_from(node.cache.page_size()).unwrap_or(u32::MAX),
+            inbox: node.inbox.dir.to_string_lossy().into_owned(),
+            inbox_token: node.inbox.token.clone(),
         },
         Request::Hello { version } => Response::Error {
             code: ErrorCode::VersionMismatch,
@@ -492,14 +587,19 @@ async fn handle_stream(
         Request::Put { path, len } => node
             .handle_put(&path, len, &mut recv)
             .await
-            .map_or_else(|e| error_response(&e), |persisted| Response::Done { persisted }),
-        Request::Delete { path } => {
-            node.handle_delete(&path).await.map_or_else(|e| error_response(&e), |()| Response::Done { persisted: true })
-        }
+            .map_or_else(|e| error_response(&e), |(persisted, etag)| Response::Done { persisted, etag }),
+        Request::Adopt { path, file, len } => node
+            .handle_adopt(&path, &file, len)
+            .await
+            .map_or_else(|e| error_response(&e), |(persisted, etag)| Response::Done { persisted, etag }),
+        Request::Delete { path } => node
+            .handle_delete(&path)
+            .await
+            .map_or_else(|e| error_response(&e), |()| Response::Done { persisted: true, etag: String::new() }),
         Request::Rename { from, to } => node
             .handle_rename(&from, &to)
             .await
-            .map_or_else(|e| error_response(&e), |persisted| Response::Done { persisted }),
+            .map_or_else(|e| error_response(&e), |persisted| Response::Done { persisted, etag: String::new() }),
         Request::Load { path } => node
             .handle_load(&path)
             .await

@@ -153,6 +153,13 @@ async fn mount_reads_lists_and_writes_checkpoints() {
         std::fs::remove_file(m.join("checkpoints/run-7/latest")).expect("unlink");
     })
     .await;
+    // Written here, so read back from the local file the node adopted: the node serves nothing.
+    let read_back = |m: std::path::PathBuf, want: Vec<u8>| {
+        blocking(move || assert!(std::fs::read(m.join("checkpoints/run-7/step-1000.pt")).expect("read") == want))
+    };
+    let before = served(&n);
+    read_back(mnt.clone(), ckpt.clone()).await;
+    assert_eq!(served(&n), before, "reading back a checkpoint written here went to the cache node");
     let ns = n.node.node.handle_stat("/checkpoints/run-7/latest").await;
     let st = base.head(&StorePath::from("checkpoints/run-7/latest")).await.map(|m| m.size);
     let m = mnt.clone();
@@ -177,6 +184,10 @@ async fn mount_reads_lists_and_writes_checkpoints() {
     }
     assert!(n.node.node.journal().drain(Duration::from_secs(30)).await);
     assert!(base.head(&StorePath::from("checkpoints/run-7/step-1000.pt.tmp")).await.is_err());
+    // Uploaded now; the node still knows it came from this write, so it stays local.
+    let before = served(&n);
+    read_back(mnt.clone(), ckpt.clone()).await;
+    assert_eq!(served(&n), before, "reading back an uploaded checkpoint written here went to the cache node");
 
     blocking(move || session.umount_and_join().expect("unmount")).await;
     n.node.shutdown().await;
@@ -194,4 +205,45 @@ async fn bad_mountpoints_are_refused() {
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").expect("write");
     assert!(matches!(fuse::check_mountpoint(&file), Err(MountError::Mountpoint(m)) if m.contains("not a directory")));
+}
+
+/// After the node adopted a staging file, later writes must not reach the
+/// adopted bytes: they go to a copy until the next fsync hands that over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_an_adoption_leave_the_adopted_bytes_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    let cfg = node_config(&dir.path().join("cache"), 16 << 20, 64 << 20);
+    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    // Keep uploads from finishing, so the first version stays in the journal.
+    n.store.fail_next(u64::MAX);
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    let fs = MountFs::with_local_copies(c.clone(), dir.path().join("staging"), 1 << 30).await.expect("fs");
+    let journal = n.node.node.journal().clone();
+
+    let first = data(2 * PAGE as usize + 5, 3);
+    let (attr, fh) = fs.create(ferry_cloud_tier::mount::fs::ROOT_INO, "ck.pt").await.expect("create");
+    fs.write(fh, 0, &first).expect("write");
+    fs.fsync(fh).await.expect("fsync");
+    let e1 = journal.pending("/ck.pt").expect("journaled");
+    let adopted = journal.data_path(&e1);
+    assert!(std::fs::read(&adopted).expect("journal file") == first);
+
+    fs.write(fh, 10, b"PATCH").expect("write after fsync");
+    fs.truncate(attr.ino, Some(fh), first.len() as u64 + 100).await.expect("truncate");
+    assert!(std::fs::read(&adopted).expect("journal file") == first, "a later write changed acknowledged bytes");
+    fs.release(fh).await.expect("close");
+    let mut want = first.clone();
+    want[10..15].copy_from_slice(b"PATCH");
+    let got = read_all(&c, "/ck.pt").await.expect("read");
+    assert_eq!(got.len(), want.len() + 100);
+    assert!(got[..want.len()] == want[..] && got[want.len()..].iter().all(|b| *b == 0));
+    n.store.fail_next(0);
+    assert!(journal.drain(Duration::from_secs(60)).await);
+    let stored = base.get(&StorePath::from("ck.pt")).await.expect("stored").bytes().await.expect("bytes");
+    assert!(stored[..] == got[..]);
+    n.node.shutdown().await;
 }

@@ -50,7 +50,8 @@ async fn write_suite(base: Arc<dyn ObjectStore>, prefix: StorePath) {
 
     // A multi-page checkpoint: acknowledged from the journal, readable at once, then persisted.
     let body = data(5 * PAGE as usize + 123, 1);
-    let persisted = c.put_file("/ckpt/run-7/step-1000.pt.tmp", &local(dir.path(), "a", &body)).await.expect("put");
+    let persisted =
+        c.put_file("/ckpt/run-7/step-1000.pt.tmp", &local(dir.path(), "a", &body)).await.expect("put").persisted;
     assert!(!persisted, "default mounts acknowledge from the journal");
     assert!(read_all(&c, "/ckpt/run-7/step-1000.pt.tmp").await.expect("read back") == body);
     // Rename into place, as trainers do.
@@ -130,7 +131,13 @@ async fn write_through_mount_acknowledges_once_stored() {
     .expect("start");
     let c = client(&certs, &[node.addr.to_string()]);
     let body = data(3 * PAGE as usize, 9);
-    assert!(c.put_file("/wt/x.bin", &local(dir.path(), "x", &body)).await.expect("put"));
+    let written = c.put_file("/wt/x.bin", &local(dir.path(), "x", &body)).await.expect("put");
+    assert!(written.persisted);
+    assert_eq!(
+        written.etag,
+        c.stat("/wt/x.bin").await.expect("stat").etag,
+        "write-through answers with the store's version"
+    );
     assert_eq!(stored(&base, &StorePath::default(), "x.bin").await.as_deref(), Some(&body[..]));
     assert!(c.stat("/wt/x.bin").await.expect("stat").persisted);
     node.shutdown().await;
@@ -150,7 +157,7 @@ async fn acknowledged_write_survives_a_crash_before_upload() {
         let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
         n.store.fail_next(u64::MAX);
         let c = client(&certs, &[n.node.addr.to_string()]);
-        assert!(!c.put_file("/ckpt.pt", &local(dir.path(), "k", &body)).await.expect("put acknowledged"));
+        assert!(!c.put_file("/ckpt.pt", &local(dir.path(), "k", &body)).await.expect("put acknowledged").persisted);
         assert_eq!(n.node.node.journal().entries().len(), 1);
         // Crash: drop everything without shutdown; no flush, no drain.
         std::mem::forget(n);
@@ -164,5 +171,88 @@ async fn acknowledged_write_survives_a_crash_before_upload() {
     wait_stored(&base, &prefix, "ckpt.pt", &body).await;
     assert!(n.node.node.journal().drain(Duration::from_secs(30)).await);
     assert!(read_all(&c, "/ckpt.pt").await.expect("read") == body);
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_host_writer_hands_its_file_over_without_a_copy() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    let cfg = node_config(&dir.path().join("cache"), 16 << 20, 64 << 20);
+    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+
+    // The node runs on this host, so the client finds its inbox.
+    let inbox = c.inbox_for("/ckpt/step-1.pt").await.expect("a same-host node offers its inbox");
+    assert_eq!(inbox, n.node.node.inbox_dir());
+    let body = data(3 * PAGE as usize + 11, 5);
+    let staged = local(&inbox, "m1-1", &body);
+    let written = c.put_file("/ckpt/step-1.pt", &staged).await.expect("adopt");
+    assert!(written.adopted && !written.persisted);
+    // The journal holds the very same inode: nothing was copied.
+    let entry = n.node.node.journal().pending("/ckpt/step-1.pt").expect("journaled");
+    let journal_file = n.node.node.journal().data_path(&entry);
+    assert_eq!(
+        std::fs::metadata(&journal_file).expect("journal file").ino(),
+        std::fs::metadata(&staged).expect("staged").ino()
+    );
+    assert_eq!(c.stat("/ckpt/step-1.pt").await.expect("stat").etag, written.etag);
+    assert!(read_all(&c, "/ckpt/step-1.pt").await.expect("read back") == body);
+
+    // Once uploaded, the node still tells which write the stored object came from.
+    wait_stored(&base, &prefix, "ckpt/step-1.pt", &body).await;
+    assert!(n.node.node.journal().drain(Duration::from_secs(60)).await);
+    let info = c.stat("/ckpt/step-1.pt").await.expect("stat");
+    assert!(info.persisted);
+    assert_ne!(info.etag, written.etag);
+    assert_eq!(info.origin, written.etag);
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_refuses_what_is_not_a_plain_inbox_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    let cfg = node_config(&dir.path().join("cache"), 16 << 20, 64 << 20);
+    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    let node = &n.node.node;
+    let inbox = node.inbox_dir().to_path_buf();
+    let secret = local(dir.path(), "secret", b"not for the store");
+    std::os::unix::fs::symlink(&secret, inbox.join("link")).expect("symlink");
+    local(&inbox, "short", b"12345");
+    std::fs::create_dir(inbox.join("adir")).expect("mkdir");
+    for (name, len) in [
+        ("../secret", 17),
+        ("/etc/hostname", 1),
+        ("a/b", 1),
+        (".node", 32),
+        ("", 0),
+        ("link", 17),
+        ("adir", 0),
+        ("short", 6),
+        ("missing", 1),
+    ] {
+        let err = node.handle_adopt("/x.bin", name, len).await.expect_err(name);
+        assert_eq!(err.code(), ErrorCode::InvalidInput, "{name}: {err}");
+    }
+    // Nothing was taken: no journal entry, nothing stored, the inbox file untouched.
+    assert!(node.journal().entries().is_empty());
+    assert_eq!(stored(&base, &prefix, "x.bin").await, None);
+    assert_eq!(std::fs::read(inbox.join("short")).expect("still there"), b"12345");
+    let journal_dir = inbox.parent().expect("journal").to_path_buf();
+    let leftovers: Vec<String> = std::fs::read_dir(&journal_dir)
+        .expect("journal dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "inbox")
+        .collect();
+    assert!(leftovers.is_empty(), "journal files left behind: {leftovers:?}");
     n.node.shutdown().await;
 }

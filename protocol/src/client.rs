@@ -42,7 +42,35 @@ pub struct NodeConn {
     pub node_id: String,
     /// The node's page size in bytes.
     pub page_size: u32,
+    /// The node's inbox for [`NodeConn::adopt`], when the node runs on this
+    /// host (its token file was found there); `None` otherwise.
+    pub inbox: Option<std::path::PathBuf>,
 }
+
+/// How a write ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Whether the object store already has the bytes (else the node's journal does).
+    pub persisted: bool,
+    /// The object's version tag afterwards.
+    pub etag: String,
+    /// Whether the node took the local file over instead of receiving its bytes.
+    pub adopted: bool,
+}
+
+/// Whether `inbox` on this host holds the node's token: then the node and
+/// this client share the directory.
+fn local_inbox(inbox: &str, token: &str) -> Option<std::path::PathBuf> {
+    if inbox.is_empty() || token.is_empty() {
+        return None;
+    }
+    let dir = std::path::PathBuf::from(inbox);
+    let found = std::fs::read_to_string(dir.join(INBOX_TOKEN_FILE)).ok()?;
+    (found.trim() == token).then_some(dir)
+}
+
+/// The file in a node's inbox that holds its token.
+pub const INBOX_TOKEN_FILE: &str = ".node";
 
 fn unexpected(resp: Response) -> ProtocolError {
     match resp {
@@ -55,9 +83,9 @@ impl NodeConn {
     /// Connects to `addr` and exchanges `Hello`.
     pub async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Result<NodeConn, ProtocolError> {
         let conn = endpoint.connect(addr, CLOUD_SERVER_NAME)?.await?;
-        let mut nc = NodeConn { conn, node_id: String::new(), page_size: 0 };
+        let mut nc = NodeConn { conn, node_id: String::new(), page_size: 0, inbox: None };
         match nc.call(&Request::Hello { version: crate::PROTOCOL_VERSION }).await?.0 {
-            Response::HelloOk { version, node_id, page_size } => {
+            Response::HelloOk { version, node_id, page_size, inbox, inbox_token } => {
                 if version != crate::PROTOCOL_VERSION {
                     return Err(ProtocolError::Remote {
                         code: ErrorCode::VersionMismatch,
@@ -69,6 +97,7 @@ impl NodeConn {
                 }
                 nc.node_id = node_id;
                 nc.page_size = page_size;
+                nc.inbox = local_inbox(&inbox, &inbox_token);
                 Ok(nc)
             }
             other => Err(unexpected(other)),
@@ -148,7 +177,7 @@ impl NodeConn {
 
     /// Writes `len` bytes from `body` as the object `path`; returns whether
     /// the object store already has them (else the node's journal does).
-    pub async fn put<R>(&self, path: &str, len: u64, body: &mut R) -> Result<bool, ProtocolError>
+    pub async fn put<R>(&self, path: &str, len: u64, body: &mut R) -> Result<Written, ProtocolError>
     where
         R: tokio::io::AsyncRead + Unpin,
     {
@@ -173,7 +202,18 @@ impl NodeConn {
         }
         send.finish()?;
         match wire::read_response(&mut recv).await? {
-            Response::Done { persisted } => Ok(persisted),
+            Response::Done { persisted, etag } => Ok(Written { persisted, etag, adopted: false }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Hands the file `name` in this node's inbox (see [`NodeConn::inbox`])
+    /// over as the object `path`; `len` is its size. Nothing is copied: the
+    /// node links the file into its journal, so the caller must not change
+    /// it afterwards.
+    pub async fn adopt(&self, path: &str, name: &str, len: u64) -> Result<Written, ProtocolError> {
+        match self.call(&Request::Adopt { path: path.into(), file: name.into(), len }).await?.0 {
+            Response::Done { persisted, etag } => Ok(Written { persisted, etag, adopted: true }),
             other => Err(unexpected(other)),
         }
     }
@@ -189,7 +229,7 @@ impl NodeConn {
     /// Renames `from` to `to`; returns whether the object store already has it.
     pub async fn rename(&self, from: &str, to: &str) -> Result<bool, ProtocolError> {
         match self.call(&Request::Rename { from: from.into(), to: to.into() }).await?.0 {
-            Response::Done { persisted } => Ok(persisted),
+            Response::Done { persisted, .. } => Ok(persisted),
             other => Err(unexpected(other)),
         }
     }
@@ -349,15 +389,25 @@ impl Cluster {
         self.with_owner(&page_key(path, 0), 0, |c| async move { c.load(path).await }).await
     }
 
-    /// Writes the file at `local` as the object `path` through the path's owner.
-    /// Returns whether the object store already has it.
-    pub async fn put_file(&self, path: &str, local: &std::path::Path) -> Result<bool, ProtocolError> {
+    /// Writes the file at `local` as the object `path` through the path's
+    /// owner. When `local` lies in that node's inbox the node adopts it
+    /// without a copy (then `local` must not change afterwards).
+    pub async fn put_file(&self, path: &str, local: &std::path::Path) -> Result<Written, ProtocolError> {
         self.with_owner(&page_key(path, 0), 0, |c| async move {
             let mut f = tokio::fs::File::open(local).await?;
             let len = f.metadata().await?.len();
-            c.put(path, len, &mut f).await
+            let name = local.file_name().and_then(|n| n.to_str());
+            match (&c.inbox, name) {
+                (Some(inbox), Some(name)) if local.parent() == Some(inbox.as_path()) => c.adopt(path, name, len).await,
+                _ => c.put(path, len, &mut f).await,
+            }
         })
         .await
+    }
+
+    /// The inbox of the node that owns `path`, when that node runs on this host.
+    pub async fn inbox_for(&self, path: &str) -> Option<std::path::PathBuf> {
+        self.with_owner(&page_key(path, 0), 0, |c| async move { Ok(c.inbox.clone()) }).await.ok().flatten()
     }
 
     /// Deletes `path` through its owner.

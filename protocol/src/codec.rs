@@ -62,6 +62,10 @@ pub struct ObjectInfo {
     pub etag: String,
     /// Whether the bytes are durable in the object store (false while a write is pending).
     pub persisted: bool,
+    /// When these bytes reached the store from this node's write-back
+    /// journal: the version tag they had while pending (`~journal-N`), so a
+    /// client that wrote them can recognise its own bytes. Otherwise "".
+    pub origin: String,
 }
 
 /// One entry of a directory listing.
@@ -93,13 +97,22 @@ pub enum Request {
     Delete { path: String },
     /// Rename an object.
     Rename { from: String, to: String },
+    /// Write a whole object from a file a client on the node's own host
+    /// placed in the node's inbox directory (named in `HelloOk`): the node
+    /// takes the file over without copying it. `file` is a plain file name
+    /// inside the inbox; `len` must be its size. Answered like `Put`.
+    Adopt { path: String, file: String, len: u64 },
 }
 
 /// Messages a node sends back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     /// Answer to `Hello`.
-    HelloOk { version: u16, node_id: String, page_size: u32 },
+    ///
+    /// `inbox` is the node's inbox directory for `Adopt` ("" if it has
+    /// none); a client on the same host proves that by finding `inbox_token`
+    /// in the file `.node` there.
+    HelloOk { version: u16, node_id: String, page_size: u32, inbox: String, inbox_token: String },
     /// Answer to `Stat`.
     StatOk(ObjectInfo),
     /// Answer to `List`.
@@ -110,7 +123,8 @@ pub enum Response {
     LoadOk { objects: u64, bytes: u64 },
     /// A write, delete or rename succeeded; `persisted` tells whether the
     /// object store already has it (otherwise the node's journal does).
-    Done { persisted: bool },
+    /// `etag` is the object's version tag afterwards ("" after a delete).
+    Done { persisted: bool, etag: String },
     /// The request failed.
     Error { code: ErrorCode, message: String },
 }
@@ -124,6 +138,7 @@ mod tag {
     pub const PUT: u8 = 0x06;
     pub const DELETE: u8 = 0x07;
     pub const RENAME: u8 = 0x08;
+    pub const ADOPT: u8 = 0x09;
     pub const HELLO_OK: u8 = 0x81;
     pub const STAT_OK: u8 = 0x82;
     pub const LIST_OK: u8 = 0x83;
@@ -221,6 +236,7 @@ impl<'a> Reader<'a> {
             mtime_ms: self.i64()?,
             etag: self.string()?,
             persisted: self.bool()?,
+            origin: self.string()?,
         })
     }
     fn finish(self) -> Result<(), DecodeError> {
@@ -260,6 +276,7 @@ impl<'a> Writer<'a> {
         self.buf.put_i64(i.mtime_ms);
         self.string(&i.etag);
         self.buf.put_u8(u8::from(i.persisted));
+        self.string(&i.origin);
     }
     fn finish(self) {
         let len = (self.buf.len() - self.start - HEADER_LEN) as u32;
@@ -315,6 +332,13 @@ impl Request {
                 w.string(to);
                 w.finish();
             }
+            Request::Adopt { path, file, len } => {
+                let mut w = Writer::new(buf, tag::ADOPT);
+                w.string(path);
+                w.string(file);
+                w.buf.put_u64(*len);
+                w.finish();
+            }
         }
     }
 
@@ -331,6 +355,7 @@ impl Request {
             tag::PUT => Request::Put { path: r.string()?, len: r.u64()? },
             tag::DELETE => Request::Delete { path: r.string()? },
             tag::RENAME => Request::Rename { from: r.string()?, to: r.string()? },
+            tag::ADOPT => Request::Adopt { path: r.string()?, file: r.string()?, len: r.u64()? },
             t => return Err(DecodeError::Invalid(format!("unknown request tag 0x{t:02x}"))),
         };
         r.finish()?;
@@ -342,11 +367,13 @@ impl Response {
     /// Appends this response as one frame.
     pub fn encode(&self, buf: &mut BytesMut) {
         match self {
-            Response::HelloOk { version, node_id, page_size } => {
+            Response::HelloOk { version, node_id, page_size, inbox, inbox_token } => {
                 let mut w = Writer::new(buf, tag::HELLO_OK);
                 w.buf.put_u16(*version);
                 w.string(node_id);
                 w.buf.put_u32(*page_size);
+                w.string(inbox);
+                w.string(inbox_token);
                 w.finish();
             }
             Response::StatOk(info) => {
@@ -374,9 +401,10 @@ impl Response {
                 w.buf.put_u64(*bytes);
                 w.finish();
             }
-            Response::Done { persisted } => {
-                let w = Writer::new(buf, tag::DONE);
+            Response::Done { persisted, etag } => {
+                let mut w = Writer::new(buf, tag::DONE);
                 w.buf.put_u8(u8::from(*persisted));
+                w.string(etag);
                 w.finish();
             }
             Response::Error { code, message } => {
@@ -393,12 +421,18 @@ impl Response {
         let (tag, body, used) = split_frame(buf)?;
         let mut r = Reader { buf: body };
         let resp = match tag {
-            tag::HELLO_OK => Response::HelloOk { version: r.u16()?, node_id: r.string()?, page_size: r.u32()? },
+            tag::HELLO_OK => Response::HelloOk {
+                version: r.u16()?,
+                node_id: r.string()?,
+                page_size: r.u32()?,
+                inbox: r.string()?,
+                inbox_token: r.string()?,
+            },
             tag::STAT_OK => Response::StatOk(r.info()?),
             tag::LIST_OK => {
                 let n = r.u32()? as usize;
-                // Each entry takes at least 22 bytes; refuse counts the body cannot hold.
-                if n > r.buf.len() / 22 {
+                // Each entry takes at least 24 bytes; refuse counts the body cannot hold.
+                if n > r.buf.len() / 24 {
                     return Err(DecodeError::Invalid(format!("list of {n} entries does not fit its frame")));
                 }
                 let mut entries = Vec::with_capacity(n);
@@ -409,7 +443,7 @@ impl Response {
             }
             tag::DATA => Response::Data { len: r.u64()? },
             tag::LOAD_OK => Response::LoadOk { objects: r.u64()?, bytes: r.u64()? },
-            tag::DONE => Response::Done { persisted: r.bool()? },
+            tag::DONE => Response::Done { persisted: r.bool()?, etag: r.string()? },
             tag::ERROR => {
                 let c = r.u16()?;
                 let code =
@@ -429,7 +463,14 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn info() -> ObjectInfo {
-        ObjectInfo { kind: EntryKind::File, size: 42, mtime_ms: -5, etag: "e\u{e9}".into(), persisted: true }
+        ObjectInfo {
+            kind: EntryKind::File,
+            size: 42,
+            mtime_ms: -5,
+            etag: "e\u{e9}".into(),
+            persisted: true,
+            origin: "~journal-7".into(),
+        }
     }
 
     fn requests() -> Vec<Request> {
@@ -442,12 +483,19 @@ mod tests {
             Request::Put { path: "/ckpt/step-1.pt".into(), len: 1 << 33 },
             Request::Delete { path: "/x".into() },
             Request::Rename { from: "/a.tmp".into(), to: "/a".into() },
+            Request::Adopt { path: "/ckpt/step-2.pt".into(), file: "m12-3".into(), len: 5 },
         ]
     }
 
     fn responses() -> Vec<Response> {
         vec![
-            Response::HelloOk { version: 1, node_id: "n1".into(), page_size: 4 << 20 },
+            Response::HelloOk {
+                version: 1,
+                node_id: "n1".into(),
+                page_size: 4 << 20,
+                inbox: "/var/lib/ferry/journal/inbox".into(),
+                inbox_token: "t".into(),
+            },
             Response::StatOk(info()),
             Response::ListOk(vec![
                 DirEntry { name: "a".into(), info: info() },
@@ -456,7 +504,7 @@ mod tests {
             Response::ListOk(vec![]),
             Response::Data { len: 1 << 40 },
             Response::LoadOk { objects: 3, bytes: 9 },
-            Response::Done { persisted: false },
+            Response::Done { persisted: false, etag: "~journal-3".into() },
             Response::Error { code: ErrorCode::NotFound, message: "no such object".into() },
         ]
     }

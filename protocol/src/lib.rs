@@ -27,6 +27,6 @@ pub mod wire;
 pub use error::{ErrorCode, ProtocolError};
 
 /// Version of the block protocol spoken by this build. Sent in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// ALPN identifier negotiated during the TLS handshake.
 pub const ALPN: &[u8] = b"ferry/1";

@@ -240,6 +240,7 @@ impl PageCache {
                             mtime_ms,
                             etag,
                             persisted: true,
+                            origin: String::new(),
                         },
                         fetched_ms,
                     },

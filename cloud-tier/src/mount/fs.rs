@@ -77,6 +77,8 @@ pub struct Attr {
     pub mtime: SystemTime,
     /// The object's version tag ("" for directories and files being written).
     pub etag: String,
+    /// The journal version tag the object was uploaded from, if the node knows it.
+    pub origin: String,
 }
 
 /// What `open` produced.
@@ -100,6 +102,9 @@ struct LocalEntry {
     file: PathBuf,
     size: u64,
     tick: u64,
+    /// The namespace path and version the copy holds.
+    path: String,
+    etag: String,
 }
 
 #[derive(Debug, Default)]
@@ -113,7 +118,8 @@ struct LocalState {
     copying: HashSet<String>,
 }
 
-/// Whole local copies of files read to the end, served by FUSE passthrough.
+/// Whole local copies of files read to the end or written here, served by
+/// FUSE passthrough.
 #[derive(Debug)]
 struct LocalFiles {
     dir: PathBuf,
@@ -124,6 +130,61 @@ struct LocalFiles {
 impl LocalFiles {
     fn key(path: &str, etag: &str, size: u64) -> String {
         blake3::hash(format!("{path}\0{etag}\0{size}").as_bytes()).to_hex().to_string()
+    }
+
+    /// Keeps `file`, just written here, as the copy of `path` at version `etag`.
+    fn keep_written(&self, path: &str, etag: &str, size: u64, file: PathBuf) {
+        if size == 0 || size > self.budget {
+            let _ = std::fs::remove_file(&file);
+            return;
+        }
+        // Older versions of the path are of no use any more.
+        self.forget(path);
+        let key = Self::key(path, etag, size);
+        let mut st = self.state.lock().expect("local files lock poisoned");
+        Self::insert(&mut st, self.budget, key, file, size, path, etag);
+    }
+
+    /// Moves the copies of `from` to `to` (after a rename, the bytes and version are the same).
+    fn rename(&self, from: &str, to: &str) {
+        let mut st = self.state.lock().expect("local files lock poisoned");
+        let keys: Vec<String> = st.entries.iter().filter(|(_, e)| e.path == from).map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            let mut e = st.entries.remove(&k).expect("key just listed");
+            e.path = to.to_string();
+            let key = Self::key(to, &e.etag, e.size);
+            if let Some(old) = st.entries.insert(key, e) {
+                st.used -= old.size;
+                let _ = std::fs::remove_file(&old.file);
+            }
+        }
+    }
+
+    /// Drops the copies of `path`.
+    fn forget(&self, path: &str) {
+        let mut st = self.state.lock().expect("local files lock poisoned");
+        let keys: Vec<String> = st.entries.iter().filter(|(_, e)| e.path == path).map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            if let Some(e) = st.entries.remove(&k) {
+                st.used -= e.size;
+                let _ = std::fs::remove_file(&e.file);
+            }
+        }
+    }
+
+    fn insert(st: &mut LocalState, budget: u64, key: String, file: PathBuf, size: u64, path: &str, etag: &str) {
+        st.tick += 1;
+        let tick = st.tick;
+        st.used += size;
+        st.entries.insert(key, LocalEntry { file, size, tick, path: path.to_string(), etag: etag.to_string() });
+        while st.used > budget {
+            let Some(oldest) = st.entries.iter().min_by_key(|(_, e)| e.tick).map(|(k, _)| k.clone()) else { break };
+            if let Some(e) = st.entries.remove(&oldest) {
+                st.used -= e.size;
+                // An open backing file stays readable after the unlink.
+                let _ = std::fs::remove_file(&e.file);
+            }
+        }
     }
 
     fn lookup(&self, key: &str) -> Option<PathBuf> {
@@ -149,22 +210,11 @@ impl LocalFiles {
         true
     }
 
-    fn finish(&self, key: &str, file: Option<PathBuf>, size: u64) {
+    fn finish(&self, key: &str, file: Option<PathBuf>, size: u64, path: &str, etag: &str) {
         let mut st = self.state.lock().expect("local files lock poisoned");
         st.copying.remove(key);
         let Some(file) = file else { return };
-        st.tick += 1;
-        let tick = st.tick;
-        st.used += size;
-        st.entries.insert(key.to_string(), LocalEntry { file, size, tick });
-        while st.used > self.budget {
-            let Some(oldest) = st.entries.iter().min_by_key(|(_, e)| e.tick).map(|(k, _)| k.clone()) else { break };
-            if let Some(e) = st.entries.remove(&oldest) {
-                st.used -= e.size;
-                // An open backing file stays readable after the unlink.
-                let _ = std::fs::remove_file(&e.file);
-            }
-        }
+        Self::insert(&mut st, self.budget, key.to_string(), file, size, path, etag);
     }
 }
 
@@ -182,12 +232,43 @@ struct ReadHandle {
     pages: Mutex<(HashMap<u64, PageFuture>, Vec<u64>)>,
 }
 
+/// The staging file behind a write handle.
+#[derive(Debug)]
+struct Staged {
+    file: std::fs::File,
+    path: PathBuf,
+    /// Written since the node last took the bytes.
+    dirty: bool,
+    /// The node took this very file over (it lies in the node's inbox): it
+    /// must not change any more, so the next write copies it first.
+    adopted: bool,
+    /// The object's version tag after the last adoption.
+    etag: Option<String>,
+}
+
 #[derive(Debug)]
 struct WriteHandle {
     path: Mutex<String>,
-    file: std::fs::File,
-    staging: PathBuf,
-    dirty: Mutex<bool>,
+    staged: Mutex<Staged>,
+}
+
+impl WriteHandle {
+    fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
+        self.staged.lock().expect("staging lock poisoned")
+    }
+}
+
+/// Makes `s` safe to change: after an adoption the bytes move to a fresh
+/// copy (`fresh` names it), leaving the node's file alone.
+fn unshare(s: &mut Staged, fresh: PathBuf) -> std::io::Result<()> {
+    if !s.adopted {
+        return Ok(());
+    }
+    std::fs::copy(&s.path, &fresh)?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&fresh)?;
+    let _ = std::fs::remove_file(&s.path);
+    *s = Staged { file, path: fresh, dirty: s.dirty, adopted: false, etag: None };
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -241,6 +322,27 @@ pub struct MountFs {
     local: Option<Arc<LocalFiles>>,
     /// Pages fetched ahead of a sequential reader.
     readahead: AtomicU64,
+    /// Inboxes of same-host nodes already cleared of dead mounts' files.
+    swept: Mutex<HashSet<PathBuf>>,
+}
+
+/// Prefix of this process's staging files in a node's inbox.
+fn inbox_prefix() -> String {
+    format!("m{}-", std::process::id())
+}
+
+/// Removes staging files that mounts no longer running left in `inbox`.
+fn sweep_inbox(inbox: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(inbox) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix('m').and_then(|r| r.split_once('-')).and_then(|(p, _)| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 fn child(parent: &str, name: &str) -> FsResult<String> {
@@ -292,6 +394,7 @@ impl MountFs {
             made_dirs: Mutex::new(HashSet::new()),
             local,
             readahead: AtomicU64::new(READAHEAD_PAGES),
+            swept: Mutex::new(HashSet::new()),
         })
     }
 
@@ -310,12 +413,25 @@ impl MountFs {
     }
 
     fn dir_attr(&self, path: &str) -> Attr {
-        Attr { ino: self.ino_of(path), kind: EntryKind::Dir, size: 0, mtime: UNIX_EPOCH, etag: String::new() }
+        Attr {
+            ino: self.ino_of(path),
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime: UNIX_EPOCH,
+            etag: String::new(),
+            origin: String::new(),
+        }
     }
 
     fn attr_of(&self, path: &str, info: &ObjectInfo) -> Attr {
-        let etag = if info.persisted { info.etag.clone() } else { String::new() };
-        Attr { ino: self.ino_of(path), kind: info.kind, size: info.size, mtime: mtime(info.mtime_ms), etag }
+        Attr {
+            ino: self.ino_of(path),
+            kind: info.kind,
+            size: info.size,
+            mtime: mtime(info.mtime_ms),
+            etag: info.etag.clone(),
+            origin: info.origin.clone(),
+        }
     }
 
     async fn stat_path(&self, path: &str) -> FsResult<Attr> {
@@ -329,6 +445,7 @@ impl MountFs {
                 size,
                 mtime: SystemTime::now(),
                 etag: String::new(),
+                origin: String::new(),
             });
         }
         match self.cluster.stat(path).await {
@@ -401,12 +518,35 @@ impl MountFs {
         fh
     }
 
-    fn new_write_handle(&self, path: &str, truncate: bool, dirty: bool) -> FsResult<(u64, Arc<WriteHandle>)> {
+    /// Where a new staging file goes: in the inbox of `path`'s node when it
+    /// runs on this host (the node then adopts the file without a copy),
+    /// else in the mount's staging directory.
+    async fn staging_file(&self, path: &str) -> PathBuf {
         let n = self.next_fh.fetch_add(1, Ordering::SeqCst);
-        let staging = self.staging.join(format!("w{n}"));
+        match self.cluster.inbox_for(path).await {
+            Some(inbox) => {
+                if self.swept.lock().expect("swept lock poisoned").insert(inbox.clone()) {
+                    sweep_inbox(&inbox);
+                }
+                inbox.join(format!("{}{n}", inbox_prefix()))
+            }
+            None => self.staging.join(format!("w{n}")),
+        }
+    }
+
+    /// A fresh name next to `old` for a copy of a staging file.
+    fn sibling(&self, old: &std::path::Path) -> PathBuf {
+        let n = self.next_fh.fetch_add(1, Ordering::SeqCst);
+        let name = if old.starts_with(&self.staging) { format!("w{n}") } else { format!("{}{n}", inbox_prefix()) };
+        old.with_file_name(name)
+    }
+
+    async fn new_write_handle(&self, path: &str, truncate: bool, dirty: bool) -> FsResult<(u64, Arc<WriteHandle>)> {
+        let staging = self.staging_file(path).await;
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(truncate).open(&staging)?;
-        let w = Arc::new(WriteHandle { path: Mutex::new(path.to_string()), file, staging, dirty: Mutex::new(dirty) });
-        let size = w.file.metadata()?.len();
+        let size = file.metadata()?.len();
+        let staged = Staged { file, path: staging, dirty, adopted: false, etag: None };
+        let w = Arc::new(WriteHandle { path: Mutex::new(path.to_string()), staged: Mutex::new(staged) });
         self.writing.lock().expect("writing lock poisoned").insert(path.to_string(), size);
         Ok((self.add_handle(Handle::Write(w.clone())), w))
     }
@@ -419,17 +559,19 @@ impl MountFs {
             return Err(FsError::new(libc::EISDIR, format!("{path} is a directory")));
         }
         if write {
-            let (fh, w) = self.new_write_handle(&path, true, truncate)?;
+            let (fh, w) = self.new_write_handle(&path, true, truncate).await?;
             if !truncate && attr.size > 0 {
                 // Read-modify-write: start from the current bytes.
-                let mut f = tokio::fs::File::from_std(w.file.try_clone()?);
+                let mut f = tokio::fs::File::from_std(w.staged().file.try_clone()?);
                 self.cluster.read_to(&path, 0, None, &mut f).await?;
                 self.writing.lock().expect("writing lock poisoned").insert(path.clone(), attr.size);
             }
             return Ok(Opened::Handle(fh));
         }
         let local_copy = match (&self.local, attr.etag.is_empty()) {
-            (Some(l), false) => l.lookup(&LocalFiles::key(&path, &attr.etag, attr.size)),
+            (Some(l), false) => l.lookup(&LocalFiles::key(&path, &attr.etag, attr.size)).or_else(|| {
+                (!attr.origin.is_empty()).then(|| l.lookup(&LocalFiles::key(&path, &attr.origin, attr.size))).flatten()
+            }),
             _ => None,
         };
         let local_file = local_copy.and_then(|p| std::fs::File::open(p).ok());
@@ -459,7 +601,7 @@ impl MountFs {
             return;
         }
         let cluster = self.cluster.clone();
-        let (path, size) = (h.path.clone(), h.size);
+        let (path, size, etag) = (h.path.clone(), h.size, h.etag.clone());
         tokio::spawn(async move {
             let tmp = local.dir.join(format!(".{key}.tmp"));
             let done = local.dir.join(&key);
@@ -474,11 +616,11 @@ impl MountFs {
             }
             .await;
             match result {
-                Ok(()) => local.finish(&key, Some(done), size),
+                Ok(()) => local.finish(&key, Some(done), size, &path, &etag),
                 Err(e) => {
                     tracing::debug!(%path, error = %e, "no local copy");
                     let _ = tokio::fs::remove_file(&tmp).await;
-                    local.finish(&key, None, size);
+                    local.finish(&key, None, size, &path, &etag);
                 }
             }
         });
@@ -487,7 +629,7 @@ impl MountFs {
     /// Creates and opens `name` in `parent` for writing.
     pub async fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, u64)> {
         let path = child(&self.path_of(parent)?, name)?;
-        let (fh, _) = self.new_write_handle(&path, true, true)?;
+        let (fh, _) = self.new_write_handle(&path, true, true).await?;
         Ok((
             Attr {
                 ino: self.ino_of(&path),
@@ -495,6 +637,7 @@ impl MountFs {
                 size: 0,
                 mtime: SystemTime::now(),
                 etag: String::new(),
+                origin: String::new(),
             },
             fh,
         ))
@@ -536,7 +679,7 @@ impl MountFs {
             Some(Handle::Read(h)) => h,
             Some(Handle::Write(w)) => {
                 let mut buf = vec![0u8; size as usize];
-                let n = w.file.read_at(&mut buf, offset)?;
+                let n = w.staged().file.read_at(&mut buf, offset)?;
                 buf.truncate(n);
                 return Ok(Bytes::from(buf));
             }
@@ -602,8 +745,13 @@ impl MountFs {
         let Some(Handle::Write(w)) = self.handle(fh)? else {
             return Err(FsError::new(libc::EBADF, format!("handle {fh} is not open for writing")));
         };
-        w.file.write_all_at(data, offset)?;
-        *w.dirty.lock().expect("dirty lock poisoned") = true;
+        {
+            let mut s = w.staged();
+            let fresh = self.sibling(&s.path);
+            unshare(&mut s, fresh)?;
+            s.file.write_all_at(data, offset)?;
+            s.dirty = true;
+        }
         let end = offset + data.len() as u64;
         let path = w.path.lock().expect("path lock poisoned").clone();
         let mut writing = self.writing.lock().expect("writing lock poisoned");
@@ -624,17 +772,37 @@ impl MountFs {
             .collect()
     }
 
-    /// Sends a dirty write handle's bytes to the cache node (durable there when this returns).
+    /// Sends a dirty write handle's bytes to the cache node (durable there
+    /// when this returns). A node on this host adopts the staging file instead.
     async fn persist(&self, w: &WriteHandle) -> FsResult<()> {
-        if !*w.dirty.lock().expect("dirty lock poisoned") {
-            return Ok(());
-        }
         let path = w.path.lock().expect("path lock poisoned").clone();
         if path.is_empty() {
             return Ok(()); // unlinked while open
         }
-        self.cluster.put_file(&path, &w.staging).await?;
-        *w.dirty.lock().expect("dirty lock poisoned") = false;
+        let staging = {
+            let mut s = w.staged();
+            if !s.dirty {
+                return Ok(());
+            }
+            // Cleared first so a write racing the upload marks it dirty again;
+            // marked adopted first so such a write goes to a copy.
+            s.dirty = false;
+            s.adopted = !s.path.starts_with(&self.staging);
+            s.path.clone()
+        };
+        match self.cluster.put_file(&path, &staging).await {
+            Ok(written) => {
+                let mut s = w.staged();
+                if s.path == staging {
+                    s.adopted = written.adopted;
+                    s.etag = written.adopted.then_some(written.etag);
+                }
+            }
+            Err(e) => {
+                w.staged().dirty = true;
+                return Err(e.into());
+            }
+        }
         self.made_dirs.lock().expect("dirs lock poisoned").retain(|d| !path.starts_with(&format!("{d}/")));
         Ok(())
     }
@@ -661,7 +829,19 @@ impl MountFs {
             if !path.is_empty() && self.write_handles_of(&path).is_empty() {
                 self.writing.lock().expect("writing lock poisoned").remove(&path);
             }
-            let _ = std::fs::remove_file(&w.staging);
+            let s = w.staged();
+            match (&self.local, &s.etag) {
+                // The node holds these very bytes: keep them as the local copy
+                // of that version, so reading them back is local too.
+                (Some(local), Some(etag)) if result.is_ok() && !s.dirty && !path.is_empty() => {
+                    let size = s.file.metadata().map(|m| m.len()).unwrap_or(0);
+                    local.keep_written(&path, etag, size, s.path.clone());
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&s.path);
+                }
+            }
+            drop(s);
             result?;
         }
         Ok(())
@@ -679,12 +859,16 @@ impl MountFs {
         };
         match w {
             Some(w) => {
-                w.file.set_len(size)?;
-                *w.dirty.lock().expect("dirty lock poisoned") = true;
+                let mut s = w.staged();
+                let fresh = self.sibling(&s.path);
+                unshare(&mut s, fresh)?;
+                s.file.set_len(size)?;
+                s.dirty = true;
+                drop(s);
                 self.writing.lock().expect("writing lock poisoned").insert(path.clone(), size);
             }
             None if size == 0 => {
-                let (fh, _) = self.new_write_handle(&path, true, true)?;
+                let (fh, _) = self.new_write_handle(&path, true, true).await?;
                 self.release(fh).await?;
             }
             None => return Err(FsError::new(libc::EOPNOTSUPP, "truncate to a non-zero size needs an open handle")),
@@ -699,8 +883,11 @@ impl MountFs {
         // unlink semantics): a late flush or release must not bring it back.
         let open: Vec<Arc<WriteHandle>> = self.write_handles_of(&path);
         for w in &open {
-            *w.dirty.lock().expect("dirty lock poisoned") = false;
+            w.staged().dirty = false;
             w.path.lock().expect("path lock poisoned").clear();
+        }
+        if let Some(local) = &self.local {
+            local.forget(&path);
         }
         let was_writing = self.writing.lock().expect("writing lock poisoned").remove(&path).is_some();
         match self.cluster.delete(&path).await {
@@ -732,6 +919,10 @@ impl MountFs {
             writing.insert(to.clone(), s);
         }
         drop(writing);
+        if let Some(local) = &self.local {
+            local.forget(&to);
+            local.rename(&from, &to);
+        }
         self.inodes.lock().expect("inode lock poisoned").rename(&from, &to);
         Ok(())
     }
