@@ -340,10 +340,8 @@ async fn checkpoint(size: u64, files: usize, dir: Option<PathBuf>) -> Result<()>
     // so, as in production, the mount and the local baseline share the disk
     // with nothing but the node's journal.
     let remote = Arc::new(object_store::memory::InMemory::new());
-    let store: Arc<dyn ObjectStore> = Arc::new(FaultyStore::new(
-        remote,
-        Faults { latency: Duration::from_millis(20), bandwidth: None },
-    ));
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(FaultyStore::new(remote, Faults { latency: Duration::from_millis(20), bandwidth: None }));
     let (node, cluster) = bench_node(&root, store, 1 << 30, 4 << 30).await?;
     // As `ferry mount` runs by default: 8 GiB of local copies.
     let fs = ferry_cloud_tier::mount::fs::MountFs::with_local_copies(cluster, root.join("staging"), 8 << 30)

@@ -34,6 +34,7 @@ pub fn issue(dir: &Path, role: Role, id: &str) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "cloud")]
 /// Creates whatever of CA and identities is missing (used by `ferry up`).
 pub fn ensure(dir: &Path, identities: &[(Role, &str)]) -> Result<()> {
     if !tls::ca_cert_path(dir).exists() {

@@ -2,18 +2,19 @@
 //!
 //! Each kind of file has its own prefix, so variables meant for one never
 //! break another: `FERRY_CLOUD_` for `cloud.toml`, `FERRY_CLIENT_` for
-//! `client.toml`. Nested keys use a double underscore:
+//! `client.toml`, `FERRY_EDGE_` for `edge.toml`. Nested keys use a double underscore:
 //! `FERRY_CLOUD_CACHE__MEMORY=2GiB` sets `[cache] memory`. Relative paths inside a file are taken relative to the
 //! file's directory.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Environment prefix of cache node settings.
+#[cfg(feature = "cloud")]
 pub const CLOUD_ENV: &str = "FERRY_CLOUD_";
 /// Environment prefix of client settings.
 pub const CLIENT_ENV: &str = "FERRY_CLIENT_";
@@ -96,10 +97,11 @@ impl ClientConfig {
 }
 
 /// Loads a cache node's configuration and resolves its paths.
+#[cfg(feature = "cloud")]
 pub fn load_cloud(path: &Path) -> Result<ferry_cloud_tier::CloudConfig> {
     let mut c: ferry_cloud_tier::CloudConfig = load(Some(path), CLOUD_ENV)?;
     c.certs = relative_to(Some(path), &c.certs);
     c.cache.disk_dir = relative_to(Some(path), &c.cache.disk_dir);
-    c.validate().with_context(|| format!("invalid config {}", path.display()))?;
+    anyhow::Context::with_context(c.validate(), || format!("invalid config {}", path.display()))?;
     Ok(c)
 }

@@ -1,14 +1,25 @@
 //! `ferry`: one binary for every role — cache node, robot agent, reader, operator.
 //!
-//! Modules: [`config`] (TOML + `FERRY_CLOUD_*` / `FERRY_CLIENT_*` overrides), [`certs`] (`ferry cert`),
-//! [`read`] (`cat`, `ls`, `stat`, `load`), [`up`] (the embedded-default
-//! stack), [`bench`] (benchmark scenarios that print ratios).
+//! Modules: `config` (TOML + `FERRY_CLOUD_*` / `FERRY_CLIENT_*` /
+//! `FERRY_EDGE_*` overrides), `certs` (`ferry cert`), `read` (`cat`, `ls`,
+//! `stat`, `load`), `edge` (`ferry edge`), `mount`, `up` (the
+//! embedded-default stack), `bench` (benchmark scenarios that print ratios).
+//!
+//! Features: `cloud` (cache node, mount, `up`, benchmarks) and `edge` (the
+//! robot agent). `--no-default-features --features edge` builds the robot
+//! binary without FUSE or cache-node code.
 
+#[cfg(feature = "cloud")]
 mod bench;
 mod certs;
 mod config;
+#[cfg(feature = "edge")]
+mod edge;
+#[cfg(feature = "cloud")]
 mod mount;
 mod read;
+mod signal;
+#[cfg(feature = "cloud")]
 mod up;
 
 use std::path::PathBuf;
@@ -33,7 +44,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a local stack on embedded defaults: CA, a cache node over DIR/store, DIR/client.toml.
+    /// Run a local stack on embedded defaults: CA, a cache node over DIR/store, the mount at DIR/mnt,
+    /// an edge agent uploading DIR/robot, DIR/client.toml.
+    #[cfg(feature = "cloud")]
     Up {
         /// Working directory for the stack's data, certificates and configs.
         #[arg(long, env = "FERRY_DATA", default_value = "ferry-data")]
@@ -46,12 +59,14 @@ enum Command {
         metrics_listen: std::net::SocketAddr,
     },
     /// Run a cache node.
+    #[cfg(feature = "cloud")]
     Cloud {
         /// Node configuration (see docs/OPERATIONS.md for every key).
         #[arg(long, env = "FERRY_CONFIG")]
         config: PathBuf,
     },
     /// FUSE-mount the namespace at DIR (an existing, empty directory) until Ctrl-C or SIGTERM.
+    #[cfg(feature = "cloud")]
     Mount {
         /// Where to mount.
         dir: PathBuf,
@@ -101,9 +116,30 @@ enum Command {
         command: CertCommand,
     },
     /// Benchmark scenarios; each prints its figures beside a baseline measured in the same run.
+    #[cfg(feature = "cloud")]
     Bench {
         #[command(subcommand)]
         scenario: bench::Scenario,
+    },
+    /// Run the robot agent: upload watched files to the cache nodes (see `ferry edge status`).
+    #[cfg(feature = "edge")]
+    Edge {
+        /// Agent configuration (see docs/OPERATIONS.md for every key).
+        #[arg(long, env = "FERRY_CONFIG", default_value = "edge.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: Option<EdgeCommand>,
+    },
+}
+
+#[cfg(feature = "edge")]
+#[derive(Debug, Subcommand)]
+enum EdgeCommand {
+    /// Show queued and uploaded bytes, the current rate, ETA and the oldest pending file.
+    Status {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -166,7 +202,13 @@ fn main() {
 
 async fn run(command: Command) -> Result<()> {
     match command {
+        #[cfg(feature = "cloud")]
         Command::Up { data, listen, metrics_listen } => up::run(&data, listen, metrics_listen).await,
+        #[cfg(feature = "edge")]
+        Command::Edge { config, command: None } => edge::run(&config).await,
+        #[cfg(feature = "edge")]
+        Command::Edge { config, command: Some(EdgeCommand::Status { json }) } => edge::print_status(&config, json),
+        #[cfg(feature = "cloud")]
         Command::Cloud { config } => {
             let cfg = config::load_cloud(&config)?;
             let node = ferry_cloud_tier::RunningNode::start(&cfg).await.context("cannot start the cache node")?;
@@ -174,11 +216,12 @@ async fn run(command: Command) -> Result<()> {
             if let Some(m) = node.metrics_addr {
                 eprintln!("ferry: metrics at http://{m}/metrics");
             }
-            up::wait_for_shutdown().await;
+            signal::wait_for_shutdown().await;
             eprintln!("ferry: shutting down");
             node.shutdown().await;
             Ok(())
         }
+        #[cfg(feature = "cloud")]
         Command::Mount { dir, staging, local_copies, client } => {
             let t = read::Target { node: None, path: "/".into() };
             let c = read::cluster(&client.config, client.explicit(), &t)?;
@@ -242,6 +285,7 @@ async fn run(command: Command) -> Result<()> {
                 Ok(())
             }
         },
+        #[cfg(feature = "cloud")]
         Command::Bench { scenario } => bench::run(scenario).await,
     }
 }

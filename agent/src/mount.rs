@@ -102,7 +102,7 @@ pub async fn start(cluster: Cluster, dir: &Path, staging: &Path, local_copies: u
 pub async fn run(cluster: Cluster, dir: &Path, staging: &Path, local_copies: u64) -> Result<()> {
     let m = start(cluster, dir, staging, local_copies).await?;
     eprintln!("ferry: mounted at {} (Ctrl-C or SIGTERM unmounts)", dir.display());
-    let shutdown = crate::up::wait_for_shutdown();
+    let shutdown = crate::signal::wait_for_shutdown();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

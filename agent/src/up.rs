@@ -8,23 +8,14 @@ use ferry_cloud_tier::config::{CacheConfig, MountConfig};
 use ferry_cloud_tier::CloudConfig;
 use ferry_protocol::ids::Role;
 
+use ferry_edge_tier::config::{Priority, WatchConfig};
+use ferry_edge_tier::EdgeConfig;
+
 use crate::certs;
 use crate::config::ClientConfig;
 
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn wait_for_shutdown() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
+/// The id of the edge agent `ferry up` runs.
+pub const UP_ROBOT: &str = "robot-1";
 
 fn absolute(p: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(p).with_context(|| format!("create {}", p.display()))?;
@@ -41,7 +32,7 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
     if std::fs::read_dir(store.join("datasets"))?.next().is_none() {
         std::fs::write(&sample, "hello from ferry\n")?;
     }
-    certs::ensure(&certs_dir, &[(Role::Cloud, "cloud-1"), (Role::Client, "client")])?;
+    certs::ensure(&certs_dir, &[(Role::Cloud, "cloud-1"), (Role::Client, "client"), (Role::Edge, UP_ROBOT)])?;
 
     let cloud = CloudConfig {
         node_id: "cloud-1".into(),
@@ -65,6 +56,26 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
     let client_toml = data.join("client.toml");
     std::fs::write(&client_toml, toml::to_string_pretty(&client)?)?;
 
+    // The robot side: an edge agent uploading whatever lands in DIR/robot.
+    let robot = data.join("robot");
+    std::fs::create_dir_all(&robot)?;
+    let edge_cfg = EdgeConfig {
+        id: UP_ROBOT.into(),
+        certs: client.certs.clone(),
+        nodes: vec![node.addr.to_string()],
+        spool: data.join("edge").join("spool.db"),
+        settle: std::time::Duration::from_secs(2),
+        commit_interval: std::time::Duration::from_secs(10),
+        watch: vec![WatchConfig { dir: robot.clone(), pattern: "**".into(), priority: Priority::Normal, name: None }],
+        ..EdgeConfig::default()
+    };
+    std::fs::write(data.join("edge.toml"), toml::to_string_pretty(&edge_cfg)?)?;
+    let agent = crate::edge::start(edge_cfg)?;
+    let (stop_edge, edge_stopped) = tokio::sync::oneshot::channel::<()>();
+    let edge_task = tokio::spawn(agent.run(async {
+        let _ = edge_stopped.await;
+    }));
+
     let mnt = data.join("mnt");
     let mounted = if std::path::Path::new("/dev/fuse").exists() {
         let _ = std::fs::create_dir_all(&mnt);
@@ -87,6 +98,7 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
         println!("  metrics      http://{m}/metrics");
     }
     println!("  client conf  {}", client_toml.display());
+    println!("  edge agent   {UP_ROBOT} uploading {} to /logs/{UP_ROBOT}/robot/", robot.display());
     if mounted.is_some() {
         println!("  mount        {}", mnt.display());
     }
@@ -96,10 +108,22 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
     println!("  ferry cat  --config {} /datasets/hello.txt", client_toml.display());
     println!("  ferry stat ferry://{}/datasets/hello.txt --config {}", node.addr, client_toml.display());
     println!("Files you put under {} appear under / in the namespace.", store.display());
+    println!(
+        "Files you drop into {} are uploaded to {}/logs/{UP_ROBOT}/robot/ (progress: ferry edge status --config {}).",
+        robot.display(),
+        store.display(),
+        data.join("edge.toml").display()
+    );
     println!("Stop with Ctrl-C.");
 
-    wait_for_shutdown().await;
+    crate::signal::wait_for_shutdown().await;
     println!("ferry: shutting down");
+    let _ = stop_edge.send(());
+    match edge_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("ferry: edge agent: {e}"),
+        Err(e) => eprintln!("ferry: edge agent: {e}"),
+    }
     if let Some(m) = mounted {
         if let Err(e) = tokio::task::spawn_blocking(move || m.unmount()).await? {
             eprintln!("ferry: {e:#}");

@@ -7,6 +7,8 @@
 //! certs = "certs"                     # directory with ca.pem, NODE_ID.pem, NODE_ID.key
 //! page_size = "4MiB"                  # cache page size, 1-4 MiB
 //! ttl = "10m"                         # how long object metadata is trusted before re-checking the store
+//! edge_prefix = "/logs"               # edge devices write only below EDGE_PREFIX/DEVICE_ID/
+//! chunk_store = "2GiB"                # bytes of edge chunks kept (in DISK_DIR/chunks) for dedup
 //!
 //! [cache]
 //! memory = "512MiB"                   # memory tier size
@@ -55,6 +57,10 @@ pub struct CloudConfig {
     pub cache: CacheConfig,
     /// Namespace: mount path to store.
     pub mounts: BTreeMap<String, MountConfig>,
+    /// Edge devices may write only below `edge_prefix/DEVICE_ID/`.
+    pub edge_prefix: String,
+    /// Budget of the chunk store edge uploads go through.
+    pub chunk_store: ByteSize,
 }
 
 /// Sizes and place of the cache tiers.
@@ -103,6 +109,8 @@ impl Default for CloudConfig {
             ttl: Duration::from_secs(600),
             cache: CacheConfig::default(),
             mounts: BTreeMap::new(),
+            edge_prefix: crate::node::DEFAULT_EDGE_PREFIX.into(),
+            chunk_store: ByteSize::b(crate::node::DEFAULT_CHUNK_STORE),
         }
     }
 }
@@ -126,6 +134,8 @@ impl CloudConfig {
                 "no mounts configured: add a [mounts.\"/name\"] section with a url".into(),
             ));
         }
+        ferry_protocol::ids::NsPath::parse(&self.edge_prefix)
+            .map_err(|e| ConfigError::Invalid(format!("edge_prefix {:?}: {e}", self.edge_prefix)))?;
         if !self.metrics_listen.is_empty() {
             self.metrics_listen
                 .parse::<SocketAddr>()

@@ -10,6 +10,8 @@
 //!   cold reads.
 //! - [`journal`]: the write-back journal — writes acknowledged after fsync,
 //!   uploaded to the store behind the writer, resumed after a crash.
+//! - [`chunks`]: content-addressed chunks sent by edge agents, from which
+//!   objects are committed.
 //! - [`node`]: request handling ([`node::CacheNode`], plain async logic) and
 //!   the thin QUIC adapter that serves it.
 //! - [`faulty`]: an object store wrapper adding latency, a bandwidth cap
@@ -20,6 +22,7 @@
 //! - [`payload`]: GET results as streams of large chunks.
 
 pub mod cache;
+pub mod chunks;
 pub mod clock;
 pub mod config;
 pub mod error;

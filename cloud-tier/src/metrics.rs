@@ -46,6 +46,12 @@ pub struct Metrics {
     pub coalesced: Counter,
     /// Latency of protocol requests, by operation.
     pub request_seconds: Family<OpLabel, Histogram>,
+    /// Chunks received from edge agents (not already held).
+    pub chunks_received: Counter,
+    /// Decoded bytes of those chunks.
+    pub chunk_bytes: Counter,
+    /// Bytes of those chunks as sent (after compression).
+    pub chunk_wire_bytes: Counter,
 }
 
 fn tier(t: &'static str) -> TierLabel {
@@ -71,6 +77,9 @@ impl Metrics {
             store_bytes: Counter::default(),
             corrupt_pages: Counter::default(),
             coalesced: Counter::default(),
+            chunks_received: Counter::default(),
+            chunk_bytes: Counter::default(),
+            chunk_wire_bytes: Counter::default(),
             request_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))),
             registry: Registry::default(),
         };
@@ -87,7 +96,17 @@ impl Metrics {
             m.coalesced.clone(),
         );
         registry.register("request_duration_seconds", "Protocol request latency", m.request_seconds.clone());
+        registry.register("edge_chunks_received", "Chunks received from edge agents", m.chunks_received.clone());
+        registry.register("edge_chunk_bytes", "Decoded bytes of chunks received", m.chunk_bytes.clone());
+        registry.register("edge_chunk_wire_bytes", "Bytes of chunks received as sent", m.chunk_wire_bytes.clone());
         Metrics { registry, ..m }
+    }
+
+    /// Counts one chunk received: `raw` bytes decoded, `wire` as sent.
+    pub fn chunk_received(&self, raw: u64, wire: u64) {
+        self.chunks_received.inc();
+        self.chunk_bytes.inc_by(raw);
+        self.chunk_wire_bytes.inc_by(wire);
     }
 
     /// Counts a hit in `t` of `bytes`.

@@ -14,12 +14,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
-use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo, Request, Response};
-use ferry_protocol::ids::{NodeId, NsPath};
+use ferry_protocol::codec::{ChunkHash, DirEntry, EntryKind, ObjectInfo, Request, Response};
+use ferry_protocol::ids::{Identity, NodeId, NsPath, Role};
 use ferry_protocol::tls::{self, TlsMaterial};
 use ferry_protocol::{transport, wire, ErrorCode, ProtocolError, PROTOCOL_VERSION};
 
 use crate::cache::{CacheOptions, PageCache, PageFill, PageRead};
+use crate::chunks::ChunkStore;
 use crate::clock::{Clock, SystemClock};
 use crate::config::CloudConfig;
 use crate::error::{ConfigError, NodeError};
@@ -51,6 +52,23 @@ pub struct CacheNode {
     inbox: Inbox,
     /// Path → (store version tag, journal version tag it was uploaded from).
     origins: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, String)>>>,
+    chunks: ChunkStore,
+    /// Edge devices write only below `EDGE_PREFIX/DEVICE_ID/`.
+    edge_prefix: String,
+}
+
+/// Default of [`CloudConfig::edge_prefix`].
+pub const DEFAULT_EDGE_PREFIX: &str = "/logs";
+/// Default of [`CloudConfig::chunk_store`] in bytes.
+pub const DEFAULT_CHUNK_STORE: u64 = 2 << 30;
+
+/// How a commit ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// Durable; whether the store has it already, and its version tag.
+    Done(bool, String),
+    /// Nothing written: these chunks are not here.
+    Missing(Vec<ChunkHash>),
 }
 
 /// Makes the inbox directory (owner-only) and writes a fresh token into it.
@@ -85,8 +103,93 @@ impl CacheNode {
         let journal_dir = opts.disk_dir.join("journal");
         let journal = Arc::new(Journal::open(&journal_dir)?);
         let inbox = open_inbox(&journal_dir.join("inbox"))?;
+        let chunks = ChunkStore::open(&opts.disk_dir.join("chunks"), DEFAULT_CHUNK_STORE)?;
         let cache = Arc::new(PageCache::open(ns, opts, clock)?);
-        Ok(CacheNode { cache, journal, node_id: node_id.to_string(), metrics, inbox, origins: Arc::default() })
+        Ok(CacheNode {
+            cache,
+            journal,
+            node_id: node_id.to_string(),
+            metrics,
+            inbox,
+            origins: Arc::default(),
+            chunks,
+            edge_prefix: DEFAULT_EDGE_PREFIX.to_string(),
+        })
+    }
+
+    /// Sets where edge devices may write (`prefix/DEVICE_ID/...`) and the
+    /// chunk store's budget.
+    pub fn with_edge(mut self, prefix: &str, chunk_bytes: u64) -> Result<CacheNode, NodeError> {
+        let prefix = parse_path(prefix)?;
+        self.edge_prefix = if prefix.is_root() { String::new() } else { prefix.to_string() };
+        self.chunks.set_budget(chunk_bytes);
+        Ok(self)
+    }
+
+    /// Whether `peer` may change `path`: edge devices only below their own prefix.
+    pub fn may_write(&self, peer: &Identity, path: &str) -> Result<(), NodeError> {
+        if peer.role != Role::Edge {
+            return Ok(());
+        }
+        let own = format!("{}/{}/", self.edge_prefix, peer.id);
+        let path = parse_path(path)?;
+        if path.as_str().starts_with(&own) {
+            Ok(())
+        } else {
+            Err(NodeError::Unauthorized(format!("{peer} may write only below {own}, not {path}")))
+        }
+    }
+
+    /// Answers `HasChunks`.
+    pub fn handle_has_chunks(&self, chunks: &[ChunkHash]) -> Vec<ChunkHash> {
+        self.chunks.missing(chunks)
+    }
+
+    /// Answers `PutChunk`: `wire` is the chunk as sent.
+    pub async fn handle_put_chunk(
+        &self,
+        hash: &ChunkHash,
+        raw_len: u32,
+        codec: ferry_protocol::codec::ChunkCodec,
+        wire: &[u8],
+    ) -> Result<(), NodeError> {
+        if self.chunks.has(hash) {
+            return Ok(());
+        }
+        let raw = crate::chunks::decode(hash, raw_len, codec, wire)?;
+        self.metrics.chunk_received(raw.len() as u64, wire.len() as u64);
+        self.chunks.put(hash, raw).await
+    }
+
+    /// Answers `Commit`: writes `path` from chunks through the journal.
+    pub async fn handle_commit(&self, path: &str, size: u64, chunks: &[ChunkHash]) -> Result<Committed, NodeError> {
+        let path = parse_path(path)?;
+        let resolved = self.cache.namespace().resolve(&path)?;
+        if resolved.location.as_ref().is_empty() {
+            return Err(NodeError::InvalidInput(format!("{path} is a mount point, not a file")));
+        }
+        let missing = self.chunks.missing(chunks);
+        if !missing.is_empty() {
+            return Ok(Committed::Missing(missing));
+        }
+        let mut w = self.journal.begin(&path).await?;
+        let mut total = 0u64;
+        for h in chunks {
+            let Some(bytes) = self.chunks.read(h).await? else {
+                return Ok(Committed::Missing(vec![*h]));
+            };
+            total += bytes.len() as u64;
+            if total > size {
+                break;
+            }
+            w.write(&bytes).await?;
+        }
+        if total != size {
+            return Err(NodeError::InvalidInput(format!("{path}: chunks hold {total}+ bytes, the commit says {size}")));
+        }
+        let entry = self.journal.commit(w).await?;
+        let (persisted, etag) = self.committed(&path, resolved.mount.write_through, &entry).await?;
+        Ok(Committed::Done(persisted, etag))
     }
 
     /// The write-back journal.
@@ -546,6 +649,7 @@ fn error_response(e: &NodeError) -> Response {
 
 async fn handle_stream(
     node: Arc<CacheNode>,
+    peer: Arc<Identity>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), ProtocolError> {
@@ -569,7 +673,24 @@ async fn handle_stream(
         Request::Delete { .. } => "delete",
         Request::Rename { .. } => "rename",
         Request::Adopt { .. } => "adopt",
+        Request::HasChunks { .. } => "has_chunks",
+        Request::PutChunk { .. } => "put_chunk",
+        Request::Commit { .. } => "commit",
     };
+    // Edge devices change only their own prefix.
+    let writes: Vec<&str> = match &req {
+        Request::Put { path, .. } | Request::Adopt { path, .. } | Request::Delete { path } => vec![path],
+        Request::Commit { path, .. } => vec![path],
+        Request::Rename { from, to } => vec![from, to],
+        _ => Vec::new(),
+    };
+    if let Some(e) = writes.iter().find_map(|p| node.may_write(&peer, p).err()) {
+        tracing::warn!(%peer, error = %e, "refused a write");
+        wire::write_response(&mut send, &error_response(&e)).await?;
+        send.finish()?;
+        let _ = recv.stop(quinn::VarInt::from_u32(ErrorCode::Unauthorized as u32));
+        return Ok(());
+    }
     let resp = match req {
         Request::Hello { version } if version == PROTOCOL_VERSION => Response::HelloOk {
             version: PROTOCOL_VERSION,
@@ -592,6 +713,31 @@ async fn handle_stream(
             .handle_adopt(&path, &file, len)
             .await
             .map_or_else(|e| error_response(&e), |(persisted, etag)| Response::Done { persisted, etag }),
+        Request::HasChunks { chunks } => Response::Missing { chunks: node.handle_has_chunks(&chunks) },
+        Request::PutChunk { hash, raw_len, codec, len } => {
+            if len > ferry_protocol::codec::MAX_CHUNK + (64 << 10) {
+                error_response(&NodeError::InvalidInput(format!("chunk of {len} bytes on the wire is too large")))
+            } else {
+                match recv.read_to_end(len as usize + 1).await {
+                    Ok(wire) if wire.len() == len as usize => {
+                        node.handle_put_chunk(&hash, raw_len, codec, &wire).await.map_or_else(
+                            |e| error_response(&e),
+                            |()| Response::Done { persisted: false, etag: String::new() },
+                        )
+                    }
+                    Ok(wire) => error_response(&NodeError::InvalidInput(format!(
+                        "chunk announced {len} bytes, {} arrived",
+                        wire.len()
+                    ))),
+                    Err(e) => return Err(ProtocolError::Malformed(format!("chunk body: {e}"))),
+                }
+            }
+        }
+        Request::Commit { path, size, chunks } => match node.handle_commit(&path, size, &chunks).await {
+            Ok(Committed::Done(persisted, etag)) => Response::Done { persisted, etag },
+            Ok(Committed::Missing(chunks)) => Response::Missing { chunks },
+            Err(e) => error_response(&e),
+        },
         Request::Delete { path } => node
             .handle_delete(&path)
             .await
@@ -647,12 +793,13 @@ async fn handle_connection(node: Arc<CacheNode>, incoming: quinn::Incoming) {
         }
     };
     tracing::debug!(remote = %conn.remote_address(), %peer, "connection");
+    let peer = Arc::new(peer);
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                let node = node.clone();
+                let (node, peer) = (node.clone(), peer.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = handle_stream(node, send, recv).await {
+                    if let Err(e) = handle_stream(node, peer, send, recv).await {
                         tracing::debug!(error = %e, "stream ended with an error");
                     }
                 });
@@ -725,7 +872,9 @@ impl RunningNode {
             disk_dir: cfg.cache.disk_dir.clone(),
             ttl_ms: i64::try_from(cfg.ttl.as_millis()).unwrap_or(i64::MAX),
         };
-        let node = Arc::new(CacheNode::new(ns, opts, clock, &cfg.node_id)?);
+        let node = Arc::new(
+            CacheNode::new(ns, opts, clock, &cfg.node_id)?.with_edge(&cfg.edge_prefix, cfg.chunk_store.as_u64())?,
+        );
         let endpoint = transport::server_endpoint(cfg.listen, &tls)?;
         let addr = endpoint.local_addr()?;
         let mut tasks =

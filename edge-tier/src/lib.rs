@@ -1,4 +1,13 @@
-//! ferry's robot agent: log spool and uploader, model receiver.
+//! ferry's robot agent: streams sensor logs to the cloud.
 //!
-//! Not built yet. The crate exists so the workspace's dependency directions
-//! (`agent -> edge-tier -> protocol`, no FUSE or libtorch) hold from the start.
+//! - [`config`]: `edge.toml`, every key with its default.
+//! - [`spool`]: the SQLite spool of watched files, their chunks and progress.
+//! - [`agent`]: the upload loop — scan, content-defined chunking, zstd,
+//!   bandwidth cap, priorities, commits, retention — and `ferry edge status`.
+
+pub mod agent;
+pub mod config;
+pub mod spool;
+
+pub use agent::{EdgeAgent, EdgeError};
+pub use config::EdgeConfig;

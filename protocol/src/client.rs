@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use crate::codec::{DirEntry, EntryKind, ObjectInfo, Request, Response};
+use crate::codec::{ChunkCodec, ChunkHash, DirEntry, EntryKind, ObjectInfo, Request, Response};
 use crate::error::{ErrorCode, ProtocolError};
 use crate::ring::{page_key, Ring, DEFAULT_VNODES};
 use crate::tls::CLOUD_SERVER_NAME;
@@ -234,6 +234,49 @@ impl NodeConn {
         }
     }
 
+    /// The chunks among `chunks` the node does not hold.
+    pub async fn has_chunks(&self, chunks: &[ChunkHash]) -> Result<Vec<ChunkHash>, ProtocolError> {
+        match self.call(&Request::HasChunks { chunks: chunks.to_vec() }).await?.0 {
+            Response::Missing { chunks } => Ok(chunks),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends one chunk: `data` is its encoding per `codec`, decoding to
+    /// `raw_len` bytes with BLAKE3 `hash`.
+    pub async fn put_chunk(
+        &self,
+        hash: &ChunkHash,
+        raw_len: u32,
+        codec: ChunkCodec,
+        data: Bytes,
+    ) -> Result<(), ProtocolError> {
+        let len = u32::try_from(data.len()).map_err(|_| ProtocolError::Malformed("chunk over 4 GiB".into()))?;
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        wire::write_request(&mut send, &Request::PutChunk { hash: *hash, raw_len, codec, len }).await?;
+        if let Err(e) = send.write_chunk(data).await {
+            return match wire::read_response(&mut recv).await {
+                Ok(Response::Error { code, message }) => Err(ProtocolError::Remote { code, message }),
+                _ => Err(ProtocolError::Io(e.into())),
+            };
+        }
+        send.finish()?;
+        match wire::read_response(&mut recv).await? {
+            Response::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes `path` as the concatenation of `chunks`; returns the chunks the
+    /// node lacks (then nothing was written), or none once it is durable.
+    pub async fn commit(&self, path: &str, size: u64, chunks: &[ChunkHash]) -> Result<Vec<ChunkHash>, ProtocolError> {
+        match self.call(&Request::Commit { path: path.into(), size, chunks: chunks.to_vec() }).await?.0 {
+            Response::Done { .. } => Ok(Vec::new()),
+            Response::Missing { chunks } => Ok(chunks),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Asks the node to bring `path` into its cache.
     pub async fn load(&self, path: &str) -> Result<(u64, u64), ProtocolError> {
         match self.call(&Request::Load { path: path.into() }).await?.0 {
@@ -403,6 +446,33 @@ impl Cluster {
             }
         })
         .await
+    }
+
+    /// The chunks among `chunks` that the node taking `path`'s writes lacks.
+    pub async fn has_chunks(&self, path: &str, chunks: &[ChunkHash]) -> Result<Vec<ChunkHash>, ProtocolError> {
+        self.with_owner(&page_key(path, 0), 0, |c| async move { c.has_chunks(chunks).await }).await
+    }
+
+    /// Sends one chunk of `path` to the node taking `path`'s writes.
+    pub async fn put_chunk(
+        &self,
+        path: &str,
+        hash: &ChunkHash,
+        raw_len: u32,
+        codec: ChunkCodec,
+        data: Bytes,
+    ) -> Result<(), ProtocolError> {
+        self.with_owner(&page_key(path, 0), 0, |c| {
+            let data = data.clone();
+            async move { c.put_chunk(hash, raw_len, codec, data).await }
+        })
+        .await
+    }
+
+    /// Commits `path` from chunks at the node taking its writes; returns the
+    /// chunks that node lacks (nothing written then), or none when durable.
+    pub async fn commit(&self, path: &str, size: u64, chunks: &[ChunkHash]) -> Result<Vec<ChunkHash>, ProtocolError> {
+        self.with_owner(&page_key(path, 0), 0, |c| async move { c.commit(path, size, chunks).await }).await
     }
 
     /// The inbox of the node that owns `path`, when that node runs on this host.

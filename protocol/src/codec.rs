@@ -102,6 +102,32 @@ pub enum Request {
     /// takes the file over without copying it. `file` is a plain file name
     /// inside the inbox; `len` must be its size. Answered like `Put`.
     Adopt { path: String, file: String, len: u64 },
+    /// Which of these chunks does the node lack? Answered with `Missing`.
+    HasChunks { chunks: Vec<ChunkHash> },
+    /// One content-addressed chunk: exactly `len` raw bytes follow the frame,
+    /// encoded per `codec`; decoded they are `raw_len` bytes whose BLAKE3 is
+    /// `hash`. Answered with `Done` once the node holds the chunk.
+    PutChunk { hash: ChunkHash, raw_len: u32, codec: ChunkCodec, len: u32 },
+    /// Write the object `path` as the concatenation of `chunks` (`size`
+    /// bytes in all). Answered with `Done` once durable in the journal, or
+    /// with `Missing` naming the chunks the node does not hold.
+    Commit { path: String, size: u64, chunks: Vec<ChunkHash> },
+}
+
+/// BLAKE3 hash of a chunk's decoded bytes.
+pub type ChunkHash = [u8; 32];
+
+/// Largest decoded chunk a node accepts.
+pub const MAX_CHUNK: u32 = 4 << 20;
+
+/// How a chunk's bytes travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ChunkCodec {
+    /// As they are.
+    Raw = 0,
+    /// One zstd frame.
+    Zstd = 1,
 }
 
 /// Messages a node sends back.
@@ -125,6 +151,8 @@ pub enum Response {
     /// object store already has it (otherwise the node's journal does).
     /// `etag` is the object's version tag afterwards ("" after a delete).
     Done { persisted: bool, etag: String },
+    /// The chunks (of a `HasChunks` or `Commit`) the node does not hold.
+    Missing { chunks: Vec<ChunkHash> },
     /// The request failed.
     Error { code: ErrorCode, message: String },
 }
@@ -139,12 +167,16 @@ mod tag {
     pub const DELETE: u8 = 0x07;
     pub const RENAME: u8 = 0x08;
     pub const ADOPT: u8 = 0x09;
+    pub const HAS_CHUNKS: u8 = 0x0A;
+    pub const PUT_CHUNK: u8 = 0x0B;
+    pub const COMMIT: u8 = 0x0C;
     pub const HELLO_OK: u8 = 0x81;
     pub const STAT_OK: u8 = 0x82;
     pub const LIST_OK: u8 = 0x83;
     pub const DATA: u8 = 0x84;
     pub const LOAD_OK: u8 = 0x85;
     pub const DONE: u8 = 0x86;
+    pub const MISSING: u8 = 0x87;
     pub const ERROR: u8 = 0xFF;
 }
 
@@ -229,6 +261,25 @@ impl<'a> Reader<'a> {
             b => Err(DecodeError::Invalid(format!("bad boolean {b}"))),
         }
     }
+    fn hash(&mut self) -> Result<ChunkHash, DecodeError> {
+        let mut h = [0u8; 32];
+        h.copy_from_slice(self.take(32)?);
+        Ok(h)
+    }
+    fn hashes(&mut self) -> Result<Vec<ChunkHash>, DecodeError> {
+        let n = self.u32()? as usize;
+        if n > self.buf.len() / 32 {
+            return Err(DecodeError::Invalid(format!("{n} chunk hashes do not fit their frame")));
+        }
+        (0..n).map(|_| self.hash()).collect()
+    }
+    fn codec(&mut self) -> Result<ChunkCodec, DecodeError> {
+        match self.u8()? {
+            0 => Ok(ChunkCodec::Raw),
+            1 => Ok(ChunkCodec::Zstd),
+            c => Err(DecodeError::Invalid(format!("unknown chunk codec {c}"))),
+        }
+    }
     fn info(&mut self) -> Result<ObjectInfo, DecodeError> {
         Ok(ObjectInfo {
             kind: self.kind()?,
@@ -269,6 +320,12 @@ impl<'a> Writer<'a> {
         }
         self.buf.put_u16(end as u16);
         self.buf.put_slice(&s.as_bytes()[..end]);
+    }
+    fn hashes(&mut self, hs: &[ChunkHash]) {
+        self.buf.put_u32(hs.len() as u32);
+        for h in hs {
+            self.buf.put_slice(h);
+        }
     }
     fn info(&mut self, i: &ObjectInfo) {
         self.buf.put_u8(i.kind as u8);
@@ -339,6 +396,26 @@ impl Request {
                 w.buf.put_u64(*len);
                 w.finish();
             }
+            Request::HasChunks { chunks } => {
+                let mut w = Writer::new(buf, tag::HAS_CHUNKS);
+                w.hashes(chunks);
+                w.finish();
+            }
+            Request::PutChunk { hash, raw_len, codec, len } => {
+                let w = Writer::new(buf, tag::PUT_CHUNK);
+                w.buf.put_slice(hash);
+                w.buf.put_u32(*raw_len);
+                w.buf.put_u8(*codec as u8);
+                w.buf.put_u32(*len);
+                w.finish();
+            }
+            Request::Commit { path, size, chunks } => {
+                let mut w = Writer::new(buf, tag::COMMIT);
+                w.string(path);
+                w.buf.put_u64(*size);
+                w.hashes(chunks);
+                w.finish();
+            }
         }
     }
 
@@ -356,6 +433,11 @@ impl Request {
             tag::DELETE => Request::Delete { path: r.string()? },
             tag::RENAME => Request::Rename { from: r.string()?, to: r.string()? },
             tag::ADOPT => Request::Adopt { path: r.string()?, file: r.string()?, len: r.u64()? },
+            tag::HAS_CHUNKS => Request::HasChunks { chunks: r.hashes()? },
+            tag::PUT_CHUNK => {
+                Request::PutChunk { hash: r.hash()?, raw_len: r.u32()?, codec: r.codec()?, len: r.u32()? }
+            }
+            tag::COMMIT => Request::Commit { path: r.string()?, size: r.u64()?, chunks: r.hashes()? },
             t => return Err(DecodeError::Invalid(format!("unknown request tag 0x{t:02x}"))),
         };
         r.finish()?;
@@ -407,6 +489,11 @@ impl Response {
                 w.string(etag);
                 w.finish();
             }
+            Response::Missing { chunks } => {
+                let mut w = Writer::new(buf, tag::MISSING);
+                w.hashes(chunks);
+                w.finish();
+            }
             Response::Error { code, message } => {
                 let mut w = Writer::new(buf, tag::ERROR);
                 w.buf.put_u16(*code as u16);
@@ -444,6 +531,7 @@ impl Response {
             tag::DATA => Response::Data { len: r.u64()? },
             tag::LOAD_OK => Response::LoadOk { objects: r.u64()?, bytes: r.u64()? },
             tag::DONE => Response::Done { persisted: r.bool()?, etag: r.string()? },
+            tag::MISSING => Response::Missing { chunks: r.hashes()? },
             tag::ERROR => {
                 let c = r.u16()?;
                 let code =
@@ -484,6 +572,10 @@ mod tests {
             Request::Delete { path: "/x".into() },
             Request::Rename { from: "/a.tmp".into(), to: "/a".into() },
             Request::Adopt { path: "/ckpt/step-2.pt".into(), file: "m12-3".into(), len: 5 },
+            Request::HasChunks { chunks: vec![[7; 32], [0; 32]] },
+            Request::HasChunks { chunks: vec![] },
+            Request::PutChunk { hash: [9; 32], raw_len: 65536, codec: ChunkCodec::Zstd, len: 1200 },
+            Request::Commit { path: "/logs/robot-17/a.mcap".into(), size: 1 << 30, chunks: vec![[1; 32], [2; 32]] },
         ]
     }
 
@@ -505,6 +597,7 @@ mod tests {
             Response::Data { len: 1 << 40 },
             Response::LoadOk { objects: 3, bytes: 9 },
             Response::Done { persisted: false, etag: "~journal-3".into() },
+            Response::Missing { chunks: vec![[3; 32]] },
             Response::Error { code: ErrorCode::NotFound, message: "no such object".into() },
         ]
     }

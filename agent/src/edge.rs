@@ -1,0 +1,103 @@
+//! `ferry edge`: the robot agent, and `ferry edge status`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ferry_edge_tier::agent::{status, Status};
+use ferry_edge_tier::spool::Spool;
+use ferry_edge_tier::{EdgeAgent, EdgeConfig};
+
+use crate::config::{load, relative_to, ClientConfig};
+
+/// Environment prefix of edge agent settings.
+pub const EDGE_ENV: &str = "FERRY_EDGE_";
+
+/// Loads `edge.toml`, resolving paths against its directory.
+pub fn load_edge(path: &Path) -> Result<EdgeConfig> {
+    let mut c: EdgeConfig = load(Some(path), EDGE_ENV)?;
+    c.certs = relative_to(Some(path), &c.certs);
+    c.spool = relative_to(Some(path), &c.spool);
+    for w in &mut c.watch {
+        w.dir = relative_to(Some(path), &w.dir);
+    }
+    c.validate().map_err(anyhow::Error::msg).with_context(|| format!("invalid config {}", path.display()))?;
+    Ok(c)
+}
+
+/// Starts the agent over `cfg`; it runs until `stop` completes.
+pub fn start(cfg: EdgeConfig) -> Result<Arc<EdgeAgent>> {
+    let client =
+        ClientConfig { nodes: cfg.nodes.clone(), certs: cfg.certs.clone(), id: cfg.id.clone(), ..Default::default() };
+    let cluster = crate::read::connect(&client, &client.nodes)?;
+    Ok(Arc::new(EdgeAgent::new(cfg, cluster).context("cannot start the edge agent")?))
+}
+
+/// Runs the agent until Ctrl-C or SIGTERM.
+pub async fn run(config: &Path) -> Result<()> {
+    let cfg = load_edge(config)?;
+    for w in &cfg.watch {
+        eprintln!("ferry: watching {} ({}, {:?} priority)", w.dir.display(), w.pattern, w.priority);
+    }
+    let agent = start(cfg)?;
+    agent.run(crate::signal::wait_for_shutdown()).await?;
+    eprintln!("ferry: edge agent stopped");
+    Ok(())
+}
+
+fn human_rate(bps: f64) -> String {
+    format!("{}/s", crate::read::human(bps as u64))
+}
+
+/// Prints the agent's progress from its spool.
+pub fn print_status(config: &Path, json: bool) -> Result<()> {
+    let cfg = load_edge(config)?;
+    if !cfg.spool.exists() {
+        anyhow::bail!("no spool at {}: the agent has not run with this config yet", cfg.spool.display());
+    }
+    let spool = Spool::open_read_only(&cfg.spool).with_context(|| format!("open {}", cfg.spool.display()))?;
+    let s: Status = status(&spool)?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(());
+    }
+    println!("queued:     {} in {} file(s)", crate::read::human(s.queued_bytes), s.files_pending);
+    println!("uploaded:   {} in {} file(s)", crate::read::human(s.uploaded_bytes), s.files_uploaded);
+    println!(
+        "sent:       {} on the wire for {} of chunks{}",
+        crate::read::human(s.wire_bytes),
+        crate::read::human(s.raw_bytes),
+        if s.raw_bytes > 0 {
+            format!(" ({:.2}x compression)", s.raw_bytes as f64 / s.wire_bytes.max(1) as f64)
+        } else {
+            String::new()
+        }
+    );
+    println!("rate:       {}", human_rate(s.rate_bps));
+    match s.eta_secs {
+        Some(e) => {
+            println!("eta:        {}", humantime::format_duration(std::time::Duration::from_secs(e.ceil() as u64)))
+        }
+        None if s.queued_bytes == 0 => println!("eta:        nothing queued"),
+        None => println!("eta:        unknown (nothing sent recently)"),
+    }
+    match &s.oldest_pending {
+        Some((p, age)) => println!(
+            "oldest:     {p} (changed {} ago)",
+            humantime::format_duration(std::time::Duration::from_secs(*age as u64))
+        ),
+        None => println!("oldest:     -"),
+    }
+    println!("retention:  {} uploaded file(s) deleted, {} dropped before upload", s.files_deleted, s.files_dropped);
+    if s.updated_ms > 0 {
+        let age =
+            (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+                - s.updated_ms)
+                .max(0);
+        println!(
+            "agent:      last seen {} ago",
+            humantime::format_duration(std::time::Duration::from_secs((age / 1000) as u64))
+        );
+    }
+    Ok(())
+}

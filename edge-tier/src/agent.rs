@@ -1,0 +1,571 @@
+//! The upload loop: scan the watched directories, cut new bytes into
+//! content-defined chunks, send the chunks the node lacks (zstd, within the
+//! bandwidth cap), commit objects, and keep the disk within its budget.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use globset::GlobMatcher;
+use tokio::sync::Notify;
+
+use ferry_protocol::client::Cluster;
+use ferry_protocol::codec::{ChunkCodec, ChunkHash};
+use ferry_protocol::ids::NsPath;
+use ferry_protocol::ProtocolError;
+
+use crate::config::{BandwidthConfig, EdgeConfig, Retention, WatchConfig};
+use crate::spool::{ChunkRow, FileRow, Spool};
+
+/// Content-defined chunk sizes: minimum, average (the target) and maximum.
+pub const CHUNK_MIN: u32 = 16 << 10;
+/// Average chunk size.
+pub const CHUNK_AVG: u32 = 64 << 10;
+/// Maximum chunk size.
+pub const CHUNK_MAX: u32 = 256 << 10;
+/// zstd level for chunks.
+const ZSTD_LEVEL: i32 = 3;
+/// Chunks sent concurrently.
+const SEND_WINDOW: usize = 8;
+/// Chunks asked about in one `HasChunks`.
+const ASK_BATCH: usize = 1024;
+
+/// Why the agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The spool database.
+    #[error("spool: {0}")]
+    Spool(#[from] rusqlite::Error),
+    /// A local file.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Talking to the cache nodes.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+    /// Bytes under a recorded chunk changed: the file was rewritten.
+    #[error("the file changed under a recorded chunk")]
+    Rewritten,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+}
+
+/// A token bucket over the configured (time-of-day) rate.
+#[derive(Debug)]
+struct Limiter {
+    cfg: BandwidthConfig,
+    state: tokio::sync::Mutex<(Instant, f64)>,
+}
+
+impl Limiter {
+    async fn take(&self, n: u64) {
+        let minute = (SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) % 86_400 / 60) as u32;
+        let rate = self.cfg.rate_at(minute);
+        if rate == 0 {
+            return;
+        }
+        let burst = (rate as f64 / 4.0).max(f64::from(CHUNK_MAX));
+        let mut st = self.state.lock().await;
+        let now = Instant::now();
+        st.1 = (st.1 + now.duration_since(st.0).as_secs_f64() * rate as f64).min(burst);
+        st.0 = now;
+        st.1 -= n as f64;
+        if st.1 < 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(-st.1 / rate as f64)).await;
+        }
+    }
+}
+
+/// Cuts `[from, to)` of a file into content-defined chunks. When `last_is_final`
+/// is false the last chunk (cut only by the end of the data seen so far) is
+/// returned apart as the tail.
+#[allow(clippy::type_complexity)]
+pub fn cut(
+    path: &Path,
+    from: u64,
+    to: u64,
+    last_is_final: bool,
+) -> std::io::Result<(Vec<(u64, u32, ChunkHash)>, Option<(u64, u32)>)> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(from))?;
+    let source = f.take(to.saturating_sub(from));
+    let mut chunks = Vec::new();
+    for c in fastcdc::v2020::StreamCDC::new(source, CHUNK_MIN as usize, CHUNK_AVG as usize, CHUNK_MAX as usize) {
+        let c = c.map_err(|e| std::io::Error::other(format!("chunking {}: {e}", path.display())))?;
+        chunks.push((from + c.offset, c.length as u32, *blake3::hash(&c.data).as_bytes()));
+    }
+    let tail = if last_is_final { None } else { chunks.pop().map(|(o, l, _)| (o, l)) };
+    Ok((chunks, tail))
+}
+
+/// Encodes a chunk for the wire: zstd unless that does not make it smaller.
+pub fn encode(raw: &[u8]) -> (ChunkCodec, Vec<u8>) {
+    match zstd::bulk::compress(raw, ZSTD_LEVEL) {
+        Ok(z) if z.len() < raw.len() / 20 * 19 => (ChunkCodec::Zstd, z),
+        _ => (ChunkCodec::Raw, raw.to_vec()),
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// Files committed (whole or so far).
+    pub commits: u64,
+    /// Chunks sent.
+    pub chunks_sent: u64,
+    /// Bytes on the wire.
+    pub wire_bytes: u64,
+    /// Files deleted for space after upload.
+    pub deleted: u64,
+    /// Files deleted for space before upload.
+    pub dropped: u64,
+    /// Errors met (uploads resume next pass).
+    pub errors: Vec<String>,
+}
+
+/// The edge agent.
+#[derive(Debug)]
+pub struct EdgeAgent {
+    cfg: EdgeConfig,
+    cluster: Cluster,
+    spool: Mutex<Spool>,
+    watches: Vec<(WatchConfig, GlobMatcher)>,
+    limiter: Limiter,
+    wake: Arc<Notify>,
+    /// Recent (time, wire bytes) for the rate in `ferry edge status`.
+    recent: Mutex<VecDeque<(Instant, u64)>>,
+    status_at: Mutex<Instant>,
+}
+
+impl EdgeAgent {
+    /// An agent uploading through `cluster` as configured.
+    pub fn new(cfg: EdgeConfig, cluster: Cluster) -> Result<EdgeAgent, EdgeError> {
+        cfg.validate().map_err(EdgeError::Config)?;
+        let mut watches = Vec::new();
+        for w in &cfg.watch {
+            let g = globset::GlobBuilder::new(&w.pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| EdgeError::Config(format!("pattern {:?}: {e}", w.pattern)))?;
+            watches.push((w.clone(), g.compile_matcher()));
+        }
+        let spool = Spool::open(&cfg.spool)?;
+        Ok(EdgeAgent {
+            limiter: Limiter { cfg: cfg.bandwidth.clone(), state: tokio::sync::Mutex::new((Instant::now(), 0.0)) },
+            cfg,
+            cluster,
+            spool: Mutex::new(spool),
+            watches,
+            wake: Arc::new(Notify::new()),
+            recent: Mutex::new(VecDeque::new()),
+            status_at: Mutex::new(Instant::now()),
+        })
+    }
+
+    fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
+        self.spool.lock().expect("spool lock poisoned")
+    }
+
+    /// Runs passes until `stop` completes: after file events, and every `scan_interval`.
+    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) -> Result<(), EdgeError> {
+        use notify::Watcher;
+        let wake = self.wake.clone();
+        let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| wake.notify_one())
+            .map_err(|e| EdgeError::Config(format!("file watcher: {e}")))?;
+        for (w, _) in &self.watches {
+            std::fs::create_dir_all(&w.dir)?;
+            watcher
+                .watch(&w.dir, notify::RecursiveMode::Recursive)
+                .map_err(|e| EdgeError::Config(format!("watch {}: {e}", w.dir.display())))?;
+        }
+        tracing::info!(id = %self.cfg.id, watches = self.watches.len(), "edge agent running");
+        tokio::pin!(stop);
+        loop {
+            let report = self.pass().await?;
+            for e in &report.errors {
+                tracing::warn!(error = %e, "upload pass");
+            }
+            let backoff = if report.errors.is_empty() {
+                self.cfg.scan_interval
+            } else {
+                self.cfg.scan_interval.max(Duration::from_secs(1))
+            };
+            tokio::select! {
+                () = &mut stop => return Ok(()),
+                () = self.wake.notified() => {
+                    // Let a burst of events settle into one pass.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                () = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                Self::walk(&e.path(), out);
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+
+    /// Records every watched file in the spool; files gone from disk are marked.
+    fn scan(&self) -> Result<(), EdgeError> {
+        let now = now_ms();
+        let spool_files: HashSet<PathBuf> = ["", "-wal", "-shm", "-journal"]
+            .iter()
+            .map(|s| PathBuf::from(format!("{}{s}", self.cfg.spool.display())))
+            .collect();
+        let mut seen = HashSet::new();
+        for (w, m) in &self.watches {
+            let mut files = Vec::new();
+            Self::walk(&w.dir, &mut files);
+            for p in files {
+                if spool_files.contains(&p) {
+                    continue;
+                }
+                let Ok(rel) = p.strip_prefix(&w.dir) else { continue };
+                if !m.is_match(rel) {
+                    continue;
+                }
+                let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                let object = format!("{}/{}/{}/{rel}", self.cfg.prefix.trim_end_matches('/'), self.cfg.id, w.name());
+                if NsPath::parse(&object).is_err() {
+                    tracing::warn!(file = %p.display(), "name cannot be an object path; skipped");
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(&p) else { continue };
+                let path = p.to_string_lossy().into_owned();
+                self.spool().observe(&path, &object, w.priority.rank(), meta.len(), mtime_ns(&meta), now)?;
+                seen.insert(path);
+            }
+        }
+        let spool = self.spool();
+        for f in spool.pending()? {
+            if !seen.contains(&f.path) && !Path::new(&f.path).exists() {
+                if f.committed_size != f.size as i64 {
+                    tracing::warn!(file = %f.path, "file removed before it was fully uploaded");
+                }
+                spool.set_state(f.id, "gone")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass: scan, upload what is pending (highest priority first), apply retention.
+    pub async fn pass(&self) -> Result<PassReport, EdgeError> {
+        self.scan()?;
+        let mut report = PassReport::default();
+        let pending = self.spool().pending()?;
+        for f in pending {
+            if let Err(e) = self.upload(&f, &mut report).await {
+                report.errors.push(format!("{}: {e}", f.path));
+                if matches!(e, EdgeError::Protocol(_)) {
+                    // The nodes are unreachable or refusing: try again next pass.
+                    break;
+                }
+            }
+        }
+        self.retention(&mut report)?;
+        self.write_status(true)?;
+        Ok(report)
+    }
+
+    fn note_sent(&self, bytes: u64) {
+        let mut r = self.recent.lock().expect("rate lock poisoned");
+        let now = Instant::now();
+        r.push_back((now, bytes));
+        while r.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(10)) {
+            r.pop_front();
+        }
+    }
+
+    fn write_status(&self, force: bool) -> Result<(), EdgeError> {
+        {
+            let mut at = self.status_at.lock().expect("status lock poisoned");
+            if !force && at.elapsed() < Duration::from_secs(1) {
+                return Ok(());
+            }
+            *at = Instant::now();
+        }
+        let rate = {
+            let r = self.recent.lock().expect("rate lock poisoned");
+            let bytes: u64 = r.iter().map(|(_, b)| b).sum();
+            let span = r.front().map_or(0.0, |(t, _)| t.elapsed().as_secs_f64()).max(1.0);
+            bytes as f64 / span
+        };
+        let spool = self.spool();
+        spool.set_status("rate_bps", &format!("{rate:.0}"))?;
+        spool.set_status("updated_ms", &now_ms().to_string())?;
+        Ok(())
+    }
+
+    /// Reads, checks, encodes and sends one recorded chunk; returns its hash, raw and wire sizes.
+    async fn send_chunk(
+        &self,
+        file: Arc<std::fs::File>,
+        object: String,
+        r: ChunkRow,
+    ) -> Result<(ChunkHash, u64, u64), EdgeError> {
+        let mut raw = vec![0u8; r.len as usize];
+        file.read_exact_at(&mut raw, r.offset)?;
+        if blake3::hash(&raw).as_bytes() != &r.hash {
+            return Err(EdgeError::Rewritten);
+        }
+        let (codec, wire) = encode(&raw);
+        let n = wire.len() as u64;
+        self.limiter.take(n).await;
+        self.cluster.put_chunk(&object, &r.hash, r.len, codec, Bytes::from(wire)).await?;
+        Ok((r.hash, u64::from(r.len), n))
+    }
+
+    async fn upload(&self, f: &FileRow, report: &mut PassReport) -> Result<(), EdgeError> {
+        let path = PathBuf::from(&f.path);
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.spool().set_state(f.id, "gone")?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (size, mtime) = (meta.len(), mtime_ns(&meta));
+        if size != f.size || mtime != f.mtime_ns {
+            return Ok(()); // changed since the scan; the next pass sees it
+        }
+        let now = now_ms();
+        let settled = now - f.changed_ms >= self.cfg.settle.as_millis() as i64;
+        let mut stable_offset = f.stable_offset;
+        if size < stable_offset {
+            tracing::info!(file = %f.path, "file shrank; chunking it again");
+            self.spool.lock().expect("spool lock poisoned").reset_chunks(f.id)?;
+            stable_offset = 0;
+        }
+        // Cut what is new.
+        let (p2, from) = (path.clone(), stable_offset);
+        let (stable, tail) = tokio::task::spawn_blocking(move || cut(&p2, from, size, settled))
+            .await
+            .map_err(|e| EdgeError::Config(format!("chunking task: {e}")))??;
+        let new_offset = stable.last().map_or(stable_offset, |(o, l, _)| o + u64::from(*l));
+        if !stable.is_empty() {
+            self.spool.lock().expect("spool lock poisoned").add_chunks(f.id, &stable, new_offset)?;
+        }
+        // Send what the node lacks.
+        let rows = self.spool().chunks(f.id)?;
+        let unsent: Vec<_> = rows.iter().filter(|r| !r.sent).cloned().collect();
+        for batch in unsent.chunks(ASK_BATCH) {
+            let hashes: Vec<ChunkHash> = batch.iter().map(|r| r.hash).collect();
+            let missing: HashSet<ChunkHash> = self.cluster.has_chunks(&f.object, &hashes).await?.into_iter().collect();
+            let held: Vec<i64> = batch.iter().filter(|r| !missing.contains(&r.hash)).map(|r| r.seq).collect();
+            self.spool.lock().expect("spool lock poisoned").mark_sent(f.id, &held, true)?;
+            let mut queued = HashSet::new();
+            let to_send: Vec<ChunkRow> =
+                batch.iter().filter(|r| missing.contains(&r.hash) && queued.insert(r.hash)).cloned().collect();
+            let file = Arc::new(std::fs::File::open(&path)?);
+            let mut sends = futures::stream::iter(to_send.into_iter().map(|r: ChunkRow| {
+                let file = file.clone();
+                self.send_chunk(file, f.object.clone(), r)
+            }))
+            .buffer_unordered(SEND_WINDOW);
+            while let Some(done) = sends.next().await {
+                match done {
+                    Ok((hash, raw, wire)) => {
+                        let seqs: Vec<i64> = batch.iter().filter(|r| r.hash == hash).map(|r| r.seq).collect();
+                        {
+                            let mut spool = self.spool.lock().expect("spool lock poisoned");
+                            spool.mark_sent(f.id, &seqs, true)?;
+                            spool.count("wire_bytes", wire)?;
+                            spool.count("raw_bytes", raw)?;
+                        }
+                        report.chunks_sent += 1;
+                        report.wire_bytes += wire;
+                        self.note_sent(wire);
+                        self.write_status(false)?;
+                    }
+                    Err(EdgeError::Rewritten) => {
+                        tracing::info!(file = %f.path, "file was rewritten; chunking it again");
+                        self.spool.lock().expect("spool lock poisoned").reset_chunks(f.id)?;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // Commit when complete, or now and then while it grows.
+        let changed = f.committed_size != size as i64 || f.committed_mtime_ns != mtime;
+        if !changed {
+            if settled {
+                self.spool().set_state(f.id, "uploaded")?;
+            }
+            return Ok(());
+        }
+        let due = settled || now - f.committed_ms >= self.cfg.commit_interval.as_millis() as i64;
+        if !due {
+            return Ok(());
+        }
+        let mut hashes: Vec<ChunkHash> = self.spool().chunks(f.id)?.iter().map(|r| r.hash).collect();
+        if let Some((off, len)) = tail {
+            let mut raw = vec![0u8; len as usize];
+            std::fs::File::open(&path)?.read_exact_at(&mut raw, off)?;
+            let hash = *blake3::hash(&raw).as_bytes();
+            if !self.cluster.has_chunks(&f.object, &[hash]).await?.is_empty() {
+                let (codec, wire) = encode(&raw);
+                let n = wire.len() as u64;
+                self.limiter.take(n).await;
+                self.cluster.put_chunk(&f.object, &hash, len, codec, Bytes::from(wire)).await?;
+                self.spool().count("wire_bytes", n)?;
+                self.note_sent(n);
+                report.wire_bytes += n;
+            }
+            hashes.push(hash);
+        }
+        let missing = self.cluster.commit(&f.object, size, &hashes).await?;
+        if !missing.is_empty() {
+            tracing::info!(file = %f.path, missing = missing.len(), "node lacks chunks; sending them again");
+            self.spool.lock().expect("spool lock poisoned").mark_missing(f.id, &missing)?;
+            return Ok(());
+        }
+        let spool = self.spool();
+        spool.committed(f.id, size, mtime, now_ms(), settled)?;
+        if settled {
+            spool.count("files_uploaded", 1)?;
+            spool.count("bytes_uploaded", size)?;
+            tracing::info!(file = %f.path, object = %f.object, bytes = size, "uploaded");
+        }
+        report.commits += 1;
+        Ok(())
+    }
+
+    /// Keeps watched files within the disk budget.
+    fn retention(&self, report: &mut PassReport) -> Result<(), EdgeError> {
+        let budget = self.cfg.budget.as_u64();
+        if budget == 0 {
+            return Ok(());
+        }
+        let spool = self.spool();
+        let files: Vec<FileRow> =
+            spool.files()?.into_iter().filter(|f| f.state == "pending" || f.state == "uploaded").collect();
+        let mut total: u64 = files.iter().map(|f| f.size).sum();
+        if total <= budget {
+            return Ok(());
+        }
+        let mut uploaded: Vec<&FileRow> = files.iter().filter(|f| f.state == "uploaded").collect();
+        uploaded.sort_by_key(|f| f.committed_ms);
+        for f in uploaded {
+            if total <= budget {
+                break;
+            }
+            match std::fs::remove_file(&f.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            spool.set_state(f.id, "deleted")?;
+            spool.count("files_deleted", 1)?;
+            total -= f.size;
+            report.deleted += 1;
+            tracing::info!(file = %f.path, bytes = f.size, "deleted an uploaded file to stay within the disk budget");
+        }
+        if total <= budget {
+            return Ok(());
+        }
+        match self.cfg.retention {
+            Retention::Keep => {
+                tracing::warn!(over = total - budget, "over the disk budget; keeping files not yet uploaded");
+            }
+            Retention::DropOldest => {
+                let mut pending: Vec<&FileRow> = files.iter().filter(|f| f.state == "pending").collect();
+                pending.sort_by_key(|f| (f.changed_ms, f.id));
+                for f in pending {
+                    if total <= budget {
+                        break;
+                    }
+                    match std::fs::remove_file(&f.path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    spool.set_state(f.id, "dropped")?;
+                    spool.count("files_dropped", 1)?;
+                    spool.count("bytes_dropped", f.size)?;
+                    total -= f.size;
+                    report.dropped += 1;
+                    tracing::warn!(file = %f.path, bytes = f.size, "DROPPED before upload to stay within the disk budget");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `ferry edge status` shows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Status {
+    /// Files waiting to upload (or growing).
+    pub files_pending: u64,
+    /// Bytes not yet committed.
+    pub queued_bytes: u64,
+    /// Files uploaded whole.
+    pub files_uploaded: u64,
+    /// Bytes of files uploaded whole.
+    pub uploaded_bytes: u64,
+    /// Bytes sent on the wire (compressed chunks).
+    pub wire_bytes: u64,
+    /// Bytes of chunks before compression.
+    pub raw_bytes: u64,
+    /// Recent wire rate, bytes per second.
+    pub rate_bps: f64,
+    /// Queued bytes over the rate, if the rate is known.
+    pub eta_secs: Option<f64>,
+    /// The pending file that changed longest ago, and how long ago (s).
+    pub oldest_pending: Option<(String, f64)>,
+    /// Files deleted after upload, for space.
+    pub files_deleted: u64,
+    /// Files deleted before upload, for space.
+    pub files_dropped: u64,
+    /// When the agent last wrote its status (ms since the epoch; 0 never).
+    pub updated_ms: i64,
+}
+
+/// Reads the status from a spool.
+pub fn status(spool: &Spool) -> Result<Status, EdgeError> {
+    let pending = spool.pending()?;
+    let queued: u64 = pending.iter().map(|f| f.size.saturating_sub(f.committed_size.max(0) as u64)).sum();
+    let rate: f64 = spool.status("rate_bps")?.and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let now = now_ms();
+    let oldest = pending
+        .iter()
+        .min_by_key(|f| f.changed_ms)
+        .map(|f| (f.path.clone(), (now - f.changed_ms).max(0) as f64 / 1000.0));
+    Ok(Status {
+        files_pending: pending.len() as u64,
+        queued_bytes: queued,
+        files_uploaded: spool.counter("files_uploaded")?,
+        uploaded_bytes: spool.counter("bytes_uploaded")?,
+        wire_bytes: spool.counter("wire_bytes")?,
+        raw_bytes: spool.counter("raw_bytes")?,
+        rate_bps: rate,
+        eta_secs: (rate > 0.0).then(|| queued as f64 / rate),
+        oldest_pending: oldest,
+        files_deleted: spool.counter("files_deleted")?,
+        files_dropped: spool.counter("files_dropped")?,
+        updated_ms: spool.status("updated_ms")?.and_then(|v| v.parse().ok()).unwrap_or(0),
+    })
+}

@@ -1,0 +1,256 @@
+//! Edge agent configuration (`edge.toml`). Every key has a default.
+//!
+//! ```toml
+//! id = "robot-1"                  # this device's id; its certificate is CERTS/ID.pem (role edge)
+//! certs = "certs"                 # directory with ca.pem, ID.pem, ID.key
+//! nodes = ["127.0.0.1:7400"]      # cache nodes to upload to
+//! spool = "ferry-edge/spool.db"   # the SQLite spool
+//! prefix = "/logs"                # objects go to PREFIX/ID/WATCH_NAME/RELATIVE_PATH
+//! settle = "5s"                   # a file unchanged this long is complete
+//! commit_interval = "30s"         # a growing file is committed at most this often
+//! scan_interval = "2s"            # rescan even without file events
+//! budget = "0"                    # most bytes of watched files kept on disk; 0 = no limit
+//! retention = "keep"              # over budget: "keep" never deletes what is not uploaded,
+//!                                 # "drop-oldest" deletes the oldest un-uploaded files (counted, logged)
+//!
+//! [bandwidth]
+//! rate = "0"                      # bytes per second on the wire; 0 = no cap
+//! schedule = [{ from = "08:00", to = "18:00", rate = "1MiB" }]   # UTC time-of-day overrides
+//!
+//! [[watch]]
+//! dir = "/var/log/robot"
+//! pattern = "*.mcap"              # glob relative to dir (`**` crosses directories)
+//! priority = "high"               # high, normal or low
+//! name = "robot"                  # WATCH_NAME in object paths; default: the dir's last component
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+/// What to do when watched files exceed the disk budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Retention {
+    /// Delete uploaded files (oldest upload first); never delete others.
+    #[default]
+    Keep,
+    /// Also delete the oldest files not yet uploaded, counting and logging each.
+    DropOldest,
+}
+
+/// Upload priority of a watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Last.
+    Low,
+    /// Between.
+    #[default]
+    Normal,
+    /// First.
+    High,
+}
+
+impl Priority {
+    /// Sort key: higher goes first.
+    pub fn rank(self) -> i64 {
+        match self {
+            Priority::Low => 0,
+            Priority::Normal => 1,
+            Priority::High => 2,
+        }
+    }
+}
+
+/// One watched directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Directory to watch (recursively).
+    pub dir: PathBuf,
+    /// Glob of file paths relative to `dir`.
+    #[serde(default = "all_files")]
+    pub pattern: String,
+    /// Upload priority.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Name of the watch in object paths (default: the directory's last component).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn all_files() -> String {
+    "**".into()
+}
+
+impl WatchConfig {
+    /// The name used in object paths.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.dir.file_name().map_or_else(|| "files".to_string(), |n| n.to_string_lossy().into_owned())
+        })
+    }
+}
+
+/// A rate that applies during part of the day (UTC).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateWindow {
+    /// Start, `HH:MM`.
+    pub from: String,
+    /// End, `HH:MM` (before `from`: the window wraps past midnight).
+    pub to: String,
+    /// Bytes per second; 0 = no cap.
+    pub rate: ByteSize,
+}
+
+/// Bandwidth shaping.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BandwidthConfig {
+    /// Bytes per second on the wire outside any window; 0 = no cap.
+    pub rate: ByteSize,
+    /// Time-of-day overrides.
+    pub schedule: Vec<RateWindow>,
+}
+
+fn minute_of_day(s: &str) -> Result<u32, String> {
+    let (h, m) = s.split_once(':').ok_or_else(|| format!("{s:?} is not HH:MM"))?;
+    let (h, m): (u32, u32) =
+        (h.parse().map_err(|_| format!("{s:?} is not HH:MM"))?, m.parse().map_err(|_| format!("{s:?} is not HH:MM"))?);
+    if h > 23 || m > 59 {
+        return Err(format!("{s:?} is not a time of day"));
+    }
+    Ok(h * 60 + m)
+}
+
+impl BandwidthConfig {
+    /// The cap at `minute` (of the UTC day) in bytes per second; 0 = none.
+    pub fn rate_at(&self, minute: u32) -> u64 {
+        for w in &self.schedule {
+            let (Ok(a), Ok(b)) = (minute_of_day(&w.from), minute_of_day(&w.to)) else { continue };
+            let inside = if a <= b { (a..b).contains(&minute) } else { minute >= a || minute < b };
+            if inside {
+                return w.rate.as_u64();
+            }
+        }
+        self.rate.as_u64()
+    }
+}
+
+/// The edge agent's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// This device's id (its certificate's).
+    pub id: String,
+    /// Certificate directory.
+    pub certs: PathBuf,
+    /// Cache nodes (`host:port`).
+    pub nodes: Vec<String>,
+    /// SQLite spool file.
+    pub spool: PathBuf,
+    /// Namespace prefix of uploads; objects go to `prefix/id/watch/relative`.
+    pub prefix: String,
+    /// A file unchanged this long is complete.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
+    /// A growing file is committed at most this often.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Rescan period.
+    #[serde(with = "humantime_serde")]
+    pub scan_interval: Duration,
+    /// Most bytes of watched files kept on disk; 0 = no limit.
+    pub budget: ByteSize,
+    /// What goes when over budget.
+    pub retention: Retention,
+    /// Bandwidth shaping.
+    pub bandwidth: BandwidthConfig,
+    /// Watched directories.
+    pub watch: Vec<WatchConfig>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            id: "robot-1".into(),
+            certs: PathBuf::from("certs"),
+            nodes: vec!["127.0.0.1:7400".into()],
+            spool: PathBuf::from("ferry-edge/spool.db"),
+            prefix: "/logs".into(),
+            settle: Duration::from_secs(5),
+            commit_interval: Duration::from_secs(30),
+            scan_interval: Duration::from_secs(2),
+            budget: ByteSize::b(0),
+            retention: Retention::Keep,
+            bandwidth: BandwidthConfig::default(),
+            watch: Vec::new(),
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        ferry_protocol::ids::NodeId::new(&self.id)?;
+        ferry_protocol::ids::NsPath::parse(&self.prefix).map_err(|e| format!("prefix {:?}: {e}", self.prefix))?;
+        if self.nodes.is_empty() {
+            return Err("nodes is empty: name at least one cache node".into());
+        }
+        if self.watch.is_empty() {
+            return Err("no [[watch]] sections: name at least one directory to upload from".into());
+        }
+        for w in &self.watch {
+            globset::Glob::new(&w.pattern)
+                .map_err(|e| format!("watch {}: pattern {:?}: {e}", w.dir.display(), w.pattern))?;
+            let name = w.name();
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(format!("watch {}: bad name {name:?}", w.dir.display()));
+            }
+        }
+        for win in &self.bandwidth.schedule {
+            minute_of_day(&win.from)?;
+            minute_of_day(&win.to)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_windows_apply_by_time_of_day() {
+        let b = BandwidthConfig {
+            rate: ByteSize::mib(10),
+            schedule: vec![
+                RateWindow { from: "08:00".into(), to: "18:00".into(), rate: ByteSize::mib(1) },
+                RateWindow { from: "22:00".into(), to: "02:00".into(), rate: ByteSize::b(0) },
+            ],
+        };
+        assert_eq!(b.rate_at(7 * 60 + 59), 10 << 20);
+        assert_eq!(b.rate_at(8 * 60), 1 << 20);
+        assert_eq!(b.rate_at(17 * 60 + 59), 1 << 20);
+        assert_eq!(b.rate_at(18 * 60), 10 << 20);
+        assert_eq!(b.rate_at(23 * 60), 0);
+        assert_eq!(b.rate_at(60), 0);
+        assert_eq!(b.rate_at(2 * 60), 10 << 20);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let mut c = EdgeConfig::default();
+        assert!(c.validate().expect_err("no watch").contains("[[watch]]"));
+        c.watch.push(WatchConfig { dir: "/x".into(), pattern: "[".into(), priority: Priority::High, name: None });
+        assert!(c.validate().expect_err("bad glob").contains("pattern"));
+        c.watch[0].pattern = "*.mcap".into();
+        c.validate().expect("valid");
+        c.bandwidth.schedule.push(RateWindow { from: "25:00".into(), to: "01:00".into(), rate: ByteSize::b(1) });
+        assert!(c.validate().expect_err("bad time").contains("25:00"));
+    }
+}
