@@ -1,85 +1,13 @@
 //! End-to-end tests of the `ferry` binary: real processes, real sockets.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn ferry() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    c.env_remove("FERRY_CONFIG").env("FERRY_LOG", "warn");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    ferry().args(args).output().expect("run ferry")
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args(["-s", sig, &child.id().to_string()]).status().expect("kill").success();
-    assert!(ok, "kill -s {sig}");
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return s;
-        }
-        assert!(t0.elapsed() < limit, "process did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_file(p: &Path) {
-    let t0 = Instant::now();
-    while !p.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "{} never appeared", p.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    std::fs::read_to_string("/proc/mounts")
-        .expect("read /proc/mounts")
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(canon.to_str().expect("utf8")))
-}
-
-fn metrics(port: u16) -> String {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next())
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
+use common::*;
 
 #[test]
 fn help_for_every_command() {
@@ -97,6 +25,8 @@ fn help_for_every_command() {
         &["bench", "read", "--help"],
         &["bench", "checkpoint", "--help"],
         &["bench", "train", "--help"],
+        &["edge", "--help"],
+        &["edge", "status", "--help"],
     ] {
         let o = run(args);
         assert!(o.status.success(), "{args:?}");
@@ -210,6 +140,19 @@ fn up_serves_the_data_directory_and_stops_cleanly() {
     assert_eq!(std::fs::read(mnt.join("datasets/hello.txt")).expect("read through the mount"), b"hello from ferry\n");
     assert!(std::fs::read(mnt.join("datasets/scenes/lidar.bin")).expect("read through the mount") == body);
 
+    // The stack's robot: a file dropped into DIR/robot arrives in the store.
+    let log: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(up.data.join("robot/run-1.mcap"), &log).expect("drop a log");
+    let arrived = store.join("logs/robot-1/robot/run-1.mcap");
+    let t0 = Instant::now();
+    while std::fs::read(&arrived).map_or(true, |b| b != log) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the dropped log never arrived intact");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = run(&["edge", "status", "--config", up.data.join("edge.toml").to_str().expect("utf8")]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("queued:"), "{status:?}");
+
     let load = run(&["load", "--config", &up.client, "/datasets"]);
     assert!(String::from_utf8_lossy(&load.stdout).contains("loaded 2 object(s)"), "{:?}", load);
 
@@ -246,50 +189,6 @@ fn restarted_cloud_process_serves_warm_without_the_store() {
         assert!(wait_exit(&mut node.0, Duration::from_secs(20)).success());
     }
     wait_file(&c.dir.join("cache/pages"));
-}
-
-struct Cloud {
-    dir: PathBuf,
-    cfg: PathBuf,
-    client: String,
-    store: PathBuf,
-    mport: u16,
-}
-
-fn cloud_setup(dir: &Path) -> Cloud {
-    let certs = dir.join("certs");
-    let c = certs.to_str().expect("utf8");
-    assert!(run(&["cert", "init", "--dir", c]).status.success());
-    assert!(run(&["cert", "issue", "--dir", c, "--role", "cloud", "--id", "cloud-1"]).status.success());
-    assert!(run(&["cert", "issue", "--dir", c, "--role", "client", "--id", "client"]).status.success());
-    let store = dir.join("store");
-    std::fs::create_dir_all(&store).expect("mkdir");
-    let port = free_port();
-    let mport = free_tcp_port();
-    let cfg = dir.join("cloud.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\ncerts = \"certs\"\n\
-             page_size = \"1MiB\"\n[cache]\ndisk_dir = \"cache\"\n[mounts.\"/d\"]\nurl = \"file://{}\"\n",
-            store.display()
-        ),
-    )
-    .expect("write config");
-    let client = dir.join("client.toml");
-    std::fs::write(&client, format!("nodes = [\"127.0.0.1:{port}\"]\ncerts = \"certs\"\nid = \"client\"\n"))
-        .expect("write");
-    Cloud { dir: dir.to_path_buf(), cfg, client: client.to_str().expect("utf8").to_string(), store, mport }
-}
-
-fn start_cloud(c: &Cloud) -> Running {
-    let node = Running(ferry().args(["cloud", "--config", c.cfg.to_str().expect("utf8")]).spawn().expect("spawn"));
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", c.mport)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "node did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    node
 }
 
 fn fuse_available() -> bool {

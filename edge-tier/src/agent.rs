@@ -183,8 +183,14 @@ impl EdgeAgent {
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) -> Result<(), EdgeError> {
         use notify::Watcher;
         let wake = self.wake.clone();
-        let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| wake.notify_one())
-            .map_err(|e| EdgeError::Config(format!("file watcher: {e}")))?;
+        // Only changes matter: the agent's own reads must not wake it again.
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            use notify::EventKind;
+            if res.is_ok_and(|e| matches!(e.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_))) {
+                wake.notify_one();
+            }
+        })
+        .map_err(|e| EdgeError::Config(format!("file watcher: {e}")))?;
         for (w, _) in &self.watches {
             std::fs::create_dir_all(&w.dir)?;
             watcher
@@ -193,10 +199,16 @@ impl EdgeAgent {
         }
         tracing::info!(id = %self.cfg.id, watches = self.watches.len(), "edge agent running");
         tokio::pin!(stop);
+        let mut last_error: Option<(String, Instant)> = None;
         loop {
             let report = self.pass().await?;
             for e in &report.errors {
-                tracing::warn!(error = %e, "upload pass");
+                // The same error (a node down for hours) is logged once a minute.
+                let repeat = last_error.as_ref().is_some_and(|(m, t)| m == e && t.elapsed() < Duration::from_secs(60));
+                if !repeat {
+                    tracing::warn!(error = %e, "upload pass; retrying");
+                    last_error = Some((e.clone(), Instant::now()));
+                }
             }
             let backoff = if report.errors.is_empty() {
                 self.cfg.scan_interval
@@ -412,7 +424,10 @@ impl EdgeAgent {
         let changed = f.committed_size != size as i64 || f.committed_mtime_ns != mtime;
         if !changed {
             if settled {
-                self.spool().set_state(f.id, "uploaded")?;
+                // Committed while it still grew, and it has not changed since.
+                let spool = self.spool();
+                spool.set_state(f.id, "uploaded")?;
+                Self::count_uploaded(&spool, f, size)?;
             }
             return Ok(());
         }
@@ -445,11 +460,16 @@ impl EdgeAgent {
         let spool = self.spool();
         spool.committed(f.id, size, mtime, now_ms(), settled)?;
         if settled {
-            spool.count("files_uploaded", 1)?;
-            spool.count("bytes_uploaded", size)?;
-            tracing::info!(file = %f.path, object = %f.object, bytes = size, "uploaded");
+            Self::count_uploaded(&spool, f, size)?;
         }
         report.commits += 1;
+        Ok(())
+    }
+
+    fn count_uploaded(spool: &Spool, f: &FileRow, size: u64) -> Result<(), EdgeError> {
+        spool.count("files_uploaded", 1)?;
+        spool.count("bytes_uploaded", size)?;
+        tracing::info!(file = %f.path, object = %f.object, bytes = size, "uploaded");
         Ok(())
     }
 
@@ -464,6 +484,7 @@ impl EdgeAgent {
             spool.files()?.into_iter().filter(|f| f.state == "pending" || f.state == "uploaded").collect();
         let mut total: u64 = files.iter().map(|f| f.size).sum();
         if total <= budget {
+            spool.set_status("over_budget", "0")?;
             return Ok(());
         }
         let mut uploaded: Vec<&FileRow> = files.iter().filter(|f| f.state == "uploaded").collect();
@@ -484,11 +505,16 @@ impl EdgeAgent {
             tracing::info!(file = %f.path, bytes = f.size, "deleted an uploaded file to stay within the disk budget");
         }
         if total <= budget {
+            spool.set_status("over_budget", "0")?;
             return Ok(());
         }
         match self.cfg.retention {
             Retention::Keep => {
-                tracing::warn!(over = total - budget, "over the disk budget; keeping files not yet uploaded");
+                let was = spool.status("over_budget")?.is_some_and(|v| v != "0");
+                if !was {
+                    tracing::warn!(over = total - budget, "over the disk budget; keeping files not yet uploaded");
+                }
+                spool.set_status("over_budget", &(total - budget).to_string())?;
             }
             Retention::DropOldest => {
                 let mut pending: Vec<&FileRow> = files.iter().filter(|f| f.state == "pending").collect();
@@ -568,4 +594,75 @@ pub fn status(spool: &Spool) -> Result<Status, EdgeError> {
         files_dropped: spool.counter("files_dropped")?,
         updated_ms: spool.status("updated_ms")?.and_then(|v| v.parse().ok()).unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cutting_resumes_at_a_boundary_and_finds_the_same_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("log.bin");
+        let body = bytes(3 << 20, 1);
+        std::fs::write(&p, &body).expect("write");
+        let (all, tail) = cut(&p, 0, body.len() as u64, true).expect("cut");
+        assert!(tail.is_none());
+        assert_eq!(all.iter().map(|c| u64::from(c.1)).sum::<u64>(), body.len() as u64);
+        assert!(all.iter().all(|c| c.1 >= CHUNK_MIN || c.0 + u64::from(c.1) == body.len() as u64));
+        assert!(all.iter().all(|c| c.1 <= CHUNK_MAX));
+        // A file seen half-written: the last chunk is only a tail...
+        let half = body.len() as u64 / 2;
+        let (first, tail) = cut(&p, 0, half, false).expect("cut");
+        let (toff, tlen) = tail.expect("a tail");
+        assert_eq!(toff + u64::from(tlen), half);
+        // ...and resuming after the stable chunks finds exactly the whole file's chunks.
+        let resume = first.last().map_or(0, |c| c.0 + u64::from(c.1));
+        let (rest, _) = cut(&p, resume, body.len() as u64, true).expect("cut");
+        let joined: Vec<_> = first.into_iter().chain(rest).collect();
+        assert_eq!(joined, all);
+        for (off, len, hash) in &all {
+            assert_eq!(blake3::hash(&body[*off as usize..(*off + u64::from(*len)) as usize]).as_bytes(), hash);
+        }
+    }
+
+    #[test]
+    fn inserted_bytes_change_only_nearby_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = bytes(4 << 20, 2);
+        let mut edited = body.clone();
+        edited.splice(1 << 20..1 << 20, b"inserted".iter().copied());
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, &body).expect("write");
+        std::fs::write(&b, &edited).expect("write");
+        let ha: HashSet<ChunkHash> = cut(&a, 0, body.len() as u64, true).expect("cut").0.iter().map(|c| c.2).collect();
+        let cb = cut(&b, 0, edited.len() as u64, true).expect("cut").0;
+        let new = cb.iter().filter(|c| !ha.contains(&c.2)).count();
+        assert!(new <= 3, "{new} of {} chunks changed after one insertion", cb.len());
+    }
+
+    #[test]
+    fn encoding_compresses_what_compresses_and_round_trips() {
+        let text = b"timestamp=1 topic=/imu value=0.0\n".repeat(2000);
+        let (codec, wire) = encode(&text);
+        assert_eq!(codec, ChunkCodec::Zstd);
+        assert!(wire.len() < text.len() / 5);
+        assert_eq!(zstd::bulk::decompress(&wire, text.len()).expect("decompress"), text);
+        let noise = bytes(64 << 10, 3);
+        let (codec, wire) = encode(&noise);
+        assert_eq!(codec, ChunkCodec::Raw);
+        assert_eq!(wire, noise);
+    }
 }

@@ -1,0 +1,127 @@
+//! Helpers shared by the end-to-end tests: the binary, ports, processes, a cache node.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn ferry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.env_remove("FERRY_CONFIG").env("FERRY_LOG", "warn");
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    ferry().args(args).output().expect("run ferry")
+}
+
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args(["-s", sig, &child.id().to_string()]).status().expect("kill").success();
+    assert!(ok, "kill -s {sig}");
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        assert!(t0.elapsed() < limit, "process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn wait_file(p: &Path) {
+    let t0 = Instant::now();
+    while !p.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{} never appeared", p.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_to_string("/proc/mounts")
+        .expect("read /proc/mounts")
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(canon.to_str().expect("utf8")))
+}
+
+pub fn metrics(port: u16) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+pub struct Cloud {
+    pub dir: PathBuf,
+    pub cfg: PathBuf,
+    pub client: String,
+    pub store: PathBuf,
+    pub mport: u16,
+}
+
+pub fn cloud_setup(dir: &Path) -> Cloud {
+    let certs = dir.join("certs");
+    let c = certs.to_str().expect("utf8");
+    assert!(run(&["cert", "init", "--dir", c]).status.success());
+    assert!(run(&["cert", "issue", "--dir", c, "--role", "cloud", "--id", "cloud-1"]).status.success());
+    assert!(run(&["cert", "issue", "--dir", c, "--role", "client", "--id", "client"]).status.success());
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let port = free_port();
+    let mport = free_tcp_port();
+    let cfg = dir.join("cloud.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\ncerts = \"certs\"\n\
+             page_size = \"1MiB\"\n[cache]\ndisk_dir = \"cache\"\n[mounts.\"/d\"]\nurl = \"file://{}\"\n",
+            store.display()
+        ),
+    )
+    .expect("write config");
+    let client = dir.join("client.toml");
+    std::fs::write(&client, format!("nodes = [\"127.0.0.1:{port}\"]\ncerts = \"certs\"\nid = \"client\"\n"))
+        .expect("write");
+    Cloud { dir: dir.to_path_buf(), cfg, client: client.to_str().expect("utf8").to_string(), store, mport }
+}
+
+pub fn start_cloud(c: &Cloud) -> Running {
+    let node = Running(ferry().args(["cloud", "--config", c.cfg.to_str().expect("utf8")]).spawn().expect("spawn"));
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", c.mport)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "node did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node
+}

@@ -1,0 +1,269 @@
+//! The edge agent end to end: a `ferry cloud` process, a `ferry edge`
+//! process, files appearing in the robot's directories.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Env {
+    dir: PathBuf,
+    cloud_cfg: PathBuf,
+    mport: u16,
+    store: PathBuf,
+    edge_cfg: PathBuf,
+    robot: PathBuf,
+}
+
+/// Certificates, a cloud node config over `DIR/store`, and an edge config
+/// for robot-17 watching `DIR/robot` (plus `extra` TOML).
+fn setup(dir: &Path, extra: &str) -> Env {
+    let certs = dir.join("certs");
+    let c = certs.to_str().expect("utf8");
+    assert!(run(&["cert", "init", "--dir", c]).status.success());
+    assert!(run(&["cert", "issue", "--dir", c, "--role", "cloud", "--id", "cloud-1"]).status.success());
+    assert!(run(&["cert", "issue", "--dir", c, "--role", "edge", "--id", "robot-17"]).status.success());
+    let store = dir.join("store");
+    let robot = dir.join("robot");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    std::fs::create_dir_all(&robot).expect("mkdir");
+    let (port, mport) = (free_port(), free_tcp_port());
+    let cloud_cfg = dir.join("cloud.toml");
+    std::fs::write(
+        &cloud_cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\ncerts = \"certs\"\n\
+             page_size = \"1MiB\"\n[cache]\ndisk_dir = \"cache\"\n[mounts.\"/\"]\nurl = \"file://{}\"\n",
+            store.display()
+        ),
+    )
+    .expect("write");
+    let edge_cfg = dir.join("edge.toml");
+    std::fs::write(
+        &edge_cfg,
+        format!(
+            "id = \"robot-17\"\ncerts = \"certs\"\nnodes = [\"127.0.0.1:{port}\"]\nspool = \"spool/spool.db\"\n\
+             settle = \"1s\"\ncommit_interval = \"1s\"\nscan_interval = \"200ms\"\n{extra}\n\
+             [[watch]]\ndir = \"robot\"\npattern = \"**\"\n"
+        ),
+    )
+    .expect("write");
+    Env { dir: dir.to_path_buf(), cloud_cfg, mport, store, edge_cfg, robot }
+}
+
+impl Env {
+    fn cloud(&self) -> Running {
+        let node = Running(
+            ferry().args(["cloud", "--config", self.cloud_cfg.to_str().expect("utf8")]).spawn().expect("spawn cloud"),
+        );
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.mport)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "node did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+
+    fn edge(&self) -> Running {
+        Running(
+            ferry()
+                .args(["edge", "--config", self.edge_cfg.to_str().expect("utf8")])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn edge"),
+        )
+    }
+
+    /// Where robot file `name` lands in the store.
+    fn object(&self, name: &str) -> PathBuf {
+        self.store.join("logs/robot-17/robot").join(name)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let o = run(&["edge", "status", "--json", "--config", self.edge_cfg.to_str().expect("utf8")]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("status JSON")
+    }
+
+    /// Waits until the store holds exactly `local`'s bytes under `name`.
+    fn wait_uploaded(&self, name: &str, limit: Duration) {
+        let want = std::fs::read(self.robot.join(name)).expect("local file");
+        let t0 = Instant::now();
+        loop {
+            if std::fs::read(self.object(name)).is_ok_and(|got| got == want) {
+                return;
+            }
+            assert!(t0.elapsed() < limit, "{name} did not arrive intact within {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn append(p: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p).expect("open");
+    f.write_all(bytes).expect("append");
+}
+
+#[test]
+fn growing_file_arrives_byte_identical() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = setup(dir.path(), "");
+    let _node = env.cloud();
+    let _edge = env.edge();
+    let log = env.robot.join("run-1.mcap");
+    let mut written = Vec::new();
+    let mut seen_partial = false;
+    for i in 0..20 {
+        let piece = random(150_000 + i * 1000, i as u64);
+        append(&log, &piece);
+        written.extend_from_slice(&piece);
+        std::thread::sleep(Duration::from_millis(200));
+        // While it grows, what the store has is always a prefix of the file.
+        if let Ok(got) = std::fs::read(env.object("run-1.mcap")) {
+            assert!(written.starts_with(&got), "the store holds bytes the file never had at their offset");
+            seen_partial |= got.len() < written.len();
+        }
+    }
+    assert!(seen_partial, "a growing file should be committed before it is complete");
+    env.wait_uploaded("run-1.mcap", Duration::from_secs(60));
+    // Once it stops changing, it counts as uploaded.
+    let t0 = Instant::now();
+    loop {
+        let s = env.status();
+        if s["files_uploaded"] == 1 {
+            assert_eq!(s["queued_bytes"], 0, "{s}");
+            assert_eq!(s["uploaded_bytes"], written.len(), "{s}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "never counted as uploaded: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn kill_9_at_random_points_loses_and_duplicates_nothing() {
+    use rand::Rng;
+    let iterations: usize = std::env::var("FERRY_EDGE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Slow enough that kills land mid-upload.
+    let env = setup(dir.path(), "[bandwidth]\nrate = \"4MiB\"\n");
+    let _node = env.cloud();
+    let mut rng = rand::rng();
+    let mut names = Vec::new();
+    for i in 0..iterations {
+        // New data every round: one more file and more bytes on a growing one.
+        let name = format!("cam-{i:03}.bin");
+        std::fs::write(env.robot.join(&name), random(rng.random_range(100_000..900_000), i as u64 + 100))
+            .expect("write");
+        names.push(name);
+        append(&env.robot.join("growing.mcap"), &random(200_000, i as u64 + 7000));
+        let mut edge = env.edge();
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..800)));
+        signal(&edge.0, "KILL");
+        let _ = edge.0.wait();
+    }
+    names.push("growing.mcap".into());
+    let _edge = env.edge();
+    for n in &names {
+        env.wait_uploaded(n, Duration::from_secs(120));
+    }
+    // Exactly these objects, nothing else.
+    let mut stored: Vec<String> = std::fs::read_dir(env.object(""))
+        .expect("store dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    stored.sort();
+    names.sort();
+    assert_eq!(stored, names);
+}
+
+#[test]
+fn uploads_wait_for_a_node_that_is_down_and_complete_when_it_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = setup(dir.path(), "");
+    let _edge = env.edge();
+    std::fs::write(env.robot.join("early.bin"), random(3 << 20, 1)).expect("write");
+    std::thread::sleep(Duration::from_secs(3));
+    let s = env.status();
+    assert_eq!(s["files_pending"], 1, "{s}");
+    assert_eq!(s["queued_bytes"], 3 << 20, "{s}");
+    let _node = env.cloud();
+    env.wait_uploaded("early.bin", Duration::from_secs(60));
+}
+
+#[test]
+fn a_recopied_file_sends_far_less_than_its_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = setup(dir.path(), "");
+    let _node = env.cloud();
+    let _edge = env.edge();
+    let body = random(100 << 20, 5);
+    std::fs::write(env.robot.join("a.bin"), &body).expect("write");
+    env.wait_uploaded("a.bin", Duration::from_secs(120));
+    let before = env.status()["wire_bytes"].as_u64().expect("wire bytes");
+    assert!(before >= 100 << 20, "random bytes do not compress: {before}");
+    std::fs::write(env.robot.join("copy-of-a.bin"), &body).expect("write");
+    env.wait_uploaded("copy-of-a.bin", Duration::from_secs(120));
+    let sent = env.status()["wire_bytes"].as_u64().expect("wire bytes") - before;
+    assert!(sent < 1 << 20, "re-sending a copy of 100 MiB cost {sent} bytes on the wire");
+}
+
+#[test]
+fn over_budget_uploaded_files_go_first_and_the_rest_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = setup(dir.path(), "budget = \"3MiB\"\n");
+    let mut node = env.cloud();
+    let _edge = env.edge();
+    let mib = |seed| random(1 << 20, seed);
+    for (i, n) in ["a.bin", "b.bin"].iter().enumerate() {
+        std::fs::write(env.robot.join(n), mib(i as u64)).expect("write");
+        env.wait_uploaded(n, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(1100)); // distinct upload times
+    }
+    signal(&node.0, "TERM");
+    let _ = node.0.wait();
+    let wait_for = |cond: &dyn Fn() -> bool, what: &str| {
+        let t0 = Instant::now();
+        while !cond() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for (i, n) in ["c.bin", "d.bin", "e.bin", "f.bin"].iter().enumerate() {
+        std::fs::write(env.robot.join(n), mib(10 + i as u64)).expect("write");
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let robot = env.robot.clone();
+    wait_for(&|| !robot.join("a.bin").exists() && !robot.join("b.bin").exists(), "uploaded files were not deleted");
+    std::thread::sleep(Duration::from_secs(2));
+    for n in ["c.bin", "d.bin", "e.bin", "f.bin"] {
+        assert!(env.robot.join(n).exists(), "{n} was deleted before it was uploaded");
+    }
+    let s = env.status();
+    assert_eq!(s["files_deleted"], 2, "{s}");
+    assert_eq!(s["files_dropped"], 0, "{s}");
+    assert_eq!(s["files_pending"], 4, "{s}");
+    // The uploaded ones are safe in the store; the rest follow once the node is back.
+    assert_eq!(std::fs::read(env.object("a.bin")).expect("a stored"), mib(0));
+    let _node = env.cloud();
+    for n in ["c.bin", "d.bin", "e.bin", "f.bin"] {
+        env.wait_uploaded(n, Duration::from_secs(60));
+    }
+    let _ = env.dir.as_path();
+}
