@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every quality gate and test of ferry. On a fresh Debian machine it
-# first installs what the tests need: Python's venv module and FUSE (fuse3)
-# from apt, and an S3 server (moto, from PyPI, into ./.venv). Safe to run again: installed
+# first installs what the tests need: Python's venv module, FUSE (fuse3),
+# iproute2 and nftables (network namespaces for the lossy-link test) from
+# apt, and an S3 server (moto, from PyPI, into ./.venv). Safe to run again: installed
 # pieces are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,11 @@ command -v python3 >/dev/null 2>&1 || apt_missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
 command -v fusermount3 >/dev/null 2>&1 || apt_missing+=(fuse3)
+# Network namespaces for the lossy-link test: ip and tc (iproute2), nft (nftables).
+{ command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1; } || apt_missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || apt_missing+=(nftables)
+# C compiler for the bundled SQLite and zstd.
+command -v cc >/dev/null 2>&1 || apt_missing+=(build-essential)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
     echo "test.sh: installing ${apt_missing[*]} with apt-get"
     as_root apt-get update -qq

@@ -77,6 +77,42 @@ pub enum Scenario {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Edge agent: compression, dedup of re-copied data, CPU per GB, idle memory, binary size.
+    Edge {
+        /// Bytes uploaded (half log lines, half random frames).
+        #[arg(long, default_value = "256MiB")]
+        size: ByteSize,
+        /// The agent binary to measure, e.g. the edge-only build (default: this binary).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Edge upload goodput over a rate-limited link between network namespaces, clean and lossy (needs root).
+    EdgeLink {
+        /// Bytes uploaded (random).
+        #[arg(long, default_value = "8MiB")]
+        size: ByteSize,
+        /// Link rate in Mbit/s.
+        #[arg(long, default_value_t = 10)]
+        rate_mbit: u32,
+        /// Packets dropped in each direction, percent.
+        #[arg(long, default_value_t = 2)]
+        loss: u32,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Kill -9 the edge agent at random points while logs grow; check every object afterwards.
+    EdgeCrash {
+        /// Kill iterations.
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Runs a scenario.
@@ -86,6 +122,16 @@ pub async fn run(s: Scenario) -> Result<()> {
         Scenario::Checkpoint { size, files, dir } => checkpoint(size.as_u64(), files, dir).await,
         Scenario::Train { shape, accelerators, epochs, bandwidth, latency, scale, dir } => {
             train(shape, accelerators, epochs, bandwidth.as_u64(), latency, scale, dir).await
+        }
+        Scenario::Edge { size, agent, dir } => {
+            tokio::task::spawn_blocking(move || crate::bench_edge::edge(size.as_u64(), agent, dir)).await?
+        }
+        Scenario::EdgeLink { size, rate_mbit, loss, dir } => {
+            tokio::task::spawn_blocking(move || crate::bench_edge::edge_link(size.as_u64(), rate_mbit, loss, dir))
+                .await?
+        }
+        Scenario::EdgeCrash { iterations, dir } => {
+            tokio::task::spawn_blocking(move || crate::bench_edge::edge_crash(iterations, dir)).await?
         }
     }
 }

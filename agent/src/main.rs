@@ -11,6 +11,8 @@
 
 #[cfg(feature = "cloud")]
 mod bench;
+#[cfg(feature = "cloud")]
+mod bench_edge;
 mod certs;
 mod config;
 #[cfg(feature = "edge")]
