@@ -272,7 +272,10 @@ fn over_budget_uploaded_files_go_first_and_the_rest_stay() {
 fn netns_available() -> bool {
     let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
     let tools = ["ip", "tc", "nft"].iter().all(|t| {
-        std::process::Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
     });
     if root && tools {
         return true;
@@ -297,4 +300,60 @@ fn upload_over_a_slow_lossy_link_completes_intact() {
     let out = String::from_utf8_lossy(&o.stdout);
     let json: serde_json::Value = serde_json::from_str(out.lines().last().expect("a JSON line")).expect("JSON");
     assert_eq!(json["intact"], true, "{out}");
+}
+
+#[test]
+fn a_real_mcap_log_uploads_and_reads_back_with_an_mcap_reader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = setup(dir.path(), "");
+    let _node = env.cloud();
+    let _edge = env.edge();
+    // Written by the reference MCAP writer (fixtures/make_mcap.py).
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/robot-run.mcap");
+    std::fs::copy(&fixture, env.robot.join("robot-run.mcap")).expect("copy fixture");
+    env.wait_uploaded("robot-run.mcap", Duration::from_secs(60));
+    let bytes = std::fs::read(env.object("robot-run.mcap")).expect("uploaded log");
+    let mut counts = std::collections::BTreeMap::new();
+    let mut last_time = 0;
+    for m in mcap::MessageStream::new(&bytes).expect("an MCAP file") {
+        let m = m.expect("a readable message");
+        assert!(m.log_time >= last_time, "messages out of order");
+        last_time = m.log_time;
+        serde_json::from_slice::<serde_json::Value>(&m.data).expect("JSON payload");
+        *counts.entry(m.channel.topic.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(counts.get("/imu"), Some(&2000));
+    assert_eq!(counts.get("/gps"), Some(&100));
+}
+
+#[test]
+fn higher_priority_files_upload_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = "[bandwidth]\nrate = \"2MiB\"\n[[watch]]\ndir = \"bulk\"\npriority = \"low\"\n\
+                 [[watch]]\ndir = \"events\"\npriority = \"high\"\n";
+    let env = setup(dir.path(), extra);
+    let (bulk, events) = (dir.path().join("bulk"), dir.path().join("events"));
+    std::fs::create_dir_all(&bulk).expect("mkdir");
+    std::fs::create_dir_all(&events).expect("mkdir");
+    // The low-priority file is older, so only priority puts the other first.
+    let low = random(3 << 20, 1);
+    std::fs::write(bulk.join("camera.bin"), &low).expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    let high = random(2 << 20, 2);
+    std::fs::write(events.join("crash.mcap"), &high).expect("write");
+    let _node = env.cloud();
+    let _edge = env.edge();
+    let logs = env.store.join("logs/robot-17");
+    let t0 = Instant::now();
+    while std::fs::read(logs.join("events/crash.mcap")).map_or(true, |b| b != high) {
+        assert!(!logs.join("bulk/camera.bin").exists(), "the low-priority file was committed first");
+        assert!(t0.elapsed() < Duration::from_secs(60), "the high-priority file never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!logs.join("bulk/camera.bin").exists(), "the low-priority file was committed first");
+    let t0 = Instant::now();
+    while std::fs::read(logs.join("bulk/camera.bin")).map_or(true, |b| b != low) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the low-priority file never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
