@@ -38,6 +38,8 @@ echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test.sh: cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "test.sh: cargo clippy, robot build (edge feature only: no FUSE, no cache node)"
+cargo clippy -p ferry --no-default-features --features edge -- -D warnings
 echo "test.sh: cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

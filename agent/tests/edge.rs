@@ -357,3 +357,25 @@ fn higher_priority_files_upload_first() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn drop_policy_deletes_the_oldest_unuploaded_files_and_counts_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = setup(dir.path(), "budget = \"2MiB\"\nretention = \"drop-oldest\"\n");
+    // No node: nothing can be uploaded.
+    let _edge = env.edge();
+    for (i, n) in ["a.bin", "b.bin", "c.bin"].iter().enumerate() {
+        std::fs::write(env.robot.join(n), random(1 << 20, i as u64)).expect("write");
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let t0 = Instant::now();
+    while env.robot.join("a.bin").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "over budget with drop-oldest, yet nothing was dropped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(env.robot.join("b.bin").exists() && env.robot.join("c.bin").exists(), "only the oldest should go");
+    let s = env.status();
+    assert_eq!(s["files_dropped"], 1, "{s}");
+    assert_eq!(s["files_pending"], 2, "{s}");
+}
