@@ -91,6 +91,18 @@ fn parse_path(p: &str) -> Result<NsPath, NodeError> {
     NsPath::parse(p).map_err(NodeError::InvalidInput)
 }
 
+/// A directory that exists only because writes below it are pending.
+fn pending_dir() -> ObjectInfo {
+    ObjectInfo {
+        kind: EntryKind::Dir,
+        size: 0,
+        mtime_ms: 0,
+        etag: String::new(),
+        persisted: false,
+        origin: String::new(),
+    }
+}
+
 impl CacheNode {
     /// A node over `ns` with the given cache options.
     pub fn new(
@@ -140,6 +152,16 @@ impl CacheNode {
         }
     }
 
+    /// Parses and resolves a path that is to be written: it must name a file, not a mount point.
+    fn writable(&self, path: &str) -> Result<(NsPath, crate::namespace::Resolved), NodeError> {
+        let path = parse_path(path)?;
+        let resolved = self.cache.namespace().resolve(&path)?;
+        if resolved.location.as_ref().is_empty() {
+            return Err(NodeError::InvalidInput(format!("{path} is a mount point, not a file")));
+        }
+        Ok((path, resolved))
+    }
+
     /// Answers `HasChunks`.
     pub fn handle_has_chunks(&self, chunks: &[ChunkHash]) -> Vec<ChunkHash> {
         self.chunks.missing(chunks)
@@ -163,11 +185,7 @@ impl CacheNode {
 
     /// Answers `Commit`: writes `path` from chunks through the journal.
     pub async fn handle_commit(&self, path: &str, size: u64, chunks: &[ChunkHash]) -> Result<Committed, NodeError> {
-        let path = parse_path(path)?;
-        let resolved = self.cache.namespace().resolve(&path)?;
-        if resolved.location.as_ref().is_empty() {
-            return Err(NodeError::InvalidInput(format!("{path} is a mount point, not a file")));
-        }
+        let (path, resolved) = self.writable(path)?;
         let missing = self.chunks.missing(chunks);
         if !missing.is_empty() {
             return Ok(Committed::Missing(missing));
@@ -237,17 +255,7 @@ impl CacheNode {
         for e in self.journal.entries() {
             if let Some(rest) = e.path.strip_prefix(&prefix) {
                 match rest.split_once('/') {
-                    Some((d, _)) => out.push((
-                        d.to_string(),
-                        ObjectInfo {
-                            kind: EntryKind::Dir,
-                            size: 0,
-                            mtime_ms: 0,
-                            etag: String::new(),
-                            persisted: false,
-                            origin: String::new(),
-                        },
-                    )),
+                    Some((d, _)) => out.push((d.to_string(), pending_dir())),
                     None => out.push((rest.to_string(), Self::pending_info(&e))),
                 }
             }
@@ -279,14 +287,7 @@ impl CacheNode {
                 if self.pending_below(&path).is_empty() {
                     Err(NodeError::NotFound(m))
                 } else {
-                    Ok(ObjectInfo {
-                        kind: EntryKind::Dir,
-                        size: 0,
-                        mtime_ms: 0,
-                        etag: String::new(),
-                        persisted: false,
-                        origin: String::new(),
-                    })
+                    Ok(pending_dir())
                 }
             }
             Ok(mut info) => {
@@ -333,11 +334,7 @@ impl CacheNode {
         R: tokio::io::AsyncRead + Unpin,
     {
         use tokio::io::AsyncReadExt;
-        let path = parse_path(path)?;
-        let resolved = self.cache.namespace().resolve(&path)?;
-        if resolved.location.as_ref().is_empty() {
-            return Err(NodeError::InvalidInput(format!("{path} is a mount point, not a file")));
-        }
+        let (path, resolved) = self.writable(path)?;
         let mut w = self.journal.begin(&path).await?;
         let mut buf = vec![0u8; 1 << 20];
         let mut left = len;
@@ -376,11 +373,7 @@ impl CacheNode {
     /// Answers `Adopt`: takes over the file `name` in this node's inbox,
     /// `len` bytes, as the object `path`, without copying it.
     pub async fn handle_adopt(&self, path: &str, name: &str, len: u64) -> Result<(bool, String), NodeError> {
-        let path = parse_path(path)?;
-        let resolved = self.cache.namespace().resolve(&path)?;
-        if resolved.location.as_ref().is_empty() {
-            return Err(NodeError::InvalidInput(format!("{path} is a mount point, not a file")));
-        }
+        let (path, resolved) = self.writable(path)?;
         let plain = !name.is_empty()
             && !name.starts_with('.')
             && name.len() <= 255

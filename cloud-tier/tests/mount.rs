@@ -212,12 +212,7 @@ async fn bad_mountpoints_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_after_an_adoption_leave_the_adopted_bytes_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = certs(dir.path());
-    let root = dir.path().join("store");
-    std::fs::create_dir_all(&root).expect("mkdir");
-    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
-    let cfg = node_config(&dir.path().join("cache"), 16 << 20, 64 << 20);
-    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    let FileNode { certs, base, node: n, .. } = file_node(dir.path()).await;
     // Keep uploads from finishing, so the first version stays in the journal.
     n.store.fail_next(u64::MAX);
     let c = client(&certs, &[n.node.addr.to_string()]);

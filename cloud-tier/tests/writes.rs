@@ -178,12 +178,7 @@ async fn acknowledged_write_survives_a_crash_before_upload() {
 async fn same_host_writer_hands_its_file_over_without_a_copy() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = certs(dir.path());
-    let root = dir.path().join("store");
-    std::fs::create_dir_all(&root).expect("mkdir");
-    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
-    let cfg = node_config(&dir.path().join("cache"), 16 << 20, 64 << 20);
-    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    let FileNode { certs, base, prefix, node: n } = file_node(dir.path()).await;
     let c = client(&certs, &[n.node.addr.to_string()]);
 
     // The node runs on this host, so the client finds its inbox.
@@ -216,12 +211,7 @@ async fn same_host_writer_hands_its_file_over_without_a_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adopt_refuses_what_is_not_a_plain_inbox_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = certs(dir.path());
-    let root = dir.path().join("store");
-    std::fs::create_dir_all(&root).expect("mkdir");
-    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
-    let cfg = node_config(&dir.path().join("cache"), 16 << 20, 64 << 20);
-    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    let FileNode { base, prefix, node: n, .. } = file_node(dir.path()).await;
     let node = &n.node.node;
     let inbox = node.inbox_dir().to_path_buf();
     let secret = local(dir.path(), "secret", b"not for the store");

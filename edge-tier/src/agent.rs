@@ -493,16 +493,11 @@ impl EdgeAgent {
             if total <= budget {
                 break;
             }
-            match std::fs::remove_file(&f.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
+            if Self::remove_for_space(&spool, f, "deleted")? {
+                total -= f.size;
+                report.deleted += 1;
+                tracing::info!(file = %f.path, bytes = f.size, "deleted an uploaded file to stay within the disk budget");
             }
-            spool.set_state(f.id, "deleted")?;
-            spool.count("files_deleted", 1)?;
-            total -= f.size;
-            report.deleted += 1;
-            tracing::info!(file = %f.path, bytes = f.size, "deleted an uploaded file to stay within the disk budget");
         }
         if total <= budget {
             spool.set_status("over_budget", "0")?;
@@ -523,21 +518,34 @@ impl EdgeAgent {
                     if total <= budget {
                         break;
                     }
-                    match std::fs::remove_file(&f.path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e.into()),
+                    if Self::remove_for_space(&spool, f, "dropped")? {
+                        spool.count("bytes_dropped", f.size)?;
+                        total -= f.size;
+                        report.dropped += 1;
+                        tracing::warn!(file = %f.path, bytes = f.size, "DROPPED before upload to stay within the disk budget");
                     }
-                    spool.set_state(f.id, "dropped")?;
-                    spool.count("files_dropped", 1)?;
-                    spool.count("bytes_dropped", f.size)?;
-                    total -= f.size;
-                    report.dropped += 1;
-                    tracing::warn!(file = %f.path, bytes = f.size, "DROPPED before upload to stay within the disk budget");
                 }
             }
         }
         Ok(())
+    }
+
+    /// Deletes a watched file for space and records it as `state`
+    /// (`deleted` or `dropped`), unless it changed since the spool saw it.
+    fn remove_for_space(spool: &Spool, f: &FileRow, state: &str) -> Result<bool, EdgeError> {
+        match std::fs::metadata(&f.path) {
+            Ok(m) if m.len() != f.size || mtime_ns(&m) != f.mtime_ns => return Ok(false),
+            Ok(_) => match std::fs::remove_file(&f.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        spool.set_state(f.id, state)?;
+        spool.count(if state == "dropped" { "files_dropped" } else { "files_deleted" }, 1)?;
+        Ok(true)
     }
 }
 

@@ -177,3 +177,24 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// A node over a fresh local-files store in `dir/store` (memory 16 MiB, disk 64 MiB).
+pub struct FileNode {
+    pub certs: PathBuf,
+    pub base: Arc<dyn object_store::ObjectStore>,
+    pub prefix: object_store::path::Path,
+    pub node: TestNode,
+}
+
+pub async fn file_node(dir: &Path) -> FileNode {
+    let certs = certs(dir);
+    let root = dir.join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (base, prefix) =
+        ferry_cloud_tier::namespace::open_store(&format!("file://{}", root.display()), &Default::default())
+            .expect("open");
+    let cfg = node_config(&dir.join("cache"), 16 << 20, 64 << 20);
+    let node =
+        start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), ferry_cloud_tier::faulty::Faults::default()).await;
+    FileNode { certs, base, prefix, node }
+}
