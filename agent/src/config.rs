@@ -59,6 +59,9 @@ pub fn relative_to(config: Option<&Path>, p: &Path) -> PathBuf {
 /// certs = "certs"              # directory with ca.pem and ID.pem / ID.key
 /// id = "client"                # identity presented to the nodes
 /// fleet = "default"            # fleet for model pushes
+/// mqtt = "127.0.0.1:1883"      # MQTT broker model pushes are announced on
+/// mqtt_user = ""               # broker credentials, if it wants them
+/// mqtt_password = ""
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,6 +74,12 @@ pub struct ClientConfig {
     pub id: String,
     /// Default fleet.
     pub fleet: String,
+    /// MQTT broker (`host:port`) for model announcements.
+    pub mqtt: String,
+    /// Broker user name (empty: none).
+    pub mqtt_user: String,
+    /// Broker password.
+    pub mqtt_password: String,
 }
 
 impl Default for ClientConfig {
@@ -80,6 +89,9 @@ impl Default for ClientConfig {
             certs: PathBuf::from("certs"),
             id: "client".into(),
             fleet: "default".into(),
+            mqtt: "127.0.0.1:1883".into(),
+            mqtt_user: String::new(),
+            mqtt_password: String::new(),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use ferry_edge_tier::agent::{status, Status};
+use ferry_edge_tier::models::ModelsConfig;
 use ferry_edge_tier::spool::Spool;
 use ferry_edge_tier::{EdgeAgent, EdgeConfig};
 
@@ -21,16 +22,51 @@ pub fn load_edge(path: &Path) -> Result<EdgeConfig> {
     for w in &mut c.watch {
         w.dir = relative_to(Some(path), &w.dir);
     }
+    c.models.dir = relative_to(Some(path), &c.models.dir);
+    c.models.signing_key = relative_to(Some(path), &c.models.signing_key);
     c.validate().map_err(anyhow::Error::msg).with_context(|| format!("invalid config {}", path.display()))?;
     Ok(c)
 }
 
-/// Starts the agent over `cfg`; it runs until `stop` completes.
-pub fn start(cfg: EdgeConfig) -> Result<Arc<EdgeAgent>> {
+/// A configured edge agent: the uploader and, with `[models] mqtt`, the model receiver.
+#[derive(Debug)]
+pub struct Edge {
+    agent: Arc<EdgeAgent>,
+    receiver: Option<(ModelsConfig, String, ferry_protocol::client::Cluster)>,
+}
+
+/// Builds the agent over `cfg`.
+pub fn start(cfg: EdgeConfig) -> Result<Edge> {
     let client =
         ClientConfig { nodes: cfg.nodes.clone(), certs: cfg.certs.clone(), id: cfg.id.clone(), ..Default::default() };
     let cluster = crate::read::connect(&client, &client.nodes)?;
-    Ok(Arc::new(EdgeAgent::new(cfg, cluster).context("cannot start the edge agent")?))
+    let receiver = (!cfg.models.mqtt.is_empty()).then(|| (cfg.models.clone(), cfg.id.clone(), cluster.clone()));
+    if let Some((m, _, _)) = &receiver {
+        ferry_edge_tier::models::load_key(&m.signing_key)?;
+    }
+    let agent = Arc::new(EdgeAgent::new(cfg, cluster).context("cannot start the edge agent")?);
+    Ok(Edge { agent, receiver })
+}
+
+impl Edge {
+    /// Runs until `stop` completes.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let upload = tokio::spawn(self.agent.run(stopped(rx.clone())));
+        let receive = self.receiver.map(|(cfg, device, cluster)| {
+            tokio::spawn(ferry_edge_tier::models::Receiver::run(cfg, device, cluster, stopped(rx.clone())))
+        });
+        stop.await;
+        let _ = tx.send(true);
+        upload.await??;
+        if let Some(r) = receive {
+            r.await??;
+        }
+        Ok(())
+    }
 }
 
 /// Runs the agent until Ctrl-C or SIGTERM.
@@ -39,8 +75,10 @@ pub async fn run(config: &Path) -> Result<()> {
     for w in &cfg.watch {
         eprintln!("ferry: watching {} ({}, {:?} priority)", w.dir.display(), w.pattern, w.priority);
     }
-    let agent = start(cfg)?;
-    agent.run(crate::signal::wait_for_shutdown()).await?;
+    if !cfg.models.mqtt.is_empty() {
+        eprintln!("ferry: following models of fleet {} on {}", cfg.models.fleet, cfg.models.mqtt);
+    }
+    start(cfg)?.run(crate::signal::wait_for_shutdown()).await?;
     eprintln!("ferry: edge agent stopped");
     Ok(())
 }

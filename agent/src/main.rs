@@ -17,6 +17,8 @@ mod certs;
 mod config;
 #[cfg(feature = "edge")]
 mod edge;
+#[cfg(feature = "edge")]
+mod model;
 #[cfg(feature = "cloud")]
 mod mount;
 mod read;
@@ -38,7 +40,7 @@ use ferry_protocol::ids::Role;
 #[command(name = "ferry", version, about, long_about = None)]
 struct Cli {
     /// Log filter (tracing syntax), e.g. `info` or `ferry_cloud_tier=debug`.
-    #[arg(long, global = true, env = "FERRY_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "FERRY_LOG", default_value = "info,rumqttd=warn")]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -59,6 +61,9 @@ enum Command {
         /// Metrics address of the cache node.
         #[arg(long, default_value = "127.0.0.1:7401")]
         metrics_listen: std::net::SocketAddr,
+        /// Address of the embedded MQTT broker (model announcements).
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        mqtt_listen: std::net::SocketAddr,
     },
     /// Run a cache node.
     #[cfg(feature = "cloud")]
@@ -123,6 +128,12 @@ enum Command {
         #[command(subcommand)]
         scenario: bench::Scenario,
     },
+    /// Model versions to fleets: push, status, rollback, promote.
+    #[cfg(feature = "edge")]
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Run the robot agent: upload watched files to the cache nodes (see `ferry edge status`).
     #[cfg(feature = "edge")]
     Edge {
@@ -132,6 +143,71 @@ enum Command {
         #[command(subcommand)]
         command: Option<EdgeCommand>,
     },
+}
+
+#[cfg(feature = "edge")]
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Chunk a model file, store its chunks through the cache, sign its manifest and announce it to the fleet.
+    Push {
+        /// MODEL-VERSION (e.g. detector-v7) or MODEL@VERSION.
+        name: String,
+        /// The model file (e.g. model.safetensors).
+        file: PathBuf,
+        /// Fleet to announce to (default: the client config's).
+        #[arg(long)]
+        fleet: Option<String>,
+        /// Only this share of devices installs it until `ferry model promote`, e.g. 10%.
+        #[arg(long, value_parser = parse_percent)]
+        canary: Option<u8>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Per-device state of a model, from the devices' reports.
+    Status {
+        /// Model name.
+        model: String,
+        /// Fleet (default: the client config's).
+        #[arg(long)]
+        fleet: Option<String>,
+        /// How long to collect reports.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move the fleet back to the version pushed before the current one (devices still have it).
+    Rollback {
+        /// Model name.
+        model: String,
+        /// Fleet (default: the client config's).
+        #[arg(long)]
+        fleet: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Let a canary version go to every device.
+    Promote {
+        /// Model name.
+        model: String,
+        /// Fleet (default: the client config's).
+        #[arg(long)]
+        fleet: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[cfg(feature = "edge")]
+fn parse_percent(s: &str) -> Result<u8, String> {
+    let n: u8 = s.trim_end_matches('%').parse().map_err(|_| format!("{s:?} is not a percentage"))?;
+    if n > 100 {
+        return Err(format!("{s:?} is over 100%"));
+    }
+    Ok(n)
 }
 
 #[cfg(feature = "edge")]
@@ -205,11 +281,45 @@ fn main() {
 async fn run(command: Command) -> Result<()> {
     match command {
         #[cfg(feature = "cloud")]
-        Command::Up { data, listen, metrics_listen } => up::run(&data, listen, metrics_listen).await,
+        Command::Up { data, listen, metrics_listen, mqtt_listen } => {
+            up::run(&data, listen, metrics_listen, mqtt_listen).await
+        }
         #[cfg(feature = "edge")]
         Command::Edge { config, command: None } => edge::run(&config).await,
         #[cfg(feature = "edge")]
         Command::Edge { config, command: Some(EdgeCommand::Status { json }) } => edge::print_status(&config, json),
+        #[cfg(feature = "edge")]
+        Command::Model { command } => {
+            let load = |c: &ClientArgs| {
+                config::ClientConfig::load(
+                    c.explicit()
+                        .then_some(c.config.as_path())
+                        .or_else(|| c.config.is_file().then_some(c.config.as_path())),
+                )
+            };
+            match command {
+                ModelCommand::Push { name, file, fleet, canary, client } => {
+                    let cfg = load(&client)?;
+                    let fleet = fleet.unwrap_or_else(|| cfg.fleet.clone());
+                    model::push(&cfg, &name, &file, &fleet, canary.unwrap_or(100)).await
+                }
+                ModelCommand::Status { model: m, fleet, wait, json, client } => {
+                    let cfg = load(&client)?;
+                    let fleet = fleet.unwrap_or_else(|| cfg.fleet.clone());
+                    model::status(&cfg, &m, &fleet, wait, json).await
+                }
+                ModelCommand::Rollback { model: m, fleet, client } => {
+                    let cfg = load(&client)?;
+                    let fleet = fleet.unwrap_or_else(|| cfg.fleet.clone());
+                    model::rollback(&cfg, &m, &fleet).await
+                }
+                ModelCommand::Promote { model: m, fleet, client } => {
+                    let cfg = load(&client)?;
+                    let fleet = fleet.unwrap_or_else(|| cfg.fleet.clone());
+                    model::promote(&cfg, &m, &fleet).await
+                }
+            }
+        }
         #[cfg(feature = "cloud")]
         Command::Cloud { config } => {
             let cfg = config::load_cloud(&config)?;

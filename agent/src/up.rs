@@ -9,6 +9,7 @@ use ferry_cloud_tier::CloudConfig;
 use ferry_protocol::ids::Role;
 
 use ferry_edge_tier::config::{Priority, WatchConfig};
+use ferry_edge_tier::models::ModelsConfig;
 use ferry_edge_tier::EdgeConfig;
 
 use crate::certs;
@@ -16,6 +17,57 @@ use crate::config::ClientConfig;
 
 /// The id of the edge agent `ferry up` runs.
 pub const UP_ROBOT: &str = "robot-1";
+/// The fleet its agent joins.
+pub const UP_FLEET: &str = "default";
+
+/// Runs an MQTT broker (rumqttd) on `addr` in its own threads.
+fn start_broker(addr: SocketAddr) -> Result<()> {
+    // Bind once first, so a taken port is a clear error here.
+    drop(
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("MQTT broker address {addr} is taken (--mqtt-listen)"))?,
+    );
+    let server = rumqttd::ServerSettings {
+        name: "ferry-up".into(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: rumqttd::ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: 4 << 20,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 10_000,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 104_857_600,
+            max_segment_count: 10,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some([("ferry-up".to_string(), server)].into()),
+        v5: None,
+        ws: None,
+        cluster: None,
+        console: None,
+        bridge: None,
+        prometheus: None,
+        metrics: None,
+    };
+    std::thread::Builder::new().name("mqtt-broker".into()).spawn(move || {
+        if let Err(e) = rumqttd::Broker::new(config).start() {
+            eprintln!("ferry: MQTT broker stopped: {e}");
+        }
+    })?;
+    Ok(())
+}
 
 fn absolute(p: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(p).with_context(|| format!("create {}", p.display()))?;
@@ -23,7 +75,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 /// Runs the stack until interrupted.
-pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) -> Result<()> {
+pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mqtt_listen: SocketAddr) -> Result<()> {
     let data = absolute(data)?;
     let store = data.join("store");
     let certs_dir = data.join("certs");
@@ -51,12 +103,18 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
         nodes: vec![node.addr.to_string()],
         certs: certs_dir,
         id: "client".into(),
-        fleet: "default".into(),
+        fleet: UP_FLEET.into(),
+        mqtt: mqtt_listen.to_string(),
+        ..ClientConfig::default()
     };
     let client_toml = data.join("client.toml");
     std::fs::write(&client_toml, toml::to_string_pretty(&client)?)?;
 
-    // The robot side: an edge agent uploading whatever lands in DIR/robot.
+    // Model announcements: an MQTT broker in this process.
+    start_broker(mqtt_listen)?;
+
+    // The robot side: an edge agent uploading whatever lands in DIR/robot
+    // and installing the models pushed to its fleet into DIR/models.
     let robot = data.join("robot");
     std::fs::create_dir_all(&robot)?;
     let edge_cfg = EdgeConfig {
@@ -67,6 +125,13 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
         settle: std::time::Duration::from_secs(2),
         commit_interval: std::time::Duration::from_secs(10),
         watch: vec![WatchConfig { dir: robot.clone(), pattern: "**".into(), priority: Priority::Normal, name: None }],
+        models: ModelsConfig {
+            mqtt: mqtt_listen.to_string(),
+            fleet: UP_FLEET.into(),
+            dir: data.join("models"),
+            signing_key: client.certs.join("fleet-signing.pub"),
+            ..ModelsConfig::default()
+        },
         ..EdgeConfig::default()
     };
     std::fs::write(data.join("edge.toml"), toml::to_string_pretty(&edge_cfg)?)?;
@@ -99,6 +164,7 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
     }
     println!("  client conf  {}", client_toml.display());
     println!("  edge agent   {UP_ROBOT} uploading {} to /logs/{UP_ROBOT}/robot/", robot.display());
+    println!("  mqtt broker  {mqtt_listen} (fleet {UP_FLEET}; models install into {})", data.join("models").display());
     if mounted.is_some() {
         println!("  mount        {}", mnt.display());
     }
@@ -113,6 +179,11 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr) ->
         robot.display(),
         store.display(),
         data.join("edge.toml").display()
+    );
+    println!(
+        "  ferry model push demo-v1 FILE --config {}   (then: ferry model status demo --config {})",
+        client_toml.display(),
+        client_toml.display()
     );
     println!("Stop with Ctrl-C.");
 

@@ -65,13 +65,17 @@ fn mtime_ns(m: &std::fs::Metadata) -> i64 {
 
 /// A token bucket over the configured (time-of-day) rate.
 #[derive(Debug)]
-struct Limiter {
+pub(crate) struct Limiter {
     cfg: BandwidthConfig,
     state: tokio::sync::Mutex<(Instant, f64)>,
 }
 
 impl Limiter {
-    async fn take(&self, n: u64) {
+    pub(crate) fn new(cfg: BandwidthConfig) -> Limiter {
+        Limiter { cfg, state: tokio::sync::Mutex::new((Instant::now(), 0.0)) }
+    }
+
+    pub(crate) async fn take(&self, n: u64) {
         let minute = (SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) % 86_400 / 60) as u32;
         let rate = self.cfg.rate_at(minute);
         if rate == 0 {
@@ -164,7 +168,7 @@ impl EdgeAgent {
         }
         let spool = Spool::open(&cfg.spool)?;
         Ok(EdgeAgent {
-            limiter: Limiter { cfg: cfg.bandwidth.clone(), state: tokio::sync::Mutex::new((Instant::now(), 0.0)) },
+            limiter: Limiter::new(cfg.bandwidth.clone()),
             cfg,
             cluster,
             spool: Mutex::new(spool),

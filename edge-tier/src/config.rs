@@ -22,6 +22,17 @@
 //! pattern = "*.mcap"              # glob relative to dir (`**` crosses directories)
 //! priority = "high"               # high, normal or low
 //! name = "robot"                  # WATCH_NAME in object paths; default: the dir's last component
+//!
+//! [models]                        # the model receiver (off while mqtt is "")
+//! mqtt = "127.0.0.1:1883"         # MQTT broker
+//! mqtt_user = ""                  # broker credentials, if it wants them
+//! mqtt_password = ""
+//! fleet = "default"               # announcements of ferry/FLEET/models/+ are followed
+//! dir = "ferry-models"            # DIR/MODEL/current -> versions/VERSION
+//! keep = 3                        # versions kept per model
+//! post_install = ""               # sh -c command after each install; failure restores the previous version
+//! signing_key = "certs/fleet-signing.pub"
+//! rate = "0"                      # download cap, bytes per second; 0 = none
 //! ```
 
 use std::path::PathBuf;
@@ -172,6 +183,8 @@ pub struct EdgeConfig {
     pub bandwidth: BandwidthConfig,
     /// Watched directories.
     pub watch: Vec<WatchConfig>,
+    /// The model receiver.
+    pub models: crate::models::ModelsConfig,
 }
 
 impl Default for EdgeConfig {
@@ -189,6 +202,7 @@ impl Default for EdgeConfig {
             retention: Retention::Keep,
             bandwidth: BandwidthConfig::default(),
             watch: Vec::new(),
+            models: crate::models::ModelsConfig::default(),
         }
     }
 }
@@ -201,8 +215,15 @@ impl EdgeConfig {
         if self.nodes.is_empty() {
             return Err("nodes is empty: name at least one cache node".into());
         }
-        if self.watch.is_empty() {
-            return Err("no [[watch]] sections: name at least one directory to upload from".into());
+        if self.watch.is_empty() && self.models.mqtt.is_empty() {
+            return Err(
+                "nothing to do: add a [[watch]] section (a directory to upload) or [models] mqtt (a broker to follow)"
+                    .into(),
+            );
+        }
+        if !self.models.mqtt.is_empty() {
+            crate::models::broker(&self.models.mqtt).map_err(|e| e.to_string())?;
+            ferry_protocol::ids::NodeId::new(&self.models.fleet).map_err(|e| format!("models.fleet: {e}"))?;
         }
         for w in &self.watch {
             globset::Glob::new(&w.pattern)

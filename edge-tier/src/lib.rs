@@ -4,9 +4,12 @@
 //! - [`spool`]: the SQLite spool of watched files, their chunks and progress.
 //! - [`agent`]: the upload loop — scan, content-defined chunking, zstd,
 //!   bandwidth cap, priorities, commits, retention — and `ferry edge status`.
+//! - [`models`]: the model receiver — MQTT announcements, signed manifests,
+//!   delta fetch, atomic install, rollback, status reports.
 
 pub mod agent;
 pub mod config;
+pub mod models;
 pub mod spool;
 
 pub use agent::{EdgeAgent, EdgeError};

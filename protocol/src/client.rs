@@ -475,6 +475,15 @@ impl Cluster {
         self.with_owner(&page_key(path, 0), 0, |c| async move { c.commit(path, size, chunks).await }).await
     }
 
+    /// Writes `bytes` as the object `path` through the path's owner.
+    pub async fn put_bytes(&self, path: &str, bytes: &[u8]) -> Result<Written, ProtocolError> {
+        self.with_owner(&page_key(path, 0), 0, |c| async move {
+            let mut body = bytes;
+            c.put(path, bytes.len() as u64, &mut body).await
+        })
+        .await
+    }
+
     /// The inbox of the node that owns `path`, when that node runs on this host.
     pub async fn inbox_for(&self, path: &str) -> Option<std::path::PathBuf> {
         self.with_owner(&page_key(path, 0), 0, |c| async move { Ok(c.inbox.clone()) }).await.ok().flatten()

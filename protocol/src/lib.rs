@@ -19,6 +19,7 @@ pub mod client;
 pub mod codec;
 pub mod error;
 pub mod ids;
+pub mod manifest;
 pub mod ring;
 pub mod tls;
 pub mod transport;

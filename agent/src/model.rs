@@ -1,0 +1,302 @@
+//! `ferry model push|status|rollback|promote`: model versions to fleets.
+
+use std::collections::HashSet;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
+
+use ferry_edge_tier::models::mqtt_options;
+use ferry_protocol::client::Cluster;
+use ferry_protocol::manifest::{
+    chunk_path, model_topic, Announcement, DeviceStatus, Manifest, ManifestChunk, SignedManifest,
+};
+
+use crate::config::ClientConfig;
+
+/// Chunks uploaded concurrently.
+const UPLOADS: usize = 8;
+
+/// Splits `MODEL-VERSION` (or `MODEL@VERSION`) at the last `@`, else the last `-`.
+pub fn split_name(name: &str) -> Result<(String, String)> {
+    let cut = name.rfind('@').or_else(|| name.rfind('-'));
+    match cut {
+        Some(i) if i > 0 && i + 1 < name.len() => Ok((name[..i].to_string(), name[i + 1..].to_string())),
+        _ => bail!("{name:?} is not MODEL-VERSION (e.g. detector-v7) or MODEL@VERSION"),
+    }
+}
+
+fn load_signing_key(certs: &Path) -> Result<ed25519_dalek::SigningKey> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let path = certs.join(crate::certs::SIGNING_KEY);
+    let pem = std::fs::read_to_string(&path)
+        .with_context(|| format!("the fleet's signing key {} (made by `ferry cert init`)", path.display()))?;
+    ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("reading {}", path.display()))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Connects to the broker of `cfg`.
+fn mqtt(cfg: &ClientConfig, role: &str) -> Result<(AsyncClient, rumqttc::EventLoop)> {
+    if cfg.mqtt.is_empty() {
+        bail!("no MQTT broker configured: set mqtt = \"HOST:PORT\" in the client config");
+    }
+    let id = format!("ferry-{role}-{}-{}", cfg.id, std::process::id());
+    let opts = mqtt_options(&id, &cfg.mqtt, &cfg.mqtt_user, &cfg.mqtt_password)?;
+    Ok(AsyncClient::new(opts, 64))
+}
+
+/// Publishes a retained announcement and waits for the broker's acknowledgement.
+async fn announce(cfg: &ClientConfig, fleet: &str, ann: &Announcement) -> Result<()> {
+    let (client, mut events) = mqtt(cfg, "push")?;
+    let topic = model_topic(fleet, &ann.manifest.manifest.model);
+    client.publish(topic, QoS::AtLeastOnce, true, serde_json::to_vec(ann)?).await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ev = tokio::time::timeout_at(deadline.into(), events.poll())
+            .await
+            .with_context(|| format!("the MQTT broker {} did not acknowledge the announcement", cfg.mqtt))?
+            .with_context(|| format!("MQTT broker {}", cfg.mqtt))?;
+        if let Event::Incoming(Packet::PubAck(_)) = ev {
+            break;
+        }
+    }
+    let _ = client.disconnect().await;
+    // Let the disconnect go out.
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        while let Ok(ev) = events.poll().await {
+            if let Event::Outgoing(Outgoing::Disconnect) = ev {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Retained messages on `filter`, collected for `wait`.
+async fn retained(cfg: &ClientConfig, filter: &str, wait: Duration) -> Result<Vec<(String, Vec<u8>)>> {
+    let (client, mut events) = mqtt(cfg, "read")?;
+    client.subscribe(filter, QoS::AtLeastOnce).await?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + wait;
+    let mut connected = false;
+    while let Ok(ev) = tokio::time::timeout_at(deadline.into(), events.poll()).await {
+        match ev.with_context(|| format!("MQTT broker {}", cfg.mqtt))? {
+            Event::Incoming(Packet::ConnAck(_)) => connected = true,
+            Event::Incoming(Packet::Publish(p)) if !p.payload.is_empty() => {
+                out.push((p.topic.clone(), p.payload.to_vec()))
+            }
+            _ => {}
+        }
+    }
+    if !connected {
+        bail!("no answer from the MQTT broker {}", cfg.mqtt);
+    }
+    let _ = client.disconnect().await;
+    Ok(out)
+}
+
+/// The announcement currently retained for a model.
+async fn current(cfg: &ClientConfig, fleet: &str, model: &str) -> Result<Announcement> {
+    let msgs = retained(cfg, &model_topic(fleet, model), Duration::from_secs(2)).await?;
+    let (_, payload) = msgs.last().with_context(|| format!("nothing was pushed for {model} in fleet {fleet}"))?;
+    serde_json::from_slice(payload).context("unreadable announcement")
+}
+
+/// `ferry model push`.
+pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, canary: u8) -> Result<()> {
+    let (model, version) = split_name(name)?;
+    let file_name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no usable file name", file.display()))?
+        .to_string();
+    let key = load_signing_key(&cfg.certs)?;
+    let size = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
+    let cluster = crate::read::connect(cfg, &cfg.nodes)?;
+
+    let path = file.to_path_buf();
+    let (chunks, _) = tokio::task::spawn_blocking(move || ferry_edge_tier::agent::cut(&path, 0, size, true)).await??;
+    let bar = indicatif::ProgressBar::new(size).with_message(format!("{model} {version}"));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let src = Arc::new(std::fs::File::open(file)?);
+    let mut seen = HashSet::new();
+    let unique: Vec<_> = chunks.iter().filter(|c| seen.insert(c.2)).cloned().collect();
+    let mut uploads = futures::stream::iter(unique.into_iter().map(|(off, len, hash)| {
+        let (cluster, src, bar) = (cluster.clone(), src.clone(), bar.clone());
+        async move {
+            let path = chunk_path(&hash);
+            let sent = if cluster.stat(&path).await.is_ok() {
+                0
+            } else {
+                let mut buf = vec![0u8; len as usize];
+                src.read_exact_at(&mut buf, off)?;
+                put_bytes(&cluster, &path, &buf).await?;
+                u64::from(len)
+            };
+            bar.inc(u64::from(len));
+            Ok::<u64, anyhow::Error>(sent)
+        }
+    }))
+    .buffer_unordered(UPLOADS);
+    let mut uploaded = 0u64;
+    while let Some(r) = uploads.next().await {
+        uploaded += r?;
+    }
+    bar.finish_and_clear();
+
+    let manifest = Manifest {
+        fleet: fleet.to_string(),
+        model: model.clone(),
+        version: version.clone(),
+        file: file_name,
+        size,
+        created_ms: now_ms(),
+        chunks: chunks.iter().map(|(_, len, h)| ManifestChunk { hash: hex_of(h), len: *len }).collect(),
+    };
+    let signed = manifest.sign(&key);
+    signed.verify(&key.verifying_key(), fleet).context("the new manifest does not verify")?;
+    let record = format!("/models/{model}/{version}/manifest.json");
+    put_bytes(&cluster, &record, &serde_json::to_vec(&signed)?).await?;
+    announce(cfg, fleet, &Announcement { manifest: signed, canary_pct: canary }).await?;
+    println!(
+        "pushed {model} {version} to fleet {fleet}{}: {} in {} chunks, {} new ({} uploaded)",
+        if canary < 100 { format!(" (canary {canary}%)") } else { String::new() },
+        crate::read::human(size),
+        chunks.len(),
+        crate::read::human(uploaded),
+        crate::read::human(uploaded)
+    );
+    println!("follow it with: ferry model status {model}");
+    Ok(())
+}
+
+async fn put_bytes(cluster: &Cluster, path: &str, bytes: &[u8]) -> Result<()> {
+    cluster.put_bytes(path, bytes).await.with_context(|| format!("upload {path}"))?;
+    Ok(())
+}
+
+fn hex_of(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `ferry model status`.
+pub async fn status(cfg: &ClientConfig, model: &str, fleet: &str, wait: Duration, json: bool) -> Result<()> {
+    let msgs = retained(cfg, &format!("ferry/{fleet}/+/{model}/#"), wait).await?;
+    let mut announced = None;
+    let mut devices: Vec<DeviceStatus> = Vec::new();
+    for (topic, payload) in msgs {
+        if topic == model_topic(fleet, model) {
+            announced = serde_json::from_slice::<Announcement>(&payload).ok();
+        } else if let Ok(s) = serde_json::from_slice::<DeviceStatus>(&payload) {
+            devices.retain(|d| d.device != s.device);
+            devices.push(s);
+        }
+    }
+    // The announcement topic has no level after the model; ask for it directly.
+    if announced.is_none() {
+        announced = current(cfg, fleet, model).await.ok();
+    }
+    devices.sort_by(|a, b| a.device.cmp(&b.device));
+    if json {
+        println!("{}", serde_json::json!({ "announced": announced, "devices": devices }));
+        return Ok(());
+    }
+    match &announced {
+        Some(a) => println!(
+            "{model} in fleet {fleet}: {} announced{}",
+            a.manifest.manifest.version,
+            if a.canary_pct < 100 { format!(" to {}% (canary)", a.canary_pct) } else { String::new() }
+        ),
+        None => println!("{model} in fleet {fleet}: nothing announced"),
+    }
+    if devices.is_empty() {
+        println!("no device has reported");
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<12} {:<10} {:<10} {:>10} {:>10}  error",
+        "device", "state", "version", "running", "fetched", "reused"
+    );
+    for d in devices {
+        println!(
+            "{:<16} {:<12} {:<10} {:<10} {:>10} {:>10}  {}",
+            d.device,
+            d.state,
+            d.version,
+            if d.current.is_empty() { "-" } else { &d.current },
+            crate::read::human(d.fetched),
+            crate::read::human(d.reused),
+            d.error
+        );
+    }
+    Ok(())
+}
+
+/// `ferry model rollback`: announce the version pushed before the current one.
+pub async fn rollback(cfg: &ClientConfig, model: &str, fleet: &str) -> Result<()> {
+    let now = current(cfg, fleet, model).await?;
+    let cluster = crate::read::connect(cfg, &cfg.nodes)?;
+    let entries =
+        cluster.list(&format!("/models/{model}")).await.with_context(|| format!("list versions of {model}"))?;
+    let mut best: Option<SignedManifest> = None;
+    for e in entries {
+        let mut bytes = Vec::new();
+        if cluster.read_to(&format!("/models/{model}/{}/manifest.json", e.name), 0, None, &mut bytes).await.is_err() {
+            continue;
+        }
+        let Ok(sm) = serde_json::from_slice::<SignedManifest>(&bytes) else { continue };
+        let m = &sm.manifest;
+        if m.fleet == fleet
+            && m.created_ms < now.manifest.manifest.created_ms
+            && best.as_ref().is_none_or(|b| b.manifest.created_ms < m.created_ms)
+        {
+            best = Some(sm);
+        }
+    }
+    let prev = best.with_context(|| {
+        format!("no version of {model} was pushed to {fleet} before {}", now.manifest.manifest.version)
+    })?;
+    let version = prev.manifest.version.clone();
+    announce(cfg, fleet, &Announcement { manifest: prev, canary_pct: 100 }).await?;
+    println!("rolled {model} in fleet {fleet} back from {} to {version}", now.manifest.manifest.version);
+    Ok(())
+}
+
+/// `ferry model promote`: the announced canary goes to every device.
+pub async fn promote(cfg: &ClientConfig, model: &str, fleet: &str) -> Result<()> {
+    let mut now = current(cfg, fleet, model).await?;
+    if now.canary_pct >= 100 {
+        println!("{model} {} already goes to every device of {fleet}", now.manifest.manifest.version);
+        return Ok(());
+    }
+    now.canary_pct = 100;
+    announce(cfg, fleet, &now).await?;
+    println!("promoted {model} {} to every device of {fleet}", now.manifest.manifest.version);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_split_into_model_and_version() {
+        assert_eq!(split_name("detector-v7").expect("split"), ("detector".into(), "v7".into()));
+        assert_eq!(split_name("lane-net-v2").expect("split"), ("lane-net".into(), "v2".into()));
+        assert_eq!(split_name("lane-net@2024-06-01").expect("split"), ("lane-net".into(), "2024-06-01".into()));
+        assert!(split_name("detector").is_err());
+        assert!(split_name("detector-").is_err());
+    }
+}

@@ -1,0 +1,219 @@
+//! Signed model manifests and their MQTT announcements.
+//!
+//! A model version is one file cut into content-defined chunks; each chunk
+//! is an object `/models/chunks/HASH` (BLAKE3 of its bytes, hex) in the
+//! namespace, and the manifest lists them in order. The fleet's ed25519 key
+//! signs the manifest's canonical bytes (compact JSON of [`Manifest`], in
+//! field order). An [`Announcement`] carries a signed manifest and the
+//! rollout's canary share; it is published retained on
+//! `ferry/FLEET/models/MODEL`. Devices report on
+//! `ferry/FLEET/status/MODEL/DEVICE` (retained [`DeviceStatus`]).
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// Namespace directory of model chunks.
+pub const CHUNK_DIR: &str = "/models/chunks";
+
+/// The namespace path of a chunk.
+pub fn chunk_path(hash: &[u8; 32]) -> String {
+    format!("{CHUNK_DIR}/{}", hex::encode(hash))
+}
+
+/// Topic of a model's announcement.
+pub fn model_topic(fleet: &str, model: &str) -> String {
+    format!("ferry/{fleet}/models/{model}")
+}
+
+/// Topic of a device's status for a model.
+pub fn status_topic(fleet: &str, model: &str, device: &str) -> String {
+    format!("ferry/{fleet}/status/{model}/{device}")
+}
+
+/// One chunk of a model file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestChunk {
+    /// BLAKE3 of the bytes, hex.
+    pub hash: String,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// What a version is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Fleet it is for.
+    pub fleet: String,
+    /// Model name.
+    pub model: String,
+    /// Version name.
+    pub version: String,
+    /// File name it installs as.
+    pub file: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was pushed, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// The file's chunks in order.
+    pub chunks: Vec<ManifestChunk>,
+}
+
+/// A manifest with the fleet key's signature over its canonical bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedManifest {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// ed25519 signature, hex.
+    pub signature: String,
+}
+
+/// A rollout as published on MQTT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// The version to run.
+    pub manifest: SignedManifest,
+    /// Share of devices (0-100) that install it; the others stay where they are.
+    pub canary_pct: u8,
+}
+
+/// Why a manifest is not acceptable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    /// Malformed.
+    #[error("malformed manifest: {0}")]
+    Malformed(String),
+    /// The signature does not verify with the fleet key.
+    #[error("manifest signature does not verify with the fleet key")]
+    BadSignature,
+    /// Meant for another fleet.
+    #[error("manifest is for fleet {0:?}")]
+    OtherFleet(String),
+}
+
+impl Manifest {
+    /// The canonical bytes the signature covers.
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a manifest always serializes")
+    }
+
+    /// Signs with the fleet key.
+    pub fn sign(self, key: &SigningKey) -> SignedManifest {
+        let signature = hex::encode(key.sign(&self.canonical()).to_bytes());
+        SignedManifest { manifest: self, signature }
+    }
+
+    /// The chunk hashes as bytes.
+    pub fn hashes(&self) -> Result<Vec<[u8; 32]>, ManifestError> {
+        self.chunks
+            .iter()
+            .map(|c| {
+                let v = hex::decode(&c.hash).map_err(|e| ManifestError::Malformed(format!("chunk hash: {e}")))?;
+                <[u8; 32]>::try_from(v.as_slice())
+                    .map_err(|_| ManifestError::Malformed("chunk hash is not 32 bytes".into()))
+            })
+            .collect()
+    }
+}
+
+impl SignedManifest {
+    /// Checks the signature with the fleet's public key and that it is for `fleet`.
+    pub fn verify(&self, key: &VerifyingKey, fleet: &str) -> Result<&Manifest, ManifestError> {
+        let bytes = hex::decode(&self.signature).map_err(|_| ManifestError::BadSignature)?;
+        let sig = Signature::from_slice(&bytes).map_err(|_| ManifestError::BadSignature)?;
+        key.verify(&self.manifest.canonical(), &sig).map_err(|_| ManifestError::BadSignature)?;
+        let m = &self.manifest;
+        if m.fleet != fleet {
+            return Err(ManifestError::OtherFleet(m.fleet.clone()));
+        }
+        let total: u64 = m.chunks.iter().map(|c| u64::from(c.len)).sum();
+        if total != m.size {
+            return Err(ManifestError::Malformed(format!("chunks hold {total} bytes, size says {}", m.size)));
+        }
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !s.starts_with('.')
+        };
+        if !plain(&m.model) || !plain(&m.version) || !plain(&m.file) {
+            return Err(ManifestError::Malformed("model, version and file must be plain names".into()));
+        }
+        m.hashes()?;
+        Ok(m)
+    }
+}
+
+/// What a device reports about a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    /// The device.
+    pub device: String,
+    /// The model.
+    pub model: String,
+    /// The version this is about.
+    pub version: String,
+    /// `downloading`, `verifying`, `installed`, `failed` or `skipped` (not in the canary share).
+    pub state: String,
+    /// The version running now ("" if none).
+    pub current: String,
+    /// Bytes fetched over the network for this version.
+    pub fetched: u64,
+    /// Bytes reused from versions already on the device.
+    pub reused: u64,
+    /// What went wrong, for `failed`.
+    pub error: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Whether `device` is in the first `pct` percent for `version` (a stable draw per device and version).
+pub fn in_canary(device: &str, version: &str, pct: u8) -> bool {
+    if pct >= 100 {
+        return true;
+    }
+    let h = blake3::hash(format!("{device}\0{version}").as_bytes());
+    let draw = u16::from_le_bytes([h.as_bytes()[0], h.as_bytes()[1]]) % 100;
+    draw < u16::from(pct)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            fleet: "warehouse-a".into(),
+            model: "detector".into(),
+            version: "v7".into(),
+            file: "model.safetensors".into(),
+            size: 3,
+            created_ms: 1,
+            chunks: vec![ManifestChunk { hash: hex::encode([1u8; 32]), len: 3 }],
+        }
+    }
+
+    #[test]
+    fn signatures_verify_and_tampering_fails() {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let other = SigningKey::from_bytes(&[8u8; 32]);
+        let signed = manifest().sign(&key);
+        signed.verify(&key.verifying_key(), "warehouse-a").expect("verifies");
+        assert_eq!(signed.verify(&other.verifying_key(), "warehouse-a"), Err(ManifestError::BadSignature));
+        assert!(matches!(signed.verify(&key.verifying_key(), "warehouse-b"), Err(ManifestError::OtherFleet(_))));
+        let mut tampered = signed.clone();
+        tampered.manifest.chunks[0].hash = hex::encode([2u8; 32]);
+        assert_eq!(tampered.verify(&key.verifying_key(), "warehouse-a"), Err(ManifestError::BadSignature));
+        let json = serde_json::to_string(&signed).expect("json");
+        let back: SignedManifest = serde_json::from_str(&json).expect("parse");
+        back.verify(&key.verifying_key(), "warehouse-a").expect("round trip verifies");
+    }
+
+    #[test]
+    fn canary_share_is_roughly_honoured_and_stable() {
+        let n = (0..1000).filter(|i| in_canary(&format!("robot-{i}"), "v7", 10)).count();
+        assert!((60..=140).contains(&n), "{n} of 1000 in a 10% canary");
+        assert_eq!(in_canary("robot-3", "v7", 10), in_canary("robot-3", "v7", 10));
+        assert!(in_canary("robot-3", "v7", 100));
+        assert!(!in_canary("robot-3", "v7", 0));
+    }
+}
