@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every quality gate and test of ferry. On a fresh Debian machine it
 # first installs what the tests need: Python's venv module, FUSE (fuse3),
-# iproute2 and nftables (network namespaces for the lossy-link test) from
-# apt, and an S3 server (moto, from PyPI, into ./.venv). Safe to run again: installed
+# iproute2 and nftables (network namespaces for the lossy-link test) and
+# mosquitto (MQTT broker) from apt, and an S3 server (moto, from PyPI, into
+# ./.venv). Safe to run again: installed
 # pieces are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ command -v fusermount3 >/dev/null 2>&1 || apt_missing+=(fuse3)
 # Network namespaces for the lossy-link test: ip and tc (iproute2), nft (nftables).
 { command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1; } || apt_missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || apt_missing+=(nftables)
+# An MQTT broker for the model-push tests.
+{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || apt_missing+=(mosquitto)
 # C compiler for the bundled SQLite and zstd.
 command -v cc >/dev/null 2>&1 || apt_missing+=(build-essential)
 if [ "${#apt_missing[@]}" -gt 0 ]; then

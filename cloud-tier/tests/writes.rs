@@ -183,6 +183,8 @@ async fn same_host_writer_hands_its_file_over_without_a_copy() {
 
     // The node runs on this host, so the client finds its inbox.
     let inbox = c.inbox_for("/ckpt/step-1.pt").await.expect("a same-host node offers its inbox");
+    // Hold uploads back, so the write is seen while still only in the journal.
+    n.store.fail_next(u64::MAX);
     assert_eq!(inbox, n.node.node.inbox_dir());
     let body = data(3 * PAGE as usize + 11, 5);
     let staged = local(&inbox, "m1-1", &body);
@@ -199,6 +201,7 @@ async fn same_host_writer_hands_its_file_over_without_a_copy() {
     assert!(read_all(&c, "/ckpt/step-1.pt").await.expect("read back") == body);
 
     // Once uploaded, the node still tells which write the stored object came from.
+    n.store.fail_next(0);
     wait_stored(&base, &prefix, "ckpt/step-1.pt", &body).await;
     assert!(n.node.node.journal().drain(Duration::from_secs(60)).await);
     let info = c.stat("/ckpt/step-1.pt").await.expect("stat");

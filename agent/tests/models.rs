@@ -1,0 +1,333 @@
+//! Model pushes end to end: a real mosquitto broker, a `ferry cloud`
+//! process, `ferry edge` agents following their fleet, `ferry model ...`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const FLEET: &str = "warehouse-a";
+
+/// mosquitto on a free loopback port; under CI its absence is a failure.
+fn mosquitto(dir: &Path) -> Option<(Running, u16)> {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].into_iter().find(|p| Path::new(p).exists());
+    let Some(bin) = bin else {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "mosquitto missing: scripts/test.sh installs it");
+        eprintln!("SKIPPED: mosquitto missing");
+        return None;
+    };
+    let port = free_tcp_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
+        .expect("write conf");
+    let child = std::process::Command::new(bin)
+        .args(["-c", conf.to_str().expect("utf8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mosquitto");
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((Running(child), port))
+}
+
+struct Fleet {
+    dir: PathBuf,
+    client: String,
+    node_port: u16,
+    mqtt_port: u16,
+    _broker: Running,
+    _node: Running,
+}
+
+fn fleet(dir: &Path) -> Option<Fleet> {
+    let (broker, mqtt_port) = mosquitto(dir)?;
+    let certs = dir.join("certs");
+    let c = certs.to_str().expect("utf8");
+    assert!(run(&["cert", "init", "--dir", c, "--fleet", FLEET]).status.success());
+    for (role, id) in [("cloud", "cloud-1"), ("client", "client")] {
+        assert!(run(&["cert", "issue", "--dir", c, "--role", role, "--id", id]).status.success());
+    }
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let (node_port, mport) = (free_port(), free_tcp_port());
+    let cloud = dir.join("cloud.toml");
+    std::fs::write(
+        &cloud,
+        format!(
+            "listen = \"127.0.0.1:{node_port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\ncerts = \"certs\"\n\
+             [cache]\ndisk_dir = \"cache\"\n[mounts.\"/\"]\nurl = \"file://{}\"\n",
+            store.display()
+        ),
+    )
+    .expect("write");
+    let node = Running(ferry().args(["cloud", "--config", cloud.to_str().expect("utf8")]).spawn().expect("cloud"));
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", mport)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "node did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let client = dir.join("client.toml");
+    std::fs::write(
+        &client,
+        format!(
+            "nodes = [\"127.0.0.1:{node_port}\"]\ncerts = \"certs\"\nid = \"client\"\nfleet = \"{FLEET}\"\n\
+             mqtt = \"127.0.0.1:{mqtt_port}\"\n"
+        ),
+    )
+    .expect("write");
+    Some(Fleet {
+        dir: dir.to_path_buf(),
+        client: client.to_str().expect("utf8").to_string(),
+        node_port,
+        mqtt_port,
+        _broker: broker,
+        _node: node,
+    })
+}
+
+impl Fleet {
+    /// Starts an edge agent `id` following the fleet's models (`extra` goes into `[models]`).
+    fn robot(&self, id: &str, extra: &str) -> Running {
+        let certs = self.dir.join("certs");
+        if !certs.join(format!("{id}.pem")).exists() {
+            let c = certs.to_str().expect("utf8");
+            assert!(run(&["cert", "issue", "--dir", c, "--role", "edge", "--id", id]).status.success());
+        }
+        let cfg = self.dir.join(format!("{id}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "id = \"{id}\"\ncerts = \"certs\"\nnodes = [\"127.0.0.1:{}\"]\nspool = \"{id}/spool.db\"\n\
+                 [models]\nmqtt = \"127.0.0.1:{}\"\nfleet = \"{FLEET}\"\ndir = \"{id}/models\"\n\
+                 signing_key = \"certs/fleet-signing.pub\"\n{extra}\n",
+                self.node_port, self.mqtt_port
+            ),
+        )
+        .expect("write");
+        Running(
+            ferry()
+                .args(["edge", "--config", cfg.to_str().expect("utf8")])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn edge"),
+        )
+    }
+
+    fn installed(&self, id: &str, model: &str, file: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.join(id).join("models").join(model).join("current").join(file)).ok()
+    }
+
+    fn push(&self, name: &str, file: &Path, extra: &[&str]) {
+        let o = ferry()
+            .args(["model", "push", name, file.to_str().expect("utf8"), "--config", &self.client])
+            .args(extra)
+            .output()
+            .expect("push");
+        assert!(o.status.success(), "push {name}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// Device reports for `model`: device → (state, version, running, fetched, reused, error).
+    fn status(&self, model: &str) -> Vec<serde_json::Value> {
+        let o = run(&["model", "status", model, "--json", "--wait", "1s", "--config", &self.client]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+        v["devices"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until every listed device reports `state` for `version`; returns the reports.
+    fn wait_state(&self, model: &str, devices: &[&str], version: &str, state: &str) -> Vec<serde_json::Value> {
+        let t0 = Instant::now();
+        loop {
+            let s = self.status(model);
+            let done = devices
+                .iter()
+                .all(|d| s.iter().any(|r| r["device"] == *d && r["version"] == version && r["state"] == state));
+            if done {
+                return s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(90), "waiting for {devices:?} {state} {version}: {s:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+fn report<'a>(s: &'a [serde_json::Value], device: &str) -> &'a serde_json::Value {
+    s.iter().find(|r| r["device"] == device).expect("a report from the device")
+}
+
+fn safetensors(dir: &Path) -> (PathBuf, PathBuf, u64) {
+    let out = dir.join("st");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/make_safetensors.py");
+    let ok = std::process::Command::new("python3").arg(&script).arg(&out).status().expect("python3");
+    assert!(ok.success(), "fixture script failed");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("finetune.json")).expect("finetune.json")).expect("json");
+    // Same file name for both versions, as a real model update.
+    let (v1, v2) = (out.join("v1/model.safetensors"), out.join("v2/model.safetensors"));
+    std::fs::create_dir_all(v1.parent().expect("dir")).expect("mkdir");
+    std::fs::create_dir_all(v2.parent().expect("dir")).expect("mkdir");
+    std::fs::rename(out.join("base.safetensors"), &v1).expect("move");
+    std::fs::rename(out.join("finetuned.safetensors"), &v2).expect("move");
+    (v1, v2, meta["changed_bytes"].as_u64().expect("changed bytes"))
+}
+
+#[test]
+fn a_push_reaches_every_robot_deltas_send_only_changes_and_rollback_needs_no_download() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(f) = fleet(dir.path()) else { return };
+    let robots = ["robot-1", "robot-2", "robot-3"];
+    let _agents: Vec<Running> = robots.iter().map(|r| f.robot(r, "")).collect();
+    let (v1, v2, changed) = safetensors(dir.path());
+
+    f.push("detector-v1", &v1, &[]);
+    f.wait_state("detector", &robots, "v1", "installed");
+    let base = std::fs::read(&v1).expect("v1");
+    for r in robots {
+        assert!(f.installed(r, "detector", "model.safetensors").expect("installed") == base, "{r}");
+    }
+
+    // A fine-tune: only the chunks of the changed tensors travel.
+    f.push("detector-v2", &v2, &[]);
+    let s = f.wait_state("detector", &robots, "v2", "installed");
+    let tuned = std::fs::read(&v2).expect("v2");
+    for r in robots {
+        assert!(f.installed(r, "detector", "model.safetensors").expect("installed") == tuned, "{r}");
+        let fetched = report(&s, r)["fetched"].as_u64().expect("fetched");
+        assert!(fetched as f64 <= changed as f64 * 1.15, "{r} fetched {fetched} for {changed} changed bytes");
+        assert!(fetched >= changed, "{r} fetched {fetched}, less than the {changed} bytes that changed?");
+    }
+
+    // Rollback: back to v1 from what the robots kept, nothing fetched.
+    let o = run(&["model", "rollback", "detector", "--config", &f.client]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = f.wait_state("detector", &robots, "v1", "installed");
+    for r in robots {
+        assert_eq!(report(&s, r)["fetched"], 0, "{r} downloaded for a rollback");
+        assert!(f.installed(r, "detector", "model.safetensors").expect("installed") == base, "{r}");
+    }
+}
+
+#[test]
+fn tampered_chunks_and_foreign_signatures_leave_the_running_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(f) = fleet(dir.path()) else { return };
+    let _agent = f.robot("robot-1", "");
+    let v1 = dir.path().join("v1/model.bin");
+    let v2 = dir.path().join("v2/model.bin");
+    std::fs::create_dir_all(v1.parent().expect("dir")).expect("mkdir");
+    std::fs::create_dir_all(v2.parent().expect("dir")).expect("mkdir");
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    std::fs::write(&v1, &body).expect("write");
+    f.push("planner-v1", &v1, &[]);
+    f.wait_state("planner", &["robot-1"], "v1", "installed");
+
+    // v2 shares nothing with v1; one of its chunks is already in the store, corrupted.
+    let other: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(40503) >> 5) as u8).collect();
+    std::fs::write(&v2, &other).expect("write");
+    let (chunks, _) = ferry_edge_tier::agent::cut(&v2, 0, other.len() as u64, true).expect("cut");
+    let (off, len, hash) = chunks[chunks.len() / 2];
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    let stored = dir.path().join("store/models/chunks").join(hex);
+    std::fs::create_dir_all(stored.parent().expect("dir")).expect("mkdir");
+    let mut bad = other[off as usize..(off + u64::from(len)) as usize].to_vec();
+    bad[0] ^= 0xff;
+    std::fs::write(&stored, &bad).expect("plant a bad chunk");
+    f.push("planner-v2", &v2, &[]);
+    let s = f.wait_state("planner", &["robot-1"], "v2", "failed");
+    let r = report(&s, "robot-1");
+    assert!(r["error"].as_str().expect("error").contains("does not match its hash"), "{r}");
+    assert_eq!(r["current"], "v1");
+    assert!(f.installed("robot-1", "planner", "model.bin").expect("still installed") == body);
+
+    // A manifest signed with another fleet's key is refused.
+    let evil = dir.path().join("evil");
+    assert!(run(&["cert", "init", "--dir", evil.to_str().expect("utf8")]).status.success());
+    for file in ["ca.pem", "client.pem", "client.key"] {
+        std::fs::copy(dir.path().join("certs").join(file), evil.join(file)).expect("copy identity");
+    }
+    let evil_client = dir.path().join("evil.toml");
+    let text =
+        std::fs::read_to_string(&f.client).expect("client.toml").replace("certs = \"certs\"", "certs = \"evil\"");
+    std::fs::write(&evil_client, text).expect("write");
+    std::fs::remove_file(&stored).expect("unplant");
+    let o = run(&[
+        "model",
+        "push",
+        "planner-v3",
+        v2.to_str().expect("utf8"),
+        "--config",
+        evil_client.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = f.wait_state("planner", &["robot-1"], "v3", "failed");
+    let r = report(&s, "robot-1");
+    assert!(r["error"].as_str().expect("error").contains("signature"), "{r}");
+    assert_eq!(r["current"], "v1");
+    assert!(f.installed("robot-1", "planner", "model.bin").expect("still installed") == body);
+}
+
+#[test]
+fn a_robot_killed_mid_download_resumes_without_refetching() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(f) = fleet(dir.path()) else { return };
+    // Slow enough to be killed halfway.
+    let mut agent = f.robot("robot-1", "rate = \"1MiB\"");
+    let model = dir.path().join("m/weights.bin");
+    std::fs::create_dir_all(model.parent().expect("dir")).expect("mkdir");
+    let body: Vec<u8> = (0..6_000_000u32).map(|i| (i.wrapping_mul(2246822519) >> 13) as u8).collect();
+    std::fs::write(&model, &body).expect("write");
+    f.push("mapper-v1", &model, &[]);
+    f.wait_state("mapper", &["robot-1"], "v1", "downloading");
+    std::thread::sleep(Duration::from_secs(3));
+    signal(&agent.0, "KILL");
+    let _ = agent.0.wait();
+    let _agent = f.robot("robot-1", "");
+    let s = f.wait_state("mapper", &["robot-1"], "v1", "installed");
+    let fetched = report(&s, "robot-1")["fetched"].as_u64().expect("fetched");
+    assert!(fetched + (1 << 20) < body.len() as u64, "the resumed download fetched {fetched} of {} bytes", body.len());
+    assert!(f.installed("robot-1", "mapper", "weights.bin").expect("installed") == body);
+}
+
+#[test]
+fn a_canary_reaches_only_its_share_until_promoted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(f) = fleet(dir.path()) else { return };
+    let robots = ["robot-1", "robot-2", "robot-3", "robot-4"];
+    let _agents: Vec<Running> = robots.iter().map(|r| f.robot(r, "")).collect();
+    let model = dir.path().join("m/nav.bin");
+    std::fs::create_dir_all(model.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&model, vec![1u8; 200_000]).expect("write");
+    f.push("nav-v1", &model, &[]);
+    f.wait_state("nav", &robots, "v1", "installed");
+    // A version whose 50 % draw splits these robots (the draw is stable per robot and version).
+    let version = (2..100)
+        .map(|i| format!("v{i}"))
+        .find(|v| {
+            let n = robots.iter().filter(|r| ferry_protocol::manifest::in_canary(r, v, 50)).count();
+            n > 0 && n < robots.len()
+        })
+        .expect("a splitting version");
+    let (inside, outside): (Vec<&str>, Vec<&str>) =
+        robots.iter().partition(|r| ferry_protocol::manifest::in_canary(r, &version, 50));
+    std::fs::write(&model, vec![2u8; 200_000]).expect("write");
+    f.push(&format!("nav-{version}"), &model, &["--canary", "50%"]);
+    f.wait_state("nav", &inside, &version, "installed");
+    let s = f.wait_state("nav", &outside, &version, "skipped");
+    for r in &outside {
+        assert_eq!(report(&s, r)["current"], "v1", "{r}");
+        assert_eq!(f.installed(r, "nav", "nav.bin").expect("installed"), vec![1u8; 200_000]);
+    }
+    let o = run(&["model", "promote", "nav", "--config", &f.client]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    f.wait_state("nav", &robots, &version, "installed");
+    for r in robots {
+        assert_eq!(f.installed(r, "nav", "nav.bin").expect("installed"), vec![2u8; 200_000], "{r}");
+    }
+}
