@@ -104,6 +104,21 @@ pub enum Scenario {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// 1, 10 and 50 simulated robots fetching one model version through a cache node.
+    Fleet {
+        /// Model size.
+        #[arg(long, default_value = "1GiB")]
+        size: ByteSize,
+        /// Each robot's link, bytes per second (0 = no cap).
+        #[arg(long, default_value = "10MiB")]
+        device_rate: ByteSize,
+        /// Robot counts, one round each.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
+        robots: Vec<usize>,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Kill -9 the edge agent at random points while logs grow; check every object afterwards.
     EdgeCrash {
         /// Kill iterations.
@@ -129,6 +144,9 @@ pub async fn run(s: Scenario) -> Result<()> {
         Scenario::EdgeLink { size, rate_mbit, loss, dir } => {
             tokio::task::spawn_blocking(move || crate::bench_edge::edge_link(size.as_u64(), rate_mbit, loss, dir))
                 .await?
+        }
+        Scenario::Fleet { size, device_rate, robots, dir } => {
+            crate::bench_edge::fleet(size.as_u64(), device_rate.as_u64(), &robots, dir).await
         }
         Scenario::EdgeCrash { iterations, dir } => {
             tokio::task::spawn_blocking(move || crate::bench_edge::edge_crash(iterations, dir)).await?
@@ -306,7 +324,7 @@ async fn train(
 }
 
 /// Certificates and a running node over `store` (mounted at `/`), for benchmarks.
-async fn bench_node(
+pub(crate) async fn bench_node(
     root: &std::path::Path,
     store: Arc<dyn ObjectStore>,
     memory: u64,

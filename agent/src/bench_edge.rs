@@ -474,3 +474,136 @@ pub fn edge_crash(iterations: usize, dir: Option<PathBuf>) -> Result<()> {
     );
     Ok(())
 }
+
+/// `ferry bench fleet`: N simulated robots fetch one model version through
+/// one cache node; time against one robot, and bytes read from the store.
+pub async fn fleet(size: u64, device_rate: u64, counts: &[usize], dir: Option<PathBuf>) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use ferry_cloud_tier::faulty::{Faults, FaultyStore};
+    use ferry_protocol::client::Cluster;
+    use ferry_protocol::manifest::chunk_path;
+    use futures::StreamExt;
+
+    let tmp =
+        tempfile::Builder::new().prefix("ferry-bench-fleet-").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
+    let root = tmp.path();
+    // A remote-like store: 20 ms per request, 500 MB/s.
+    let faulty = Arc::new(FaultyStore::new(
+        Arc::new(object_store::memory::InMemory::new()),
+        Faults { latency: Duration::from_millis(20), bandwidth: Some(500_000_000) },
+    ));
+    let counters = faulty.counters();
+    let (node, cluster) = crate::bench::bench_node(root, faulty.clone(), size + (512 << 20), 0).await?;
+    let certs = root.join("certs");
+    let mut rng = rand::rng();
+    let mut rows = Vec::new();
+    for &n in counts {
+        // A fresh version per round, so every round starts cold at the node.
+        let file = root.join(format!("model-{n}.bin"));
+        {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
+            let mut left = size;
+            while left > 0 {
+                let part = random(left.min(8 << 20) as usize, &mut rng);
+                f.write_all(&part)?;
+                left -= part.len() as u64;
+            }
+        }
+        let f2 = file.clone();
+        let (chunks, _) =
+            tokio::task::spawn_blocking(move || ferry_edge_tier::agent::cut(&f2, 0, size, true)).await??;
+        let src = Arc::new(std::fs::File::open(&file)?);
+        let mut puts = futures::stream::iter(chunks.iter().map(|&(off, len, hash)| {
+            let (cluster, src) = (cluster.clone(), src.clone());
+            async move {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; len as usize];
+                src.read_exact_at(&mut buf, off)?;
+                cluster.put_bytes(&chunk_path(&hash), &buf).await?;
+                Ok::<(), anyhow::Error>(())
+            }
+        }))
+        .buffer_unordered(8);
+        while let Some(r) = puts.next().await {
+            r?;
+        }
+        if !node.node.journal().drain(Duration::from_secs(3600)).await {
+            bail!("chunks did not reach the store");
+        }
+        std::fs::remove_file(&file)?;
+        let before = counters.bytes_read.load(Ordering::SeqCst);
+        eprintln!("bench fleet: {n} robot(s) fetching {}", crate::read::human(size));
+        let t0 = Instant::now();
+        let mut robots = Vec::new();
+        for i in 0..n {
+            let id = NodeId::new(&format!("robot-{n}-{i}")).map_err(anyhow::Error::msg)?;
+            tls::issue(&certs, Role::Edge, &id)?;
+            let tls = tls::TlsMaterial::load_dir(&certs, &id)?;
+            let device = Cluster::new(ferry_protocol::transport::client_endpoint(&tls)?, &[node.addr.to_string()])?;
+            let chunks = chunks.clone();
+            robots.push(tokio::spawn(async move {
+                // Each robot's link: a token bucket at `device_rate`.
+                let start = Instant::now();
+                let mut got = 0u64;
+                let mut fetches = futures::stream::iter(chunks.into_iter().map(|(_, len, hash)| {
+                    let device = device.clone();
+                    async move {
+                        let mut buf = Vec::with_capacity(len as usize);
+                        device.read_to(&chunk_path(&hash), 0, None, &mut buf).await?;
+                        if blake3::hash(&buf).as_bytes() != &hash {
+                            bail!("chunk does not match its hash");
+                        }
+                        Ok(u64::from(len))
+                    }
+                }))
+                .buffered(8);
+                while let Some(r) = fetches.next().await {
+                    got += r?;
+                    if device_rate > 0 {
+                        let due = Duration::from_secs_f64(got as f64 / device_rate as f64);
+                        if let Some(wait) = due.checked_sub(start.elapsed()) {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                }
+                Ok::<u64, anyhow::Error>(got)
+            }));
+        }
+        for r in robots {
+            let got = r.await??;
+            if got != size {
+                bail!("a robot got {got} of {size} bytes");
+            }
+        }
+        let took = t0.elapsed();
+        let store = counters.bytes_read.load(Ordering::SeqCst) - before;
+        rows.push((n, took, store));
+    }
+    node.shutdown().await;
+    let t1 = rows.first().map_or(1.0, |r| r.1.as_secs_f64());
+    println!("model {} per robot, robot links {}/s each", crate::read::human(size), crate::read::human(device_rate));
+    for (n, took, store) in &rows {
+        println!(
+            "{n:>3} robot(s)  {:>8.2} s  time vs 1 robot {:>5.2}  store read {} ({:.2} copies)",
+            took.as_secs_f64(),
+            took.as_secs_f64() / t1,
+            crate::read::human(*store),
+            *store as f64 / size as f64
+        );
+    }
+    let last = rows.last().expect("at least one round");
+    println!("    goal: time ratio {}-vs-1 <= 2, about one copy read from the store", last.0);
+    let json = serde_json::json!({
+        "scenario": "fleet",
+        "bytes": size,
+        "device_rate": device_rate,
+        "rounds": rows.iter().map(|(n, t, s)| serde_json::json!({"robots": n, "s": t.as_secs_f64(), "store_bytes": s})).collect::<Vec<_>>(),
+        "time_ratio_max_vs_1": last.1.as_secs_f64() / t1,
+        "store_copies_max": last.2 as f64 / size as f64,
+    });
+    println!("{json}");
+    Ok(())
+}
