@@ -24,13 +24,13 @@ pub fn init(dir: &Path, fleet: &str) -> Result<()> {
 }
 
 /// Issues an identity.
-pub fn issue(dir: &Path, role: Role, id: &str) -> Result<()> {
+pub fn issue(dir: &Path, role: Role, id: &str, hosts: &[String]) -> Result<()> {
     let id = NodeId::new(id).map_err(anyhow::Error::msg)?;
     let (cert, key) = tls::identity_paths(dir, &id);
     if cert.exists() || key.exists() {
         anyhow::bail!("identity {id} already exists in {}", dir.display());
     }
-    tls::issue(dir, role, &id).with_context(|| format!("cannot issue {role} identity {id}"))?;
+    tls::issue_for_hosts(dir, role, &id, hosts).with_context(|| format!("cannot issue {role} identity {id}"))?;
     Ok(())
 }
 
@@ -43,7 +43,7 @@ pub fn ensure(dir: &Path, identities: &[(Role, &str)]) -> Result<()> {
     for (role, id) in identities {
         let nid = NodeId::new(id).map_err(anyhow::Error::msg)?;
         if !tls::identity_paths(dir, &nid).0.exists() {
-            issue(dir, *role, id)?;
+            issue(dir, *role, id, &[])?;
         }
     }
     Ok(())

@@ -62,6 +62,7 @@ pub fn relative_to(config: Option<&Path>, p: &Path) -> PathBuf {
 /// mqtt = "127.0.0.1:1883"      # MQTT broker model pushes are announced on
 /// mqtt_user = ""               # broker credentials, if it wants them
 /// mqtt_password = ""
+/// mqtt_ca = ""                 # CA (PEM) of a broker serving TLS; "" = plain TCP
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -80,6 +81,8 @@ pub struct ClientConfig {
     pub mqtt_user: String,
     /// Broker password.
     pub mqtt_password: String,
+    /// CA certificate (PEM) of a broker serving TLS; empty: plain TCP.
+    pub mqtt_ca: PathBuf,
 }
 
 impl Default for ClientConfig {
@@ -92,6 +95,7 @@ impl Default for ClientConfig {
             mqtt: "127.0.0.1:1883".into(),
             mqtt_user: String::new(),
             mqtt_password: String::new(),
+            mqtt_ca: PathBuf::new(),
         }
     }
 }
@@ -101,6 +105,9 @@ impl ClientConfig {
     pub fn load(path: Option<&Path>) -> Result<ClientConfig> {
         let mut c: ClientConfig = load(path, CLIENT_ENV)?;
         c.certs = relative_to(path, &c.certs);
+        if !c.mqtt_ca.as_os_str().is_empty() {
+            c.mqtt_ca = relative_to(path, &c.mqtt_ca);
+        }
         if c.nodes.is_empty() {
             bail!("client config lists no nodes");
         }

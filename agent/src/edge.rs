@@ -24,6 +24,9 @@ pub fn load_edge(path: &Path) -> Result<EdgeConfig> {
     }
     c.models.dir = relative_to(Some(path), &c.models.dir);
     c.models.signing_key = relative_to(Some(path), &c.models.signing_key);
+    if !c.models.mqtt_ca.as_os_str().is_empty() {
+        c.models.mqtt_ca = relative_to(Some(path), &c.models.mqtt_ca);
+    }
     c.validate().map_err(anyhow::Error::msg).with_context(|| format!("invalid config {}", path.display()))?;
     Ok(c)
 }

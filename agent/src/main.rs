@@ -40,7 +40,7 @@ use ferry_protocol::ids::Role;
 #[command(name = "ferry", version, about, long_about = None)]
 struct Cli {
     /// Log filter (tracing syntax), e.g. `info` or `ferry_cloud_tier=debug`.
-    #[arg(long, global = true, env = "FERRY_LOG", default_value = "info,rumqttd=warn")]
+    #[arg(long, global = true, env = "FERRY_LOG", default_value = "info,rumqttd=off")]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -256,6 +256,10 @@ enum CertCommand {
         /// Node id: 1-64 characters of A-Z a-z 0-9 - _.
         #[arg(long)]
         id: String,
+        /// Extra DNS names or IP addresses the certificate is valid for
+        /// (repeatable), e.g. for an MQTT broker serving TLS with it.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
 }
 
@@ -391,8 +395,8 @@ async fn run(command: Command) -> Result<()> {
                 println!("next: ferry cert issue --dir {} --role cloud --id cloud-1", dir.display());
                 Ok(())
             }
-            CertCommand::Issue { dir, role, id } => {
-                certs::issue(&dir, role, &id)?;
+            CertCommand::Issue { dir, role, id, hosts } => {
+                certs::issue(&dir, role, &id, &hosts)?;
                 println!("issued {role} identity {id}: {0}/{id}.pem, {0}/{id}.key", dir.display());
                 Ok(())
             }

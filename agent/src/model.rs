@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 
-use ferry_edge_tier::models::mqtt_options;
+use ferry_edge_tier::models::{mqtt_options, BrokerAccess};
 use ferry_protocol::client::Cluster;
 use ferry_protocol::manifest::{
     chunk_path, model_topic, Announcement, DeviceStatus, Manifest, ManifestChunk, SignedManifest,
@@ -48,7 +48,8 @@ fn mqtt(cfg: &ClientConfig, role: &str) -> Result<(AsyncClient, rumqttc::EventLo
         bail!("no MQTT broker configured: set mqtt = \"HOST:PORT\" in the client config");
     }
     let id = format!("ferry-{role}-{}-{}", cfg.id, std::process::id());
-    let opts = mqtt_options(&id, &cfg.mqtt, &cfg.mqtt_user, &cfg.mqtt_password)?;
+    let access = BrokerAccess { addr: &cfg.mqtt, user: &cfg.mqtt_user, password: &cfg.mqtt_password, ca: &cfg.mqtt_ca };
+    let opts = mqtt_options(&id, access)?;
     Ok(AsyncClient::new(opts, 64))
 }
 

@@ -27,6 +27,14 @@ fn help_for_every_command() {
         &["bench", "train", "--help"],
         &["edge", "--help"],
         &["edge", "status", "--help"],
+        &["model", "push", "--help"],
+        &["model", "status", "--help"],
+        &["model", "rollback", "--help"],
+        &["model", "promote", "--help"],
+        &["bench", "edge", "--help"],
+        &["bench", "edge-link", "--help"],
+        &["bench", "edge-crash", "--help"],
+        &["bench", "fleet", "--help"],
     ] {
         let o = run(args);
         assert!(o.status.success(), "{args:?}");
@@ -97,6 +105,7 @@ fn start_up(dir: &Path) -> Up {
         .args(["up", "--data", data.to_str().expect("utf8")])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--metrics-listen", &format!("127.0.0.1:{}", free_tcp_port())])
+        .args(["--mqtt-listen", &format!("127.0.0.1:{}", free_tcp_port())])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -152,6 +161,19 @@ fn up_serves_the_data_directory_and_stops_cleanly() {
     let status = run(&["edge", "status", "--config", up.data.join("edge.toml").to_str().expect("utf8")]);
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     assert!(String::from_utf8_lossy(&status.stdout).contains("queued:"), "{status:?}");
+
+    // Its robot follows the stack's own broker: a pushed model gets installed.
+    let model = dir.path().join("weights.bin");
+    let weights: Vec<u8> = (0..500_000u32).map(|i| (i.wrapping_mul(31) >> 3) as u8).collect();
+    std::fs::write(&model, &weights).expect("write model");
+    let push = run(&["model", "push", "demo-v1", model.to_str().expect("utf8"), "--config", &up.client]);
+    assert!(push.status.success(), "{}", String::from_utf8_lossy(&push.stderr));
+    let installed = up.data.join("models/demo/current/weights.bin");
+    let t0 = Instant::now();
+    while std::fs::read(&installed).map_or(true, |b| b != weights) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the pushed model was never installed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let load = run(&["load", "--config", &up.client, "/datasets"]);
     assert!(String::from_utf8_lossy(&load.stdout).contains("loaded 2 object(s)"), "{:?}", load);

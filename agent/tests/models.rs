@@ -11,8 +11,9 @@ use common::*;
 
 const FLEET: &str = "warehouse-a";
 
-/// mosquitto on a free loopback port; under CI its absence is a failure.
-fn mosquitto(dir: &Path) -> Option<(Running, u16)> {
+/// mosquitto on a free loopback port (`extra` goes into its config); under
+/// CI its absence is a failure.
+fn mosquitto(dir: &Path, extra: &str) -> Option<(Running, u16)> {
     let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].into_iter().find(|p| Path::new(p).exists());
     let Some(bin) = bin else {
         assert!(std::env::var("CI").map_or(true, |v| v != "true"), "mosquitto missing: scripts/test.sh installs it");
@@ -21,8 +22,13 @@ fn mosquitto(dir: &Path) -> Option<(Running, u16)> {
     };
     let port = free_tcp_port();
     let conf = dir.join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
-        .expect("write conf");
+    let anonymous = if extra.contains("password_file") { "false" } else { "true" };
+    std::fs::write(
+        &conf,
+        // `user root`: as root, mosquitto would drop to its own user and lose the key files.
+        format!("listener {port} 127.0.0.1\nallow_anonymous {anonymous}\npersistence false\nuser root\n{extra}"),
+    )
+    .expect("write conf");
     let child = std::process::Command::new(bin)
         .args(["-c", conf.to_str().expect("utf8")])
         .stdout(Stdio::null())
@@ -39,6 +45,8 @@ fn mosquitto(dir: &Path) -> Option<(Running, u16)> {
 
 struct Fleet {
     dir: PathBuf,
+    /// `[models]` / client.toml lines for broker TLS and credentials.
+    access: String,
     client: String,
     node_port: u16,
     mqtt_port: u16,
@@ -47,13 +55,38 @@ struct Fleet {
 }
 
 fn fleet(dir: &Path) -> Option<Fleet> {
-    let (broker, mqtt_port) = mosquitto(dir)?;
+    fleet_with(dir, false)
+}
+
+/// A fleet; with `secure`, the broker serves TLS with a certificate from the
+/// fleet CA and wants a user name and password.
+fn fleet_with(dir: &Path, secure: bool) -> Option<Fleet> {
     let certs = dir.join("certs");
     let c = certs.to_str().expect("utf8");
     assert!(run(&["cert", "init", "--dir", c, "--fleet", FLEET]).status.success());
     for (role, id) in [("cloud", "cloud-1"), ("client", "client")] {
         assert!(run(&["cert", "issue", "--dir", c, "--role", role, "--id", id]).status.success());
     }
+    let (broker_conf, access) = if secure {
+        let issued = run(&["cert", "issue", "--dir", c, "--role", "cloud", "--id", "broker", "--host", "127.0.0.1"]);
+        assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+        let pw = dir.join("passwords");
+        let ok = std::process::Command::new("mosquitto_passwd")
+            .args(["-b", "-c", pw.to_str().expect("utf8"), "fleet-ops", "s3cret"])
+            .status()
+            .expect("mosquitto_passwd");
+        assert!(ok.success());
+        (
+            format!(
+                "cafile {c}/ca.pem\ncertfile {c}/broker.pem\nkeyfile {c}/broker.key\npassword_file {}\n",
+                pw.display()
+            ),
+            "mqtt_ca = \"certs/ca.pem\"\nmqtt_user = \"fleet-ops\"\nmqtt_password = \"s3cret\"\n".to_string(),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    let (broker, mqtt_port) = mosquitto(dir, &broker_conf)?;
     let store = dir.join("store");
     std::fs::create_dir_all(&store).expect("mkdir");
     let (node_port, mport) = (free_port(), free_tcp_port());
@@ -78,12 +111,13 @@ fn fleet(dir: &Path) -> Option<Fleet> {
         &client,
         format!(
             "nodes = [\"127.0.0.1:{node_port}\"]\ncerts = \"certs\"\nid = \"client\"\nfleet = \"{FLEET}\"\n\
-             mqtt = \"127.0.0.1:{mqtt_port}\"\n"
+             mqtt = \"127.0.0.1:{mqtt_port}\"\n{access}"
         ),
     )
     .expect("write");
     Some(Fleet {
         dir: dir.to_path_buf(),
+        access,
         client: client.to_str().expect("utf8").to_string(),
         node_port,
         mqtt_port,
@@ -106,8 +140,8 @@ impl Fleet {
             format!(
                 "id = \"{id}\"\ncerts = \"certs\"\nnodes = [\"127.0.0.1:{}\"]\nspool = \"{id}/spool.db\"\n\
                  [models]\nmqtt = \"127.0.0.1:{}\"\nfleet = \"{FLEET}\"\ndir = \"{id}/models\"\n\
-                 signing_key = \"certs/fleet-signing.pub\"\n{extra}\n",
-                self.node_port, self.mqtt_port
+                 signing_key = \"certs/fleet-signing.pub\"\n{}{extra}\n",
+                self.node_port, self.mqtt_port, self.access
             ),
         )
         .expect("write");
@@ -330,4 +364,24 @@ fn a_canary_reaches_only_its_share_until_promoted() {
     for r in robots {
         assert_eq!(f.installed(r, "nav", "nav.bin").expect("installed"), vec![2u8; 200_000], "{r}");
     }
+}
+
+#[test]
+fn a_broker_with_tls_and_passwords_works_and_wrong_credentials_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(f) = fleet_with(dir.path(), true) else { return };
+    let _agent = f.robot("robot-1", "");
+    let model = dir.path().join("m/policy.onnx");
+    std::fs::create_dir_all(model.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&model, vec![9u8; 300_000]).expect("write");
+    f.push("policy-v1", &model, &[]);
+    f.wait_state("policy", &["robot-1"], "v1", "installed");
+    assert_eq!(f.installed("robot-1", "policy", "policy.onnx").expect("installed"), vec![9u8; 300_000]);
+
+    let wrong = dir.path().join("wrong.toml");
+    let text = std::fs::read_to_string(&f.client).expect("client.toml").replace("s3cret", "guess");
+    std::fs::write(&wrong, text).expect("write");
+    let o = run(&["model", "status", "policy", "--config", wrong.to_str().expect("utf8")]);
+    assert!(!o.status.success(), "a wrong password was accepted");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("MQTT broker"), "{}", String::from_utf8_lossy(&o.stderr));
 }

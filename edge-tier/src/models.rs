@@ -38,6 +38,8 @@ pub struct ModelsConfig {
     pub mqtt_user: String,
     /// Broker password.
     pub mqtt_password: String,
+    /// CA certificate (PEM) of a broker serving TLS; empty: plain TCP.
+    pub mqtt_ca: PathBuf,
     /// The fleet this device belongs to.
     pub fleet: String,
     /// Where models are installed.
@@ -59,6 +61,7 @@ impl Default for ModelsConfig {
             mqtt: String::new(),
             mqtt_user: String::new(),
             mqtt_password: String::new(),
+            mqtt_ca: PathBuf::new(),
             fleet: "default".into(),
             dir: PathBuf::from("ferry-models"),
             keep: 3,
@@ -76,14 +79,43 @@ pub fn broker(addr: &str) -> Result<(String, u16), EdgeError> {
     Ok((h.trim_matches(['[', ']']).to_string(), port))
 }
 
-/// MQTT options for a client `id` of `cfg`'s broker.
-pub fn mqtt_options(id: &str, addr: &str, user: &str, password: &str) -> Result<MqttOptions, EdgeError> {
-    let (host, port) = broker(addr)?;
+/// How to reach an MQTT broker.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerAccess<'a> {
+    /// `host:port`.
+    pub addr: &'a str,
+    /// User name (empty: none).
+    pub user: &'a str,
+    /// Password.
+    pub password: &'a str,
+    /// CA of a TLS broker (empty path: plain TCP).
+    pub ca: &'a Path,
+}
+
+/// MQTT options for client `id`.
+pub fn mqtt_options(id: &str, b: BrokerAccess<'_>) -> Result<MqttOptions, EdgeError> {
+    let (host, port) = broker(b.addr)?;
     let mut o = MqttOptions::new(id, host, port);
     o.set_keep_alive(Duration::from_secs(15));
     o.set_max_packet_size(4 << 20, 4 << 20);
-    if !user.is_empty() {
-        o.set_credentials(user, password);
+    if !b.user.is_empty() {
+        o.set_credentials(b.user, b.password);
+    }
+    if !b.ca.as_os_str().is_empty() {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(b.ca)
+            .map_err(|e| EdgeError::Config(format!("mqtt CA {}: {e}", b.ca.display())))?
+        {
+            let cert = cert.map_err(|e| EdgeError::Config(format!("mqtt CA {}: {e}", b.ca.display())))?;
+            roots.add(cert).map_err(|e| EdgeError::Config(format!("mqtt CA {}: {e}", b.ca.display())))?;
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| EdgeError::Config(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(cfg))));
     }
     Ok(o)
 }
@@ -132,7 +164,9 @@ impl Receiver {
     ) -> Result<(), EdgeError> {
         let key = load_key(&cfg.signing_key)?;
         std::fs::create_dir_all(&cfg.dir)?;
-        let opts = mqtt_options(&format!("ferry-edge-{device}"), &cfg.mqtt, &cfg.mqtt_user, &cfg.mqtt_password)?;
+        let access =
+            BrokerAccess { addr: &cfg.mqtt, user: &cfg.mqtt_user, password: &cfg.mqtt_password, ca: &cfg.mqtt_ca };
+        let opts = mqtt_options(&format!("ferry-edge-{device}"), access)?;
         let (mqtt, mut events) = AsyncClient::new(opts, 64);
         let topic = format!("ferry/{}/models/+", cfg.fleet);
         let me = Arc::new(Receiver { cfg, device, cluster, key, mqtt });

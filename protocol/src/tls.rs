@@ -70,6 +70,17 @@ pub fn init_ca(dir: &Path, fleet_name: &str) -> Result<(), ProtocolError> {
 
 /// Issues a node identity signed by the CA in `dir`, writing `ID.pem` and `ID.key`.
 pub fn issue(dir: &Path, role: Role, id: &NodeId) -> Result<(PathBuf, PathBuf), ProtocolError> {
+    issue_for_hosts(dir, role, id, &[])
+}
+
+/// Like [`issue`], also naming `hosts` (DNS names or IP addresses) in the
+/// certificate, so it can serve TLS under those names (e.g. an MQTT broker).
+pub fn issue_for_hosts(
+    dir: &Path,
+    role: Role,
+    id: &NodeId,
+    hosts: &[String],
+) -> Result<(PathBuf, PathBuf), ProtocolError> {
     let ca_pem = std::fs::read_to_string(ca_cert_path(dir))
         .map_err(|e| tls_err(&format!("read {}", ca_cert_path(dir).display()), e))?;
     let ca_key_pem = std::fs::read_to_string(ca_key_path(dir))
@@ -78,8 +89,9 @@ pub fn issue(dir: &Path, role: Role, id: &NodeId) -> Result<(PathBuf, PathBuf), 
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| tls_err("parse CA certificate", e))?;
 
     let key = KeyPair::generate().map_err(|e| tls_err("generate key", e))?;
-    let mut params = CertificateParams::new(vec![format!("{id}.{role}.ferry"), format!("{role}.ferry")])
-        .map_err(|e| tls_err("certificate names", e))?;
+    let mut names = vec![format!("{id}.{role}.ferry"), format!("{role}.ferry")];
+    names.extend(hosts.iter().cloned());
+    let mut params = CertificateParams::new(names).map_err(|e| tls_err("certificate names", e))?;
     params.distinguished_name.push(DnType::CommonName, id.as_str());
     params.distinguished_name.push(DnType::OrganizationalUnitName, role.as_str());
     params.distinguished_name.push(DnType::OrganizationName, "ferry");
