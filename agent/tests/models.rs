@@ -385,3 +385,29 @@ fn a_broker_with_tls_and_passwords_works_and_wrong_credentials_are_refused() {
     assert!(!o.status.success(), "a wrong password was accepted");
     assert!(String::from_utf8_lossy(&o.stderr).contains("MQTT broker"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn the_post_install_command_runs_and_its_failure_restores_the_previous_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(f) = fleet(dir.path()) else { return };
+    let marker = dir.path().join("reloaded");
+    // Reload hook: record what was installed; refuse versions named "bad".
+    let hook = format!(
+        "post_install = \"echo $FERRY_MODEL $FERRY_VERSION $(wc -c < $FERRY_MODEL_PATH) >> {}; test $FERRY_VERSION != bad\"",
+        marker.display()
+    );
+    let _agent = f.robot("robot-1", &hook);
+    let model = dir.path().join("m/w.bin");
+    std::fs::create_dir_all(model.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&model, vec![5u8; 123_456]).expect("write");
+    f.push("arm-good", &model, &[]);
+    f.wait_state("arm", &["robot-1"], "good", "installed");
+    assert_eq!(std::fs::read_to_string(&marker).expect("hook ran").trim(), "arm good 123456");
+    std::fs::write(&model, vec![6u8; 1000]).expect("write");
+    f.push("arm-bad", &model, &[]);
+    let s = f.wait_state("arm", &["robot-1"], "bad", "failed");
+    let r = report(&s, "robot-1");
+    assert!(r["error"].as_str().expect("error").contains("post-install"), "{r}");
+    assert_eq!(r["current"], "good");
+    assert_eq!(f.installed("robot-1", "arm", "w.bin").expect("installed"), vec![5u8; 123_456]);
+}
