@@ -164,7 +164,7 @@ pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, cana
         file: file_name,
         size,
         created_ms: now_ms(),
-        chunks: chunks.iter().map(|(_, len, h)| ManifestChunk { hash: hex_of(h), len: *len }).collect(),
+        chunks: chunks.iter().map(|(_, len, h)| ManifestChunk::new(h, *len)).collect(),
     };
     let signed = manifest.sign(&key);
     signed.verify(&key.verifying_key(), fleet).context("the new manifest does not verify")?;
@@ -186,10 +186,6 @@ pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, cana
 async fn put_bytes(cluster: &Cluster, path: &str, bytes: &[u8]) -> Result<()> {
     cluster.put_bytes(path, bytes).await.with_context(|| format!("upload {path}"))?;
     Ok(())
-}
-
-fn hex_of(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `ferry model status`.

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 struct Env {
-    dir: PathBuf,
-    cloud_cfg: PathBuf,
-    mport: u16,
+    cloud: Cloud,
     store: PathBuf,
     edge_cfg: PathBuf,
     robot: PathBuf,
@@ -21,50 +19,26 @@ struct Env {
 /// Certificates, a cloud node config over `DIR/store`, and an edge config
 /// for robot-17 watching `DIR/robot` (plus `extra` TOML).
 fn setup(dir: &Path, extra: &str) -> Env {
-    let certs = dir.join("certs");
-    let c = certs.to_str().expect("utf8");
-    assert!(run(&["cert", "init", "--dir", c]).status.success());
-    assert!(run(&["cert", "issue", "--dir", c, "--role", "cloud", "--id", "cloud-1"]).status.success());
-    assert!(run(&["cert", "issue", "--dir", c, "--role", "edge", "--id", "robot-17"]).status.success());
-    let store = dir.join("store");
+    let cloud = cloud_setup_with(dir, "/", "default", &[("edge", "robot-17")]);
     let robot = dir.join("robot");
-    std::fs::create_dir_all(&store).expect("mkdir");
     std::fs::create_dir_all(&robot).expect("mkdir");
-    let (port, mport) = (free_port(), free_tcp_port());
-    let cloud_cfg = dir.join("cloud.toml");
-    std::fs::write(
-        &cloud_cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\ncerts = \"certs\"\n\
-             page_size = \"1MiB\"\n[cache]\ndisk_dir = \"cache\"\n[mounts.\"/\"]\nurl = \"file://{}\"\n",
-            store.display()
-        ),
-    )
-    .expect("write");
     let edge_cfg = dir.join("edge.toml");
     std::fs::write(
         &edge_cfg,
         format!(
-            "id = \"robot-17\"\ncerts = \"certs\"\nnodes = [\"127.0.0.1:{port}\"]\nspool = \"spool/spool.db\"\n\
+            "id = \"robot-17\"\ncerts = \"certs\"\nnodes = [\"127.0.0.1:{}\"]\nspool = \"spool/spool.db\"\n\
              settle = \"1s\"\ncommit_interval = \"1s\"\nscan_interval = \"200ms\"\n{extra}\n\
-             [[watch]]\ndir = \"robot\"\npattern = \"**\"\n"
+             [[watch]]\ndir = \"robot\"\npattern = \"**\"\n",
+            cloud.port
         ),
     )
     .expect("write");
-    Env { dir: dir.to_path_buf(), cloud_cfg, mport, store, edge_cfg, robot }
+    Env { store: cloud.store.clone(), cloud, edge_cfg, robot }
 }
 
 impl Env {
     fn cloud(&self) -> Running {
-        let node = Running(
-            ferry().args(["cloud", "--config", self.cloud_cfg.to_str().expect("utf8")]).spawn().expect("spawn cloud"),
-        );
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.mport)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(30), "node did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        node
+        start_cloud(&self.cloud)
     }
 
     fn edge(&self) -> Running {
@@ -91,27 +65,18 @@ impl Env {
     /// Waits until the store holds exactly `local`'s bytes under `name`.
     fn wait_uploaded(&self, name: &str, limit: Duration) {
         let want = std::fs::read(self.robot.join(name)).expect("local file");
-        let t0 = Instant::now();
-        loop {
-            if std::fs::read(self.object(name)).is_ok_and(|got| got == want) {
-                return;
-            }
-            assert!(t0.elapsed() < limit, "{name} did not arrive intact within {limit:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let object = self.object(name);
+        wait_until(limit, &format!("{name} did not arrive intact"), || {
+            std::fs::read(&object).is_ok_and(|got| got == want)
+        });
     }
 }
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
 }
 
 fn append(p: &Path, bytes: &[u8]) {
@@ -238,19 +203,14 @@ fn over_budget_uploaded_files_go_first_and_the_rest_stay() {
     }
     signal(&node.0, "TERM");
     let _ = node.0.wait();
-    let wait_for = |cond: &dyn Fn() -> bool, what: &str| {
-        let t0 = Instant::now();
-        while !cond() {
-            assert!(t0.elapsed() < Duration::from_secs(30), "{what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
     for (i, n) in ["c.bin", "d.bin", "e.bin", "f.bin"].iter().enumerate() {
         std::fs::write(env.robot.join(n), mib(10 + i as u64)).expect("write");
         std::thread::sleep(Duration::from_millis(600));
     }
     let robot = env.robot.clone();
-    wait_for(&|| !robot.join("a.bin").exists() && !robot.join("b.bin").exists(), "uploaded files were not deleted");
+    wait_until(Duration::from_secs(30), "uploaded files were not deleted", || {
+        !robot.join("a.bin").exists() && !robot.join("b.bin").exists()
+    });
     std::thread::sleep(Duration::from_secs(2));
     for n in ["c.bin", "d.bin", "e.bin", "f.bin"] {
         assert!(env.robot.join(n).exists(), "{n} was deleted before it was uploaded");
@@ -265,7 +225,6 @@ fn over_budget_uploaded_files_go_first_and_the_rest_stay() {
     for n in ["c.bin", "d.bin", "e.bin", "f.bin"] {
         env.wait_uploaded(n, Duration::from_secs(60));
     }
-    let _ = env.dir.as_path();
 }
 
 /// Root, `ip`, `tc` and `nft` build the lossy link; under CI their absence is a failure.
@@ -351,11 +310,9 @@ fn higher_priority_files_upload_first() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!logs.join("bulk/camera.bin").exists(), "the low-priority file was committed first");
-    let t0 = Instant::now();
-    while std::fs::read(logs.join("bulk/camera.bin")).map_or(true, |b| b != low) {
-        assert!(t0.elapsed() < Duration::from_secs(60), "the low-priority file never arrived");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(60), "the low-priority file never arrived", || {
+        std::fs::read(logs.join("bulk/camera.bin")).is_ok_and(|b| b == low)
+    });
 }
 
 #[test]
@@ -368,11 +325,9 @@ fn drop_policy_deletes_the_oldest_unuploaded_files_and_counts_them() {
         std::fs::write(env.robot.join(n), random(1 << 20, i as u64)).expect("write");
         std::thread::sleep(Duration::from_millis(600));
     }
-    let t0 = Instant::now();
-    while env.robot.join("a.bin").exists() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "over budget with drop-oldest, yet nothing was dropped");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(30), "over budget with drop-oldest, yet nothing was dropped", || {
+        !env.robot.join("a.bin").exists()
+    });
     std::thread::sleep(Duration::from_secs(1));
     assert!(env.robot.join("b.bin").exists() && env.robot.join("c.bin").exists(), "only the oldest should go");
     let s = env.status();

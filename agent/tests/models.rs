@@ -61,12 +61,9 @@ fn fleet(dir: &Path) -> Option<Fleet> {
 /// A fleet; with `secure`, the broker serves TLS with a certificate from the
 /// fleet CA and wants a user name and password.
 fn fleet_with(dir: &Path, secure: bool) -> Option<Fleet> {
+    let cloud = cloud_setup_with(dir, "/", FLEET, &[]);
     let certs = dir.join("certs");
     let c = certs.to_str().expect("utf8");
-    assert!(run(&["cert", "init", "--dir", c, "--fleet", FLEET]).status.success());
-    for (role, id) in [("cloud", "cloud-1"), ("client", "client")] {
-        assert!(run(&["cert", "issue", "--dir", c, "--role", role, "--id", id]).status.success());
-    }
     let (broker_conf, access) = if secure {
         let issued = run(&["cert", "issue", "--dir", c, "--role", "cloud", "--id", "broker", "--host", "127.0.0.1"]);
         assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
@@ -87,25 +84,8 @@ fn fleet_with(dir: &Path, secure: bool) -> Option<Fleet> {
         (String::new(), String::new())
     };
     let (broker, mqtt_port) = mosquitto(dir, &broker_conf)?;
-    let store = dir.join("store");
-    std::fs::create_dir_all(&store).expect("mkdir");
-    let (node_port, mport) = (free_port(), free_tcp_port());
-    let cloud = dir.join("cloud.toml");
-    std::fs::write(
-        &cloud,
-        format!(
-            "listen = \"127.0.0.1:{node_port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\ncerts = \"certs\"\n\
-             [cache]\ndisk_dir = \"cache\"\n[mounts.\"/\"]\nurl = \"file://{}\"\n",
-            store.display()
-        ),
-    )
-    .expect("write");
-    let node = Running(ferry().args(["cloud", "--config", cloud.to_str().expect("utf8")]).spawn().expect("cloud"));
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", mport)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "node did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let node = start_cloud(&cloud);
+    let node_port = cloud.port;
     let client = dir.join("client.toml");
     std::fs::write(
         &client,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use ferry_protocol::client::Cluster;
 use ferry_protocol::manifest::{
-    chunk_path, in_canary, model_topic, status_topic, Announcement, DeviceStatus, Manifest, SignedManifest,
+    chunk_path, in_canary, status_topic, Announcement, DeviceStatus, Manifest, SignedManifest,
 };
 
 use crate::agent::EdgeError;
@@ -360,9 +360,9 @@ impl Receiver {
                 self.cluster
                     .read_to(&chunk_path(&hash), 0, None, &mut got)
                     .await
-                    .map_err(|e| format!("fetch chunk {}: {e}", hex_of(&hash)))?;
+                    .map_err(|e| format!("fetch chunk {}: {e}", chunk_path(&hash)))?;
                 if got.len() != len as usize || blake3::hash(&got).as_bytes() != &hash {
-                    return Err(format!("chunk {} does not match its hash", hex_of(&hash)));
+                    return Err(format!("chunk {} does not match its hash", chunk_path(&hash)));
                 }
                 file.write_all_at(&got, off).map_err(|e| format!("staging write: {e}"))?;
                 Ok((u64::from(len), 0, 0))
@@ -453,10 +453,6 @@ impl Receiver {
     }
 }
 
-fn hex_of(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Makes `DIR/current` point at `target` by renaming a fresh symlink over it.
 fn swap_current(model_dir: &Path, target: &Path) -> std::io::Result<()> {
     let tmp = model_dir.join(".current.tmp");
@@ -468,9 +464,4 @@ fn swap_current(model_dir: &Path, target: &Path) -> std::io::Result<()> {
     let dir = model_dir.join(target);
     let _ = std::fs::File::open(&dir).and_then(|f| f.set_modified(SystemTime::now()));
     Ok(())
-}
-
-/// `model_topic` re-exported for the pushing side.
-pub fn topic(fleet: &str, model: &str) -> String {
-    model_topic(fleet, model)
 }

@@ -139,8 +139,8 @@ impl Spool {
         Ok(Spool { db })
     }
 
-    /// Records what a scan saw of `path`; returns the row. A changed size or
-    /// mtime makes an uploaded file pending again.
+    /// Records what a scan saw of `path`. A changed size or mtime makes an
+    /// uploaded file pending again.
     pub fn observe(
         &self,
         path: &str,
@@ -149,7 +149,7 @@ impl Spool {
         size: u64,
         mtime_ns: i64,
         now_ms: i64,
-    ) -> SpoolResult<FileRow> {
+    ) -> SpoolResult<()> {
         let found = self.file_by_path(path)?;
         match found {
             None => {
@@ -170,7 +170,7 @@ impl Spool {
             }
             Some(_) => {}
         }
-        Ok(self.file_by_path(path)?.expect("row just written"))
+        Ok(())
     }
 
     /// The row of `path`.

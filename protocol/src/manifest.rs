@@ -39,6 +39,13 @@ pub struct ManifestChunk {
     pub len: u32,
 }
 
+impl ManifestChunk {
+    /// The entry of a chunk with BLAKE3 `hash` and `len` bytes.
+    pub fn new(hash: &[u8; 32], len: u32) -> ManifestChunk {
+        ManifestChunk { hash: hex::encode(hash), len }
+    }
+}
+
 /// What a version is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {

@@ -87,25 +87,29 @@ pub struct Cloud {
     pub cfg: PathBuf,
     pub client: String,
     pub store: PathBuf,
+    pub port: u16,
     pub mport: u16,
 }
 
-pub fn cloud_setup(dir: &Path) -> Cloud {
+/// A fleet CA in `DIR/certs` with `cloud-1`, `client` and the identities
+/// `more` (role, id); `DIR/cloud.toml` for a node with `mount` over
+/// `DIR/store`; `DIR/client.toml` naming it.
+pub fn cloud_setup_with(dir: &Path, mount: &str, fleet: &str, more: &[(&str, &str)]) -> Cloud {
     let certs = dir.join("certs");
     let c = certs.to_str().expect("utf8");
-    assert!(run(&["cert", "init", "--dir", c]).status.success());
-    assert!(run(&["cert", "issue", "--dir", c, "--role", "cloud", "--id", "cloud-1"]).status.success());
-    assert!(run(&["cert", "issue", "--dir", c, "--role", "client", "--id", "client"]).status.success());
+    assert!(run(&["cert", "init", "--dir", c, "--fleet", fleet]).status.success());
+    for (role, id) in [("cloud", "cloud-1"), ("client", "client")].iter().chain(more) {
+        assert!(run(&["cert", "issue", "--dir", c, "--role", role, "--id", id]).status.success());
+    }
     let store = dir.join("store");
     std::fs::create_dir_all(&store).expect("mkdir");
-    let port = free_port();
-    let mport = free_tcp_port();
+    let (port, mport) = (free_port(), free_tcp_port());
     let cfg = dir.join("cloud.toml");
     std::fs::write(
         &cfg,
         format!(
             "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\ncerts = \"certs\"\n\
-             page_size = \"1MiB\"\n[cache]\ndisk_dir = \"cache\"\n[mounts.\"/d\"]\nurl = \"file://{}\"\n",
+             page_size = \"1MiB\"\n[cache]\ndisk_dir = \"cache\"\n[mounts.\"{mount}\"]\nurl = \"file://{}\"\n",
             store.display()
         ),
     )
@@ -113,15 +117,27 @@ pub fn cloud_setup(dir: &Path) -> Cloud {
     let client = dir.join("client.toml");
     std::fs::write(&client, format!("nodes = [\"127.0.0.1:{port}\"]\ncerts = \"certs\"\nid = \"client\"\n"))
         .expect("write");
-    Cloud { dir: dir.to_path_buf(), cfg, client: client.to_str().expect("utf8").to_string(), store, mport }
+    Cloud { dir: dir.to_path_buf(), cfg, client: client.to_str().expect("utf8").to_string(), store, port, mport }
+}
+
+pub fn cloud_setup(dir: &Path) -> Cloud {
+    cloud_setup_with(dir, "/d", "default", &[])
 }
 
 pub fn start_cloud(c: &Cloud) -> Running {
     let node = Running(ferry().args(["cloud", "--config", c.cfg.to_str().expect("utf8")]).spawn().expect("spawn"));
+    let mport = c.mport;
+    wait_until(Duration::from_secs(30), "node did not start", || {
+        std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
+    });
+    node
+}
+
+/// Polls `done` until it holds; fails with `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", c.mport)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "node did not start");
+    while !done() {
+        assert!(t0.elapsed() < limit, "{what} (after {limit:?})");
         std::thread::sleep(Duration::from_millis(50));
     }
-    node
 }

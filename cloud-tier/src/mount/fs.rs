@@ -260,10 +260,11 @@ impl WriteHandle {
 
 /// Makes `s` safe to change: after an adoption the bytes move to a fresh
 /// copy (`fresh` names it), leaving the node's file alone.
-fn unshare(s: &mut Staged, fresh: PathBuf) -> std::io::Result<()> {
+fn unshare(s: &mut Staged, fresh: impl FnOnce(&std::path::Path) -> PathBuf) -> std::io::Result<()> {
     if !s.adopted {
         return Ok(());
     }
+    let fresh = fresh(&s.path);
     std::fs::copy(&s.path, &fresh)?;
     let file = std::fs::OpenOptions::new().read(true).write(true).open(&fresh)?;
     let _ = std::fs::remove_file(&s.path);
@@ -747,8 +748,7 @@ impl MountFs {
         };
         {
             let mut s = w.staged();
-            let fresh = self.sibling(&s.path);
-            unshare(&mut s, fresh)?;
+            unshare(&mut s, |old| self.sibling(old))?;
             s.file.write_all_at(data, offset)?;
             s.dirty = true;
         }
@@ -860,8 +860,7 @@ impl MountFs {
         match w {
             Some(w) => {
                 let mut s = w.staged();
-                let fresh = self.sibling(&s.path);
-                unshare(&mut s, fresh)?;
+                unshare(&mut s, |old| self.sibling(old))?;
                 s.file.set_len(size)?;
                 s.dirty = true;
                 drop(s);
