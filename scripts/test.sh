@@ -2,8 +2,9 @@
 # Runs every quality gate and test of ferry. On a fresh Debian machine it
 # first installs what the tests need: Python's venv module, FUSE (fuse3),
 # iproute2 and nftables (network namespaces for the lossy-link test) and
-# mosquitto (MQTT broker) from apt, and an S3 server (moto, from PyPI, into
-# ./.venv). Safe to run again: installed
+# mosquitto (MQTT broker) from apt, an S3 server (moto, from PyPI, into
+# ./.venv) and libtorch 2.13 (scripts/libtorch.sh, into ./.libtorch, for the
+# predictor's `torch` feature). Safe to run again: installed
 # pieces are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,11 +37,15 @@ if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/pip show moto 2>/dev/null | gre
     .venv/bin/pip install -q --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
 fi
 export FERRY_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+# libtorch for the predictor's `torch` feature (LSTM), into ./.libtorch.
+./scripts/libtorch.sh
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test.sh: cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "test.sh: cargo clippy, predictor with the torch feature"
+cargo clippy -p ferry-predictor --features torch --all-targets -- -D warnings
 echo "test.sh: cargo clippy, robot build (edge feature only: no FUSE, no cache node)"
 cargo clippy -p ferry --no-default-features --features edge -- -D warnings
 echo "test.sh: cargo test"
@@ -49,6 +54,10 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --release --no-fail-fast -- --test-threads 2 2>&1 | tee "$log"
 status="${PIPESTATUS[0]}"
+echo "test.sh: cargo test, predictor with the torch feature (LSTM)"
+cargo test -p ferry-predictor --release --features torch --no-fail-fast 2>&1 | tee -a "$log"
+torch_status="${PIPESTATUS[0]}"
+[ "$status" = 0 ] && status="$torch_status"
 set -e
 # One closing line over every test binary (cargo prints one per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

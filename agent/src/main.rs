@@ -21,6 +21,7 @@ mod edge;
 mod model;
 #[cfg(feature = "cloud")]
 mod mount;
+mod predictor;
 mod read;
 mod signal;
 #[cfg(feature = "cloud")]
@@ -127,6 +128,11 @@ enum Command {
     Bench {
         #[command(subcommand)]
         scenario: bench::Scenario,
+    },
+    /// Access traces and prefetch predictors: generate, train, evaluate.
+    Predictor {
+        #[command(subcommand)]
+        command: predictor::PredictorCommand,
     },
     /// Model versions to fleets: push, status, rollback, promote.
     #[cfg(feature = "edge")]
@@ -292,6 +298,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Edge { config, command: None } => edge::run(&config).await,
         #[cfg(feature = "edge")]
         Command::Edge { config, command: Some(EdgeCommand::Status { json }) } => edge::print_status(&config, json),
+        Command::Predictor { command } => predictor::run(command),
         #[cfg(feature = "edge")]
         Command::Model { command } => {
             let load = |c: &ClientArgs| {

@@ -1,0 +1,175 @@
+//! Each predictor on small synthetic traces with known answers, scored by the
+//! same replay `ferry predictor eval` uses.
+
+use ferry_predictor::eval::{self, Counts, SimConfig};
+use ferry_predictor::gen::{self, Size};
+use ferry_predictor::trace::{Access, Event, Header, Trace, TRACE_VERSION};
+use ferry_predictor::{models, Catalog, Context, Predictor, PrefetchConfig, Step};
+
+/// A store that answers at once, and room for everything: only the
+/// predictions matter.
+fn instant() -> SimConfig {
+    SimConfig {
+        cache_bytes: 1 << 40,
+        budget_bytes: 1 << 40,
+        latency_us: 0,
+        bandwidth: 0,
+        prefetch: PrefetchConfig::default(),
+    }
+}
+
+fn run(trace: &Trace, cfg: &SimConfig, name: &str) -> Counts {
+    eval::run(trace, cfg, models::by_name(name).expect("baseline"))
+}
+
+fn trained_tree() -> models::Tree {
+    let train: Vec<Trace> = ["multisensor", "keyframes", "kitti", "clip"]
+        .iter()
+        .flat_map(|s| (1..3).map(move |seed| gen::generate(s, Size::eval(), seed).expect("shape")))
+        .collect();
+    models::Tree::train(&models::samples(&train), 16).expect("trains")
+}
+
+#[test]
+fn sequential_reads_are_readahead_perfect() {
+    let t = gen::generate("sequential", Size { units: 3, ..Size::small() }, 1).expect("shape");
+    let ra = run(&t, &instant(), "readahead");
+    assert_eq!(ra.precision(), 1.0, "{ra:?}");
+    assert_eq!(ra.misses, 1, "only the very first page is read before anything was predicted: {ra:?}");
+    let none = run(&t, &instant(), "none");
+    assert_eq!(none.misses, none.reads, "without prefetch every page misses");
+    assert_eq!(none.prefetched_bytes, 0);
+}
+
+#[test]
+fn strided_reads_follow_the_stride() {
+    // One folder of 60 frames; the reader takes every third.
+    let files: Vec<(String, u64)> = (0..60).map(|i| (format!("/cam/{i:04}.jpg"), 1000)).collect();
+    let events = (0..60)
+        .step_by(3)
+        .map(|i| {
+            Event::Access(Access {
+                time_us: i as u64 * 1000,
+                reader: "r".into(),
+                path: format!("/cam/{i:04}.jpg"),
+                offset: 0,
+                len: 1000,
+            })
+        })
+        .collect();
+    let t = Trace {
+        name: "strided".into(),
+        header: Header { ferry_trace: TRACE_VERSION, page_size: 4096, shape: "strided".into(), seed: None },
+        catalog: Catalog::new(4096, files),
+        events,
+    };
+    let stride = run(&t, &instant(), "stride");
+    assert_eq!(stride.misses, 2, "two reads show the stride, then every read is prefetched: {stride:?}");
+    assert_eq!(stride.precision(), 1.0, "{stride:?}");
+    let ra = run(&t, &instant(), "readahead");
+    // Readahead's next four files hold the third one: right once in three.
+    assert!(ra.precision() < 0.5, "next-file readahead fetches two wrong files per right one: {ra:?}");
+}
+
+#[test]
+fn interleaved_cameras_and_lidar_are_learned_per_stream() {
+    // Six cameras and a lidar read in turn by two readers: one global history
+    // would see a jump between every read.
+    let tree = trained_tree();
+    let held_out = gen::generate("multisensor", Size::small(), 99).expect("shape");
+    let cfg = SimConfig::default();
+    let none = run(&held_out, &cfg, "none");
+    let tree_counts = eval::run(&held_out, &cfg, Box::new(tree));
+    let markov = run(&held_out, &cfg, "markov");
+    let stride = run(&held_out, &cfg, "stride");
+    assert!(tree_counts.precision() >= 0.9, "{tree_counts:?}");
+    assert!(tree_counts.coverage(&none) >= 0.9, "{tree_counts:?} vs {none:?}");
+    assert!(tree_counts.precision() > markov.precision(), "tree {tree_counts:?} markov {markov:?}");
+    assert!(tree_counts.precision() > stride.precision(), "tree {tree_counts:?} stride {stride:?}");
+    assert!(tree_counts.hits > markov.hits && tree_counts.hits > stride.hits);
+}
+
+#[test]
+fn announced_shuffle_order_is_exact() {
+    let t = gen::generate("shuffle-announced", Size { units: 1, rounds: 2, ..Size::small() }, 5).expect("shape");
+    let oracle = eval::run_oracle(&t, &instant());
+    for name in ["readahead", "markov"] {
+        let c = run(&t, &instant(), name);
+        assert_eq!(c.misses, oracle.misses, "{name}: {c:?} oracle {oracle:?}");
+        assert_eq!(c.precision(), 1.0, "{name}: {c:?}");
+    }
+    // Without the announcement nothing predicts a shuffle.
+    let blind = gen::generate("shuffle", Size { units: 1, rounds: 2, ..Size::small() }, 5).expect("shape");
+    let c = run(&blind, &instant(), "markov");
+    assert!(c.useful_pages < c.reads / 10, "{c:?}");
+}
+
+#[test]
+fn tree_saved_and_loaded_predicts_the_same() {
+    let tree = trained_tree();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let held_out = gen::generate("kitti", Size::small(), 77).expect("shape");
+    let samples = models::samples(std::slice::from_ref(&held_out));
+    let before: Vec<Vec<Step>> = samples.iter().map(|(c, _)| tree.predict(c, 4)).collect();
+    models::save_model_file(
+        dir.path(),
+        &models::ModelFile { kind: "tree".into(), trained_on: "test".into(), tree: Some(tree), hidden: None },
+    )
+    .expect("saves");
+    let loaded = models::load(dir.path()).expect("loads");
+    let after: Vec<Vec<Step>> = samples.iter().map(|(c, _)| loaded.predict(c, 4)).collect();
+    assert_eq!(before, after);
+    assert!(before.iter().any(|p| !p.is_empty()));
+
+    std::fs::write(dir.path().join("model.json"), "{\"kind\":\"forest\",\"trained_on\":\"\"}").expect("write");
+    let err = models::load(dir.path()).map(|_| ()).expect_err("unknown kind");
+    assert!(err.to_string().contains("forest"), "{err}");
+}
+
+#[test]
+fn committed_fixtures_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/traces");
+    let traces = ferry_predictor::trace::read_dir(&dir).expect("fixtures");
+    assert!(traces.len() >= 5);
+    for t in &traces {
+        assert!(t.accesses().count() > 0, "{}", t.name);
+        assert!(t.name.starts_with(&t.header.shape), "{}: file name says the shape", t.name);
+    }
+}
+
+#[test]
+fn markov_needs_a_history_the_tree_does_not() {
+    // At a stream's start the tree has learned the first step; Markov has
+    // seen nothing yet.
+    let tree = trained_tree();
+    let m = models::Markov::default();
+    assert_eq!(m.predict(&Context::start(), 2), vec![]);
+    assert!(!tree.predict(&Context::start(), 2).is_empty());
+}
+
+#[cfg(feature = "torch")]
+#[test]
+fn lstm_beats_markov_on_interleaved_sensors_and_round_trips() {
+    use ferry_predictor::lstm::Lstm;
+    let train: Vec<Trace> = (1..3).map(|s| gen::generate("multisensor", Size::eval(), s).expect("shape")).collect();
+    let samples = models::samples(&train);
+    let lstm = Lstm::train(&samples, 32, 3, 7).expect("trains");
+    let held_out = vec![gen::generate("multisensor", Size::small(), 42).expect("shape")];
+    let mut markov = models::Markov::default();
+    let markov_acc = eval::step_accuracy(&mut markov, &held_out);
+    let mut lstm = lstm;
+    let lstm_acc = eval::step_accuracy(&mut lstm, &held_out);
+    assert!(lstm_acc > markov_acc, "lstm {lstm_acc} markov {markov_acc}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    lstm.save(dir.path()).expect("saves");
+    models::save_model_file(
+        dir.path(),
+        &models::ModelFile { kind: "lstm".into(), trained_on: "test".into(), tree: None, hidden: Some(32) },
+    )
+    .expect("model.json");
+    let loaded = models::load(dir.path()).expect("loads");
+    for (ctx, _) in models::samples(&held_out).iter().take(200) {
+        assert_eq!(lstm.predict(ctx, 4), loaded.predict(ctx, 4));
+    }
+}
