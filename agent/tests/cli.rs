@@ -35,6 +35,9 @@ fn help_for_every_command() {
         &["bench", "edge-link", "--help"],
         &["bench", "edge-crash", "--help"],
         &["bench", "fleet", "--help"],
+        &["predictor", "gen", "--help"],
+        &["predictor", "train", "--help"],
+        &["predictor", "eval", "--help"],
     ] {
         let o = run(args);
         assert!(o.status.success(), "{args:?}");
@@ -276,4 +279,50 @@ fn mount_survives_node_kill_after_fsync_and_unmounts_on_sigterm() {
     assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
     assert!(!is_mounted(&mnt), "stale mount left behind");
     assert!(std::fs::read_dir(&mnt).expect("readdir").next().is_none());
+}
+
+#[test]
+fn predictor_gen_train_eval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let train = dir.path().join("train");
+    let o = run(&["predictor", "gen", "--shape", "clip,kitti", "--seed", "1,2", "--size", "small", "--out", path(&train)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(train.join("clip-2.trace").is_file() && train.join("kitti-1.trace").is_file());
+
+    let model = dir.path().join("models/mine");
+    let o = run(&["predictor", "train", "--traces", path(&train), "--model", "tree", "--out", path(&model)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(model.join("model.json").is_file());
+
+    // Held-out traces: the committed fixtures, seeds not used above.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/traces/clip-1.trace");
+    let o = run(&["predictor", "eval", "--traces", path(&fixtures), "--model", path(&model), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).expect("one JSON array");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["predictor"].as_str()).collect();
+    assert_eq!(names, ["none", "readahead", "stride", "markov", "mine"]);
+    for r in &rows {
+        for field in ["precision", "coverage", "timeliness", "hit_ratio", "wasted_bytes", "oracle_hit_ratio"] {
+            assert!(r[field].is_number(), "{field} in {r}");
+        }
+    }
+    let mine = &rows[4];
+    let markov = &rows[3];
+    assert!(mine["precision"].as_f64() > markov["precision"].as_f64(), "{mine} vs {markov}");
+
+    // Bad input: a directory without traces, a malformed trace, an unknown model kind.
+    let o = run(&["predictor", "eval", "--traces", path(dir.path())]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no *.trace files"), "{}", String::from_utf8_lossy(&o.stderr));
+    let bad = dir.path().join("bad.trace");
+    std::fs::write(&bad, "{\"ferry_trace\":1,\"page_size\":4096}\nnot json\n").expect("write");
+    let o = run(&["predictor", "eval", "--traces", path(&bad)]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.trace:2"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["predictor", "train", "--traces", path(&train), "--model", "forest", "--out", path(&model)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("tree or lstm"));
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
 }
