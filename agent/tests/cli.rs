@@ -285,7 +285,8 @@ fn mount_survives_node_kill_after_fsync_and_unmounts_on_sigterm() {
 fn predictor_gen_train_eval() {
     let dir = tempfile::tempdir().expect("tempdir");
     let train = dir.path().join("train");
-    let o = run(&["predictor", "gen", "--shape", "clip,kitti", "--seed", "1,2", "--size", "small", "--out", path(&train)]);
+    let o =
+        run(&["predictor", "gen", "--shape", "clip,kitti", "--seed", "1,2", "--size", "small", "--out", path(&train)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(train.join("clip-2.trace").is_file() && train.join("kitti-1.trace").is_file());
 
@@ -325,4 +326,37 @@ fn predictor_gen_train_eval() {
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn node_records_reads_as_a_trace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cloud_setup(dir.path());
+    let traces = dir.path().join("traces");
+    let cfg = std::fs::read_to_string(&c.cfg).expect("config");
+    std::fs::write(&c.cfg, format!("trace_dir = \"{}\"\n{cfg}", traces.display())).expect("config");
+    std::fs::create_dir_all(c.store.join("cam")).expect("mkdir");
+    for i in 0..3 {
+        std::fs::write(c.store.join(format!("cam/{i:03}.jpg")), vec![i as u8; 1000 + i]).expect("write");
+    }
+    let _node = start_cloud(&c);
+    for i in 0..2 {
+        let o = run(&["cat", "--config", &c.client, &format!("/d/cam/{i:03}.jpg")]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let read = || ferry_predictor::trace::read_dir(&traces).ok().and_then(|mut t| t.pop());
+    wait_until(Duration::from_secs(10), "trace with the folder's files", || {
+        read().is_some_and(|t| t.catalog.len() == 3)
+    });
+    let t = read().expect("trace");
+    let accesses: Vec<_> = t.accesses().collect();
+    assert_eq!(accesses.len(), 2, "{accesses:?}");
+    assert_eq!(accesses[0].path, "/d/cam/000.jpg");
+    assert_eq!(accesses[1].len, 1001);
+    assert!(accesses[0].reader.starts_with("client:client@"), "{}", accesses[0].reader);
+    assert_ne!(accesses[0].reader, accesses[1].reader, "each connection is its own reader");
+    assert_eq!(t.catalog.file(t.catalog.id("/d/cam/002.jpg").expect("unread file listed")).size, 1002);
+    // The recorded trace is what eval and train take.
+    let o = run(&["predictor", "eval", "--traces", traces.to_str().expect("utf-8"), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -9,6 +9,7 @@
 //! ttl = "10m"                         # how long object metadata is trusted before re-checking the store
 //! edge_prefix = "/logs"               # edge devices write only below EDGE_PREFIX/DEVICE_ID/
 //! chunk_store = "2GiB"                # bytes of edge chunks kept (in DISK_DIR/chunks) for dedup
+//! trace_dir = ""                      # record demand reads as access traces here (docs/PREDICTOR.md); unset: off
 //!
 //! [cache]
 //! memory = "512MiB"                   # memory tier size
@@ -61,6 +62,8 @@ pub struct CloudConfig {
     pub edge_prefix: String,
     /// Budget of the chunk store edge uploads go through.
     pub chunk_store: ByteSize,
+    /// Where to record demand reads as access traces; `None` records nothing.
+    pub trace_dir: Option<PathBuf>,
 }
 
 /// Sizes and place of the cache tiers.
@@ -111,6 +114,7 @@ impl Default for CloudConfig {
             mounts: BTreeMap::new(),
             edge_prefix: crate::node::DEFAULT_EDGE_PREFIX.into(),
             chunk_store: ByteSize::b(crate::node::DEFAULT_CHUNK_STORE),
+            trace_dir: None,
         }
     }
 }

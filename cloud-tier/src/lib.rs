@@ -33,6 +33,7 @@ pub mod mount;
 pub mod namespace;
 pub mod node;
 pub mod payload;
+pub mod recorder;
 
 pub use config::CloudConfig;
 pub use error::{ConfigError, NodeError};

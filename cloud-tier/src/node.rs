@@ -55,6 +55,8 @@ pub struct CacheNode {
     chunks: ChunkStore,
     /// Edge devices write only below `EDGE_PREFIX/DEVICE_ID/`.
     edge_prefix: String,
+    /// Where demand reads are recorded as an access trace, if anywhere.
+    recorder: Option<Arc<crate::recorder::Recorder>>,
 }
 
 /// Default of [`CloudConfig::edge_prefix`].
@@ -126,7 +128,35 @@ impl CacheNode {
             origins: Arc::default(),
             chunks,
             edge_prefix: DEFAULT_EDGE_PREFIX.to_string(),
+            recorder: None,
         })
+    }
+
+    /// Records demand reads as an access trace in `dir` (see `recorder`).
+    pub fn with_trace_dir(mut self, dir: &std::path::Path, page_size: u64) -> Result<CacheNode, NodeError> {
+        let rec = crate::recorder::Recorder::create(dir, &self.node_id, page_size)
+            .map_err(|e| NodeError::InvalidInput(format!("trace_dir {}: {e}", dir.display())))?;
+        tracing::info!(path = %rec.path().display(), "recording reads as an access trace");
+        self.recorder = Some(Arc::new(rec));
+        Ok(self)
+    }
+
+    /// Notes a demand read in the trace, listing its folder the first time.
+    fn record_read(self: &Arc<Self>, reader: &str, path: &str, offset: u64, len: u64) {
+        let Some(rec) = &self.recorder else { return };
+        rec.access(reader, path, offset, len);
+        if let Some(dir) = rec.first_in_folder(path) {
+            let (node, rec) = (self.clone(), rec.clone());
+            tokio::spawn(async move {
+                match node.handle_list(&dir).await {
+                    Ok(entries) => rec.files(entries.into_iter().filter(|e| e.info.kind == EntryKind::File).map(|e| {
+                        let full = if dir == "/" { format!("/{}", e.name) } else { format!("{dir}/{}", e.name) };
+                        (full, e.info.size)
+                    })),
+                    Err(e) => tracing::warn!(%dir, error = %e, "trace: folder not listed"),
+                }
+            });
+        }
     }
 
     /// Sets where edge devices may write (`prefix/DEVICE_ID/...`) and the
@@ -643,6 +673,7 @@ fn error_response(e: &NodeError) -> Response {
 async fn handle_stream(
     node: Arc<CacheNode>,
     peer: Arc<Identity>,
+    reader: Arc<str>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), ProtocolError> {
@@ -743,7 +774,11 @@ async fn handle_stream(
             .handle_load(&path)
             .await
             .map_or_else(|e| error_response(&e), |(objects, bytes)| Response::LoadOk { objects, bytes }),
-        Request::ReadRange { path, offset, len } => match node.handle_read(&path, offset, len).await {
+        Request::ReadRange { path, offset, len } => match node
+            .handle_read(&path, offset, len)
+            .await
+            .inspect(|(n, _)| node.record_read(&reader, &path, offset, *n))
+        {
             Err(e) => error_response(&e),
             Ok((n, mut stream)) => {
                 wire::write_response(&mut send, &Response::Data { len: n }).await?;
@@ -786,13 +821,14 @@ async fn handle_connection(node: Arc<CacheNode>, incoming: quinn::Incoming) {
         }
     };
     tracing::debug!(remote = %conn.remote_address(), %peer, "connection");
+    let reader: Arc<str> = format!("{peer}@{}", conn.stable_id()).into();
     let peer = Arc::new(peer);
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                let (node, peer) = (node.clone(), peer.clone());
+                let (node, peer, reader) = (node.clone(), peer.clone(), reader.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = handle_stream(node, peer, send, recv).await {
+                    if let Err(e) = handle_stream(node, peer, reader, send, recv).await {
                         tracing::debug!(error = %e, "stream ended with an error");
                     }
                 });
@@ -866,7 +902,13 @@ impl RunningNode {
             ttl_ms: i64::try_from(cfg.ttl.as_millis()).unwrap_or(i64::MAX),
         };
         let node = Arc::new(
-            CacheNode::new(ns, opts, clock, &cfg.node_id)?.with_edge(&cfg.edge_prefix, cfg.chunk_store.as_u64())?,
+            match &cfg.trace_dir {
+                Some(dir) => {
+                    CacheNode::new(ns, opts, clock, &cfg.node_id)?.with_trace_dir(dir, cfg.page_size.as_u64())?
+                }
+                None => CacheNode::new(ns, opts, clock, &cfg.node_id)?,
+            }
+            .with_edge(&cfg.edge_prefix, cfg.chunk_store.as_u64())?,
         );
         let endpoint = transport::server_endpoint(cfg.listen, &tls)?;
         let addr = endpoint.local_addr()?;
