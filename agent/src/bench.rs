@@ -194,9 +194,17 @@ impl Shape {
     }
 }
 
-/// One epoch of `accelerators` readers over `samples`, each batch followed by `compute`.
+/// One epoch of `accelerators` readers over `samples`, each batch followed by
+/// `compute`; with `announce`, the sampler's order is first written to the
+/// mount's `.ferry-announce` (as the Python helper does).
 /// Returns (wall time, accelerator utilization).
-fn epoch(mnt: &std::path::Path, spec: &ShapeSpec, accelerators: usize, seed: u64) -> std::io::Result<(Duration, f64)> {
+fn epoch(
+    mnt: &std::path::Path,
+    spec: &ShapeSpec,
+    accelerators: usize,
+    seed: u64,
+    announce: bool,
+) -> std::io::Result<(Duration, f64)> {
     use std::os::unix::fs::FileExt;
     let total = spec.files * spec.per_file;
     // A seeded shuffle of every sample, as a sampler would produce.
@@ -209,6 +217,19 @@ fn epoch(mnt: &std::path::Path, spec: &ShapeSpec, accelerators: usize, seed: u64
         order.swap(i, (x % (i as u64 + 1)) as usize);
     }
     let t0 = Instant::now();
+    if announce {
+        let mut text = String::new();
+        for &sample in &order {
+            let (file, idx) = (sample / spec.per_file, sample % spec.per_file);
+            let path = format!("/data/file-{file:04}.bin");
+            if spec.per_file == 1 {
+                text.push_str(&format!("{path}\n"));
+            } else {
+                text.push_str(&format!("{path} {} {}\n", idx * spec.sample, spec.sample));
+            }
+        }
+        std::fs::write(mnt.join(".ferry-announce"), text)?;
+    }
     let results: Vec<std::io::Result<Duration>> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..accelerators)
             .map(|a| {
@@ -274,27 +295,44 @@ async fn train(
         tokio::task::spawn_blocking(move || write_object(&p, file_size)).await??;
     }
     let mut rows = Vec::new();
-    for (mode, readahead, copies) in
-        [("no prefetch", 0u64, 0u64), ("readahead", 4, 0), ("readahead + local copies", 4, 8 << 30)]
-    {
+    for (mode, readahead, copies, predictor, announce) in [
+        ("no prefetch", 0u64, 0u64, "none", false),
+        ("readahead", 4, 0, "readahead", false),
+        ("predictor (tree)", 4, 0, "tree", false),
+        ("announced order", 4, 0, "tree", true),
+        ("readahead + local copies", 4, 8 << 30, "readahead", false),
+    ] {
         let run_root = root.join(mode.replace([' ', '+'], "-"));
         std::fs::create_dir_all(&run_root)?;
         let base: Arc<dyn ObjectStore> =
             Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root.join("store"))?);
         let store = Arc::new(FaultyStore::new(base, Faults { latency, bandwidth: Some(bandwidth) }));
         let (node, cluster) = bench_node(&run_root, store, 8 << 30, 0).await?;
-        let fs = ferry_cloud_tier::mount::fs::MountFs::with_local_copies(cluster, run_root.join("staging"), copies)
+        let mut fs = ferry_cloud_tier::mount::fs::MountFs::with_local_copies(cluster, run_root.join("staging"), copies)
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         fs.set_readahead(readahead);
+        let opts = ferry_cloud_tier::mount::prefetch::PrefetchOptions { predictor: predictor.into(), budget: 1 << 30 };
+        fs.enable_prefetch(&opts).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let fs = Arc::new(fs);
         let mnt = run_root.join("mnt");
         std::fs::create_dir_all(&mnt)?;
-        let session = ferry_cloud_tier::mount::fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current())?;
+        let session = ferry_cloud_tier::mount::fuse::mount(fs.clone(), &mnt, tokio::runtime::Handle::current())?;
         for e in 0..epochs {
             let m = mnt.clone();
             let sp = ShapeSpec { ..spec };
-            let (wall, au) = tokio::task::spawn_blocking(move || epoch(&m, &sp, accelerators, e as u64 + 1)).await??;
-            eprintln!("bench train: {mode}: epoch {} {:.2} s, AU {:.3}", e + 1, wall.as_secs_f64(), au);
+            let (wall, au) =
+                tokio::task::spawn_blocking(move || epoch(&m, &sp, accelerators, e as u64 + 1, announce)).await??;
+            let st = fs.prefetch_stats().unwrap_or_default();
+            eprintln!(
+                "bench train: {mode}: epoch {} {:.2} s, AU {:.3} (so far: prefetch precision {:.3}, coverage {:.3}, hit ratio {:.3})",
+                e + 1,
+                wall.as_secs_f64(),
+                au,
+                st["precision"].as_f64().unwrap_or(0.0),
+                st["coverage"].as_f64().unwrap_or(0.0),
+                st["hit_ratio"].as_f64().unwrap_or(0.0)
+            );
             rows.push((mode, e + 1, wall, au));
             // Let background copies of files read in this epoch finish before the next.
             tokio::time::sleep(Duration::from_millis(200)).await;

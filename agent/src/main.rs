@@ -87,6 +87,15 @@ enum Command {
         /// them at local-disk speed (FUSE passthrough). 0 turns copies off.
         #[arg(long, default_value = "8GiB")]
         local_copies: bytesize::ByteSize,
+        /// What predicts the files read next, to fetch them ahead of the
+        /// reader: `tree` (the shipped model), `markov`, `stride`,
+        /// `readahead` (within a file only), `none`, or the directory of a
+        /// model made by `ferry predictor train`.
+        #[arg(long, default_value = "tree")]
+        prefetch: String,
+        /// Most bytes fetched ahead and not read yet.
+        #[arg(long, default_value = "256MiB")]
+        prefetch_budget: bytesize::ByteSize,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -345,12 +354,16 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         #[cfg(feature = "cloud")]
-        Command::Mount { dir, staging, local_copies, client } => {
+        Command::Mount { dir, staging, local_copies, prefetch, prefetch_budget, client } => {
             let t = read::Target { node: None, path: "/".into() };
             let c = read::cluster(&client.config, client.explicit(), &t)?;
             let staging =
                 staging.unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-staging-{}", std::process::id())));
-            mount::run(c, &dir, &staging, local_copies.as_u64()).await
+            let prefetch = ferry_cloud_tier::mount::prefetch::PrefetchOptions {
+                predictor: prefetch,
+                budget: prefetch_budget.as_u64(),
+            };
+            mount::run(c, &dir, &staging, local_copies.as_u64(), &prefetch).await
         }
         Command::Cat { target, client } => {
             let t = read::parse_target(&target)?;

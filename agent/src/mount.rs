@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ferry_cloud_tier::mount::fs::MountFs;
 use ferry_cloud_tier::mount::fuse;
+use ferry_cloud_tier::mount::prefetch::PrefetchOptions;
 use ferry_protocol::client::Cluster;
 
 /// A live mount.
@@ -85,23 +86,41 @@ impl Mounted {
 }
 
 /// Mounts the cluster's namespace at `dir`.
-pub async fn start(cluster: Cluster, dir: &Path, staging: &Path, local_copies: u64) -> Result<Mounted> {
+pub async fn start(
+    cluster: Cluster,
+    dir: &Path,
+    staging: &Path,
+    local_copies: u64,
+    prefetch: &PrefetchOptions,
+) -> Result<Mounted> {
     fuse::check_mountpoint(dir)?;
     if !Path::new("/dev/fuse").exists() {
         anyhow::bail!("FUSE is not available on this machine (/dev/fuse is missing; install fuse3)");
     }
-    let fs = MountFs::with_local_copies(cluster, staging.to_path_buf(), local_copies)
+    let mut fs = MountFs::with_local_copies(cluster, staging.to_path_buf(), local_copies)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))
         .context("cannot reach the cache nodes")?;
+    fs.enable_prefetch(prefetch).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let session = fuse::mount(Arc::new(fs), dir, tokio::runtime::Handle::current())?;
     Ok(Mounted { session: Some(session), dir: dir.to_path_buf(), staging: staging.to_path_buf() })
 }
 
 /// Runs a mount until Ctrl-C, SIGTERM or an external unmount.
-pub async fn run(cluster: Cluster, dir: &Path, staging: &Path, local_copies: u64) -> Result<()> {
-    let m = start(cluster, dir, staging, local_copies).await?;
-    eprintln!("ferry: mounted at {} (Ctrl-C or SIGTERM unmounts)", dir.display());
+pub async fn run(
+    cluster: Cluster,
+    dir: &Path,
+    staging: &Path,
+    local_copies: u64,
+    prefetch: &PrefetchOptions,
+) -> Result<()> {
+    let m = start(cluster, dir, staging, local_copies, prefetch).await?;
+    eprintln!(
+        "ferry: mounted at {} (prefetch: {}, {}; Ctrl-C or SIGTERM unmounts)",
+        dir.display(),
+        prefetch.predictor,
+        bytesize::ByteSize::b(prefetch.budget).display().iec()
+    );
     let shutdown = crate::signal::wait_for_shutdown();
     tokio::pin!(shutdown);
     loop {

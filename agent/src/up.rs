@@ -145,7 +145,7 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
     let mounted = if std::path::Path::new("/dev/fuse").exists() {
         let _ = std::fs::create_dir_all(&mnt);
         let cluster = crate::read::connect(&client, &client.nodes)?;
-        match crate::mount::start(cluster, &mnt, &data.join("staging"), 4 << 30).await {
+        match crate::mount::start(cluster, &mnt, &data.join("staging"), 4 << 30, &Default::default()).await {
             Ok(m) => Some(m),
             Err(e) => {
                 eprintln!("ferry: not mounting {}: {e:#}", mnt.display());

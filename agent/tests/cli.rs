@@ -203,11 +203,14 @@ fn restarted_cloud_process_serves_warm_without_the_store() {
         assert!(cat.status.success(), "{}", String::from_utf8_lossy(&cat.stderr));
         assert!(cat.stdout == body, "round {round}: bytes differ");
         let m = metrics(c.mport);
-        let store_requests = metric(&m, "ferry_store_requests_total");
+        let store_requests = metric(&m, "ferry_store_requests_total{op=\"get\"}")
+            + metric(&m, "ferry_store_requests_total{op=\"head\"}");
         if round == 0 {
             assert!(store_requests > 0, "cold read made no store request?\n{m}");
         } else {
-            assert_eq!(store_requests, 0, "warm restart touched the store\n{m}");
+            // Only the prefetcher's one listing of the folder may reach the store.
+            assert_eq!(store_requests, 0, "warm restart read from the store\n{m}");
+            assert!(metric(&m, "ferry_store_requests_total{op=\"list\"}") <= 1, "{m}");
             assert!(metric(&m, "ferry_cache_hits_total{tier=\"disk\"}") >= 5, "{m}");
         }
         signal(&node.0, "TERM");
@@ -265,13 +268,33 @@ fn mount_survives_node_kill_after_fsync_and_unmounts_on_sigterm() {
         drop(f); // close may fail now that the node is gone; fsync already succeeded
     }
     // Restart: the journal resumes the upload and the file reaches the store intact.
-    let _node = start_cloud(&c);
+    let mut node = start_cloud(&c);
     let t0 = Instant::now();
     loop {
         if std::fs::read(c.store.join("ckpt.pt")).is_ok_and(|b| b == body) {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "checkpoint never reached the store");
+        if let Some(s) = node.0.try_wait().expect("try_wait") {
+            panic!("the restarted node exited ({s})");
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let listing = |d: &Path| -> Vec<(String, u64)> {
+                std::fs::read_dir(d)
+                    .map(|r| {
+                        r.flatten()
+                            .map(|e| {
+                                (e.file_name().to_string_lossy().into_owned(), e.metadata().map_or(0, |m| m.len()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            panic!(
+                "checkpoint never reached the store; store {:?}, journal {:?}",
+                listing(&c.store),
+                listing(&c.dir.join("cache/journal"))
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -359,4 +382,127 @@ fn node_records_reads_as_a_trace() {
     // The recorded trace is what eval and train take.
     let o = run(&["predictor", "eval", "--traces", traces.to_str().expect("utf-8"), "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// errno of an invalid argument.
+const EINVAL: i32 = 22;
+
+/// Mounts `c`'s namespace at `mnt` with `args` added; waits until it is there.
+fn start_mount(c: &Cloud, mnt: &Path, args: &[&str]) -> Running {
+    std::fs::create_dir_all(mnt).expect("mkdir");
+    let mount = Running(
+        ferry()
+            .args(["mount", "--config", &c.client, path(mnt), "--local-copies", "0"])
+            .args(args)
+            .spawn()
+            .expect("spawn mount"),
+    );
+    wait_until(Duration::from_secs(30), "mount did not appear", || is_mounted(mnt));
+    mount
+}
+
+fn prefetch_stats(mnt: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(mnt.join(".ferry-stats")).expect("read .ferry-stats")).expect("stats JSON")
+}
+
+fn stat_delta(after: &serde_json::Value, before: &serde_json::Value, key: &str) -> u64 {
+    after[key].as_u64().expect("counter") - before[key].as_u64().expect("counter")
+}
+
+#[test]
+fn mount_prefetches_the_next_frames_and_follows_an_announced_order() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cloud_setup(dir.path());
+    // A camera folder of frames, and a folder of samples read in a shuffled order.
+    for (folder, n) in [("cam", 40), ("shuf", 30)] {
+        std::fs::create_dir_all(c.store.join(folder)).expect("mkdir");
+        for i in 0..n {
+            let body: Vec<u8> = (0..300_000u32).map(|b| (b ^ i) as u8).collect();
+            std::fs::write(c.store.join(format!("{folder}/{i:04}.jpg")), body).expect("write");
+        }
+    }
+    let _node = start_cloud(&c);
+    let mnt = c.dir.join("mnt");
+    let mut mount = start_mount(&c, &mnt, &["--prefetch", "tree"]);
+
+    // Frames in order: after the first few, the next frames are already fetched.
+    let before = prefetch_stats(&mnt);
+    assert_eq!(before["predictor"], "tree", "{before}");
+    for i in 0..40u32 {
+        let got = std::fs::read(mnt.join(format!("d/cam/{i:04}.jpg"))).expect("read frame");
+        assert!(got.len() == 300_000 && got.iter().enumerate().all(|(b, &x)| x == (b as u32 ^ i) as u8));
+    }
+    let after = prefetch_stats(&mnt);
+    eprintln!("prefetch after reading frames in order: {after}");
+    let (hits, fetched) = (stat_delta(&after, &before, "prefetch_hits"), stat_delta(&after, &before, "fetched_pages"));
+    assert!(hits > 3 * fetched, "frames read in order should mostly come prefetched: {after}");
+    assert!(after["precision"].as_f64().expect("precision") > 0.8, "{after}");
+
+    // A job announces its shuffled order (through the Python helper), then reads it.
+    let mut order: Vec<u32> = (0..30).collect();
+    order.sort_by_key(|i| (i * 17 + 5) % 31);
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python");
+    let paths: Vec<String> = order.iter().map(|i| format!("\"{}/d/shuf/{i:04}.jpg\"", path(&mnt))).collect();
+    let script = format!(
+        "import sys; sys.path.insert(0, {:?}); import ferry_prefetch as f; print(f.announce({:?}, [{}]))",
+        path(&helper),
+        path(&mnt),
+        paths.join(",")
+    );
+    let o = std::process::Command::new("python3").args(["-c", &script]).output().expect("python3");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "30");
+    let before = prefetch_stats(&mnt);
+    for &i in &order {
+        let got = std::fs::read(mnt.join(format!("d/shuf/{i:04}.jpg"))).expect("read sample");
+        assert!(got.len() == 300_000 && got.iter().enumerate().all(|(b, &x)| x == (b as u32 ^ i) as u8));
+    }
+    let after = prefetch_stats(&mnt);
+    // Every page came from the announced prefetch; nothing fetched was wasted.
+    assert_eq!(stat_delta(&after, &before, "fetched_pages"), 0, "{after}");
+    assert!(stat_delta(&after, &before, "prefetch_hits") >= 30, "{after}");
+    assert_eq!(stat_delta(&after, &before, "wasted_bytes"), 0, "{after}");
+
+    // Bad announcements are refused (at fsync or close) and change nothing.
+    let announce = |text: &str| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(mnt.join(".ferry-announce")).expect("open .ferry-announce");
+        f.write_all(text.as_bytes()).expect("write");
+        f.sync_all()
+    };
+    let e = announce("/d/shuf/nope.jpg\n").expect_err("unknown file");
+    assert_eq!(e.raw_os_error(), Some(EINVAL), "{e}");
+    let e = announce("/d/shuf/../../etc/passwd\n").expect_err("traversal");
+    assert_eq!(e.raw_os_error(), Some(EINVAL), "{e}");
+    let script = format!(
+        "import sys; sys.path.insert(0, {:?}); import ferry_prefetch as f; f.announce({:?}, ['d/shuf/nope.jpg'])",
+        path(&helper),
+        path(&mnt)
+    );
+    let o = std::process::Command::new("python3").args(["-c", &script]).output().expect("python3");
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("OSError"), "{o:?}");
+    assert_eq!(prefetch_stats(&mnt)["wasted_bytes"], after["wasted_bytes"]);
+
+    signal(&mount.0, "TERM");
+    assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
+}
+
+#[test]
+fn mount_refuses_an_unknown_prefetch_model() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cloud_setup(dir.path());
+    let _node = start_cloud(&c);
+    let mnt = c.dir.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let o = run(&["mount", "--config", &c.client, path(&mnt), "--prefetch", path(&dir.path().join("no-model"))]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("prefetch") && err.contains("no-model"), "{err}");
+    assert!(!is_mounted(&mnt));
 }

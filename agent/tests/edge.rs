@@ -62,6 +62,12 @@ impl Env {
         serde_json::from_slice(&o.stdout).expect("status JSON")
     }
 
+    /// The status, or `None` while the agent has not made its spool yet.
+    fn status_once_started(&self) -> Option<serde_json::Value> {
+        let o = run(&["edge", "status", "--json", "--config", self.edge_cfg.to_str().expect("utf8")]);
+        o.status.success().then(|| serde_json::from_slice(&o.stdout).expect("status JSON"))
+    }
+
     /// Waits until the store holds exactly `local`'s bytes under `name`.
     fn wait_uploaded(&self, name: &str, limit: Duration) {
         let want = std::fs::read(self.robot.join(name)).expect("local file");
@@ -164,10 +170,15 @@ fn uploads_wait_for_a_node_that_is_down_and_complete_when_it_returns() {
     let env = setup(dir.path(), "");
     let _edge = env.edge();
     std::fs::write(env.robot.join("early.bin"), random(3 << 20, 1)).expect("write");
-    std::thread::sleep(Duration::from_secs(3));
-    let s = env.status();
-    assert_eq!(s["files_pending"], 1, "{s}");
-    assert_eq!(s["queued_bytes"], 3 << 20, "{s}");
+    // With no node to take it, the whole file is queued and shown as pending. The
+    // watcher may first see the file half written and the upload pass may be waiting
+    // on the dead node, so the full size can take a rescan to show.
+    let mut last = serde_json::Value::Null;
+    wait_until(Duration::from_secs(30), "the file was never shown as queued", || {
+        last = env.status_once_started().unwrap_or_default();
+        last["files_pending"] == 1 && last["queued_bytes"] == 3 << 20
+    });
+    assert_eq!(last["files_uploaded"], 0, "{last}");
     let _node = env.cloud();
     env.wait_uploaded("early.bin", Duration::from_secs(60));
 }

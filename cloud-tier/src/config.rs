@@ -10,6 +10,8 @@
 //! edge_prefix = "/logs"               # edge devices write only below EDGE_PREFIX/DEVICE_ID/
 //! chunk_store = "2GiB"                # bytes of edge chunks kept (in DISK_DIR/chunks) for dedup
 //! trace_dir = ""                      # record demand reads as access traces here (docs/PREDICTOR.md); unset: off
+//! prefetch = "tree"                   # predictor of the pages read next: tree (shipped model), markov, stride, readahead, none, or a model directory
+//! prefetch_budget = "256MiB"          # most bytes of prefetched pages not read yet
 //!
 //! [cache]
 //! memory = "512MiB"                   # memory tier size
@@ -64,6 +66,10 @@ pub struct CloudConfig {
     pub chunk_store: ByteSize,
     /// Where to record demand reads as access traces; `None` records nothing.
     pub trace_dir: Option<PathBuf>,
+    /// Predictor that prefetches (`none` turns prefetch off).
+    pub prefetch: String,
+    /// Most bytes of prefetched pages not read yet.
+    pub prefetch_budget: ByteSize,
 }
 
 /// Sizes and place of the cache tiers.
@@ -115,6 +121,8 @@ impl Default for CloudConfig {
             edge_prefix: crate::node::DEFAULT_EDGE_PREFIX.into(),
             chunk_store: ByteSize::b(crate::node::DEFAULT_CHUNK_STORE),
             trace_dir: None,
+            prefetch: "tree".into(),
+            prefetch_budget: ByteSize::mib(256),
         }
     }
 }

@@ -20,6 +20,9 @@
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`clock`]: the injected wall clock.
 //! - [`payload`]: GET results as streams of large chunks.
+//! - [`prefetch`]: the node's prefetcher (a predictor per connection,
+//!   pages fetched ahead into the cache under a byte budget); [`recorder`]
+//!   writes demand reads as traces to train it on.
 
 pub mod cache;
 pub mod chunks;
@@ -33,6 +36,7 @@ pub mod mount;
 pub mod namespace;
 pub mod node;
 pub mod payload;
+pub mod prefetch;
 pub mod recorder;
 
 pub use config::CloudConfig;

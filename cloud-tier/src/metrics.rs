@@ -52,6 +52,26 @@ pub struct Metrics {
     pub chunk_bytes: Counter,
     /// Bytes of those chunks as sent (after compression).
     pub chunk_wire_bytes: Counter,
+    /// Bytes of pages prefetch asked for.
+    pub prefetch_bytes: Counter,
+    /// Of those, bytes a reader then read.
+    pub prefetch_useful_bytes: Counter,
+    /// Of those, bytes given up unread.
+    pub prefetch_wasted_bytes: Counter,
+    /// Prefetch requests that started a store fetch (the rest were cached or in flight).
+    pub prefetch_fetches: Counter,
+    /// Pages demand reads touched.
+    pub prefetch_demand_pages: Counter,
+    /// Demand pages that prefetch had asked for.
+    pub prefetch_hits: Counter,
+    /// Demand pages neither cached, in flight, nor prefetched.
+    pub prefetch_demand_misses: Counter,
+    /// Useful / prefetched bytes, at the last scrape.
+    pub prefetch_precision: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Prefetch hits / (prefetch hits + demand misses), at the last scrape.
+    pub prefetch_coverage: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Demand pages at hand (cached, in flight or prefetched) / demand pages, at the last scrape.
+    pub demand_hit_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn tier(t: &'static str) -> TierLabel {
@@ -80,6 +100,16 @@ impl Metrics {
             chunks_received: Counter::default(),
             chunk_bytes: Counter::default(),
             chunk_wire_bytes: Counter::default(),
+            prefetch_bytes: Counter::default(),
+            prefetch_useful_bytes: Counter::default(),
+            prefetch_wasted_bytes: Counter::default(),
+            prefetch_fetches: Counter::default(),
+            prefetch_demand_pages: Counter::default(),
+            prefetch_hits: Counter::default(),
+            prefetch_demand_misses: Counter::default(),
+            prefetch_precision: Gauge::default(),
+            prefetch_coverage: Gauge::default(),
+            demand_hit_ratio: Gauge::default(),
             request_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))),
             registry: Registry::default(),
         };
@@ -99,6 +129,28 @@ impl Metrics {
         registry.register("edge_chunks_received", "Chunks received from edge agents", m.chunks_received.clone());
         registry.register("edge_chunk_bytes", "Decoded bytes of chunks received", m.chunk_bytes.clone());
         registry.register("edge_chunk_wire_bytes", "Bytes of chunks received as sent", m.chunk_wire_bytes.clone());
+        registry.register("prefetch_bytes", "Bytes of pages prefetch asked for", m.prefetch_bytes.clone());
+        registry.register(
+            "prefetch_useful_bytes",
+            "Prefetched bytes a reader then read",
+            m.prefetch_useful_bytes.clone(),
+        );
+        registry.register("prefetch_wasted_bytes", "Prefetched bytes given up unread", m.prefetch_wasted_bytes.clone());
+        registry.register("prefetch_fetches", "Prefetches that started a store fetch", m.prefetch_fetches.clone());
+        registry.register("demand_pages", "Pages demand reads touched", m.prefetch_demand_pages.clone());
+        registry.register("prefetch_hits", "Demand pages prefetch had asked for", m.prefetch_hits.clone());
+        registry.register(
+            "demand_misses",
+            "Demand pages neither cached, in flight nor prefetched",
+            m.prefetch_demand_misses.clone(),
+        );
+        registry.register("prefetch_precision", "Useful / prefetched bytes", m.prefetch_precision.clone());
+        registry.register(
+            "prefetch_coverage",
+            "Prefetch hits / (prefetch hits + demand misses)",
+            m.prefetch_coverage.clone(),
+        );
+        registry.register("demand_hit_ratio", "Demand pages at hand / demand pages", m.demand_hit_ratio.clone());
         Metrics { registry, ..m }
     }
 
@@ -137,6 +189,12 @@ impl Metrics {
 
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let (hits, misses, demand) =
+            (self.prefetch_hits.get(), self.prefetch_demand_misses.get(), self.prefetch_demand_pages.get());
+        self.prefetch_precision.set(ratio(self.prefetch_useful_bytes.get(), self.prefetch_bytes.get()));
+        self.prefetch_coverage.set(ratio(hits, hits + misses));
+        self.demand_hit_ratio.set(ratio(demand - misses.min(demand), demand));
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -57,6 +57,7 @@ pub struct CacheNode {
     edge_prefix: String,
     /// Where demand reads are recorded as an access trace, if anywhere.
     recorder: Option<Arc<crate::recorder::Recorder>>,
+    prefetch: Option<Arc<crate::prefetch::NodePrefetch>>,
 }
 
 /// Default of [`CloudConfig::edge_prefix`].
@@ -129,6 +130,7 @@ impl CacheNode {
             chunks,
             edge_prefix: DEFAULT_EDGE_PREFIX.to_string(),
             recorder: None,
+            prefetch: None,
         })
     }
 
@@ -139,6 +141,33 @@ impl CacheNode {
         tracing::info!(path = %rec.path().display(), "recording reads as an access trace");
         self.recorder = Some(Arc::new(rec));
         Ok(self)
+    }
+
+    /// Prefetches with `predictor` (see `ferry_predictor::models::by_name`;
+    /// `none` turns prefetch off), holding at most `budget` bytes of
+    /// prefetched pages not read yet.
+    pub fn with_prefetch(mut self, predictor: &str, budget: u64) -> Result<CacheNode, NodeError> {
+        if predictor == "none" {
+            self.prefetch = None;
+            return Ok(self);
+        }
+        let p = crate::prefetch::NodePrefetch::new(self.cache.clone(), self.metrics.clone(), predictor, budget)
+            .map_err(|e| NodeError::InvalidInput(format!("prefetch: {e}")))?;
+        self.prefetch = Some(Arc::new(p));
+        Ok(self)
+    }
+
+    /// Hands a demand read to the prefetcher (listing its folder the first time).
+    fn prefetch_read(self: &Arc<Self>, reader: &str, path: &str, info: &ObjectInfo, offset: u64, len: u64) {
+        let Some(p) = &self.prefetch else { return };
+        let Ok(nspath) = NsPath::parse(path) else { return };
+        if let Some(dir) = p.access(reader, &nspath, info, offset, len) {
+            let (node, p) = (self.clone(), p.clone());
+            tokio::spawn(async move {
+                let listed = node.handle_list(&dir).await.map_err(|e| e.to_string());
+                p.add_dir(&dir, listed);
+            });
+        }
     }
 
     /// Notes a demand read in the trace, listing its folder the first time.
@@ -774,29 +803,30 @@ async fn handle_stream(
             .handle_load(&path)
             .await
             .map_or_else(|e| error_response(&e), |(objects, bytes)| Response::LoadOk { objects, bytes }),
-        Request::ReadRange { path, offset, len } => match node
-            .handle_read(&path, offset, len)
-            .await
-            .inspect(|(n, _)| node.record_read(&reader, &path, offset, *n))
-        {
-            Err(e) => error_response(&e),
-            Ok((n, mut stream)) => {
-                wire::write_response(&mut send, &Response::Data { len: n }).await?;
-                while let Some(piece) = stream.next().await {
-                    match piece {
-                        Ok(b) => send.write_chunk(b).await?,
-                        Err(e) => {
-                            tracing::warn!(%path, error = %e, "read failed mid-stream");
-                            let _ = send.reset(quinn::VarInt::from_u32(u32::from(e.code() as u16)));
-                            return Ok(());
+        Request::ReadRange { path, offset, len } => {
+            match node.handle_read(&path, offset, len).await.inspect(|(n, stream)| {
+                node.record_read(&reader, &path, offset, *n);
+                node.prefetch_read(&reader, &path, &stream.info, offset, *n);
+            }) {
+                Err(e) => error_response(&e),
+                Ok((n, mut stream)) => {
+                    wire::write_response(&mut send, &Response::Data { len: n }).await?;
+                    while let Some(piece) = stream.next().await {
+                        match piece {
+                            Ok(b) => send.write_chunk(b).await?,
+                            Err(e) => {
+                                tracing::warn!(%path, error = %e, "read failed mid-stream");
+                                let _ = send.reset(quinn::VarInt::from_u32(u32::from(e.code() as u16)));
+                                return Ok(());
+                            }
                         }
                     }
+                    send.finish()?;
+                    node.metrics.observe(op, t0.elapsed().as_secs_f64());
+                    return Ok(());
                 }
-                send.finish()?;
-                node.metrics.observe(op, t0.elapsed().as_secs_f64());
-                return Ok(());
             }
-        },
+        }
     };
     wire::write_response(&mut send, &resp).await?;
     send.finish()?;
@@ -908,7 +938,8 @@ impl RunningNode {
                 }
                 None => CacheNode::new(ns, opts, clock, &cfg.node_id)?,
             }
-            .with_edge(&cfg.edge_prefix, cfg.chunk_store.as_u64())?,
+            .with_edge(&cfg.edge_prefix, cfg.chunk_store.as_u64())?
+            .with_prefetch(&cfg.prefetch, cfg.prefetch_budget.as_u64())?,
         );
         let endpoint = transport::server_endpoint(cfg.listen, &tls)?;
         let addr = endpoint.local_addr()?;

@@ -13,6 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use common::*;
 use ferry_cloud_tier::faulty::Faults;
 use ferry_cloud_tier::namespace::open_store;
+use ferry_cloud_tier::CloudConfig;
 use ferry_protocol::codec::EntryKind;
 use ferry_protocol::{ErrorCode, ProtocolError};
 
@@ -177,7 +178,8 @@ async fn restarted_node_serves_from_disk_without_the_store_and_refetches_corrupt
     let body = data(3 * PAGE as usize + 5, 11);
     put(&base, &prefix, "obj", body.clone()).await;
     let cache_dir = dir.path().join("cache");
-    let cfg = node_config(&cache_dir, 64 << 20, 256 << 20);
+    // Without prefetch, whose first read in a folder lists it (one store request).
+    let cfg = CloudConfig { prefetch: "none".into(), ..node_config(&cache_dir, 64 << 20, 256 << 20) };
 
     let first = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
     let c = client(&certs, &[first.node.addr.to_string()]);
@@ -240,6 +242,36 @@ async fn concurrent_cold_readers_make_one_store_get() {
     }
     assert_eq!(n.store.counters().gets.load(Ordering::SeqCst), 1);
     assert_eq!(n.node.node.metrics().coalesced.get(), 7);
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_prefetches_the_next_frames_of_a_reader_once_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    for i in 0..40u64 {
+        put(&base, &StorePath::default(), &format!("cam/{i:04}.jpg"), data(200_000, i)).await;
+    }
+    // The default configuration prefetches with the shipped tree model.
+    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 0);
+    assert_eq!(cfg.prefetch, "tree");
+    let faults = Faults { latency: Duration::from_millis(5), bandwidth: None };
+    let n = start_node(&certs, &cfg, "/data", base, StorePath::default(), faults).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    // One reader (one connection) goes through the frames in order.
+    for i in 0..40u64 {
+        let got = read_all(&c, &format!("/data/cam/{i:04}.jpg")).await.expect("read frame");
+        assert!(got == data(200_000, i), "frame {i} differs");
+    }
+    let m = n.node.node.metrics();
+    let text = m.encode();
+    let (hits, misses) = (m.prefetch_hits.get(), m.prefetch_demand_misses.get());
+    assert!(hits > 3 * misses, "frames read in order should mostly be prefetched\n{text}");
+    assert!(m.prefetch_useful_bytes.get() * 10 >= m.prefetch_bytes.get() * 8, "precision below 0.8\n{text}");
+    assert!(text.contains("ferry_prefetch_precision") && text.contains("ferry_prefetch_coverage"), "{text}");
+    // Prefetch and demand reads of the same page share one store request.
+    assert!(n.store.counters().gets.load(Ordering::SeqCst) <= 42, "{text}");
     n.node.shutdown().await;
 }
 

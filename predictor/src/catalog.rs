@@ -28,6 +28,7 @@ pub struct Catalog {
     /// Per directory, its files in name order.
     dirs: Vec<Vec<FileId>>,
     dir_paths: Vec<String>,
+    dir_ids: HashMap<String, u32>,
     by_path: HashMap<String, FileId>,
 }
 
@@ -47,22 +48,61 @@ impl Catalog {
         let mut sorted: Vec<(String, u64)> = map.into_iter().collect();
         sorted.sort();
         let mut cat = Catalog { page_size, ..Default::default() };
-        let mut dir_ids: HashMap<String, u32> = HashMap::new();
         for (path, size) in sorted {
-            let dir_path = parent(&path).to_string();
-            let dir = *dir_ids.entry(dir_path.clone()).or_insert_with(|| {
-                cat.dirs.push(Vec::new());
-                cat.dir_paths.push(dir_path);
-                (cat.dirs.len() - 1) as u32
-            });
-            let id = cat.files.len() as FileId;
-            let index = cat.dirs[dir as usize].len() as u32;
-            cat.dirs[dir as usize].push(id);
-            let pages = size.div_ceil(page_size).max(1) as u32;
-            cat.by_path.insert(path.clone(), id);
-            cat.files.push(File { path, size, pages, dir, index });
+            cat.push(path, size);
         }
         cat
+    }
+
+    /// Appends a file; callers add a directory's files in name order.
+    fn push(&mut self, path: String, size: u64) -> FileId {
+        let dir_path = parent(&path).to_string();
+        let dir = match self.dir_ids.get(&dir_path) {
+            Some(&d) => d,
+            None => {
+                self.dirs.push(Vec::new());
+                self.dir_paths.push(dir_path.clone());
+                let d = (self.dirs.len() - 1) as u32;
+                self.dir_ids.insert(dir_path, d);
+                d
+            }
+        };
+        let id = self.files.len() as FileId;
+        let index = self.dirs[dir as usize].len() as u32;
+        self.dirs[dir as usize].push(id);
+        let pages = size.div_ceil(self.page_size).max(1) as u32;
+        self.by_path.insert(path.clone(), id);
+        self.files.push(File { path, size, pages, dir, index });
+        id
+    }
+
+    /// Whether directory `dir` was added (by [`Catalog::new`] or [`Catalog::add_dir`]).
+    pub fn has_dir(&self, dir: &str) -> bool {
+        self.dir_ids.contains_key(dir)
+    }
+
+    /// Adds the files of directory `dir` (names and sizes, any order), as
+    /// a reader who lists folders on first use learns the dataset. Ids of
+    /// files already known do not change; a directory added before is left
+    /// as it is.
+    pub fn add_dir(&mut self, dir: &str, files: impl IntoIterator<Item = (String, u64)>) {
+        // The root's files have the directory "" (see [`parent`]).
+        let dir = dir.trim_end_matches('/');
+        if self.has_dir(dir) {
+            return;
+        }
+        let mut sorted: Vec<(String, u64)> = files.into_iter().collect();
+        sorted.sort();
+        sorted.dedup_by(|a, b| a.0 == b.0);
+        if sorted.is_empty() {
+            // Remember the empty directory so it is not listed again.
+            self.dirs.push(Vec::new());
+            self.dir_paths.push(dir.to_string());
+            self.dir_ids.insert(dir.to_string(), (self.dirs.len() - 1) as u32);
+        }
+        for (name, size) in sorted {
+            self.push(format!("{dir}/{name}"), size);
+        }
     }
 
     pub fn page_size(&self) -> u64 {
@@ -130,5 +170,20 @@ mod tests {
         assert_eq!(c.pages_of(a2, 12, 1), (1, 2));
         assert_eq!(c.pages_of(a2, 100, 5), (2, 3), "reads past the end count on the last page");
         assert_eq!(c.dir_path(c.file(c.id("/b/x").expect("listed")).dir), "/b");
+    }
+
+    #[test]
+    fn directories_added_later_keep_earlier_ids() {
+        let mut c = Catalog::new(10, [("/a/1".to_string(), 5)]);
+        let a1 = c.id("/a/1").expect("listed");
+        c.add_dir("/cam", [("f2".to_string(), 30), ("f1".into(), 10)]);
+        c.add_dir("/cam", [("f0".to_string(), 1)]);
+        c.add_dir("/", [("top".to_string(), 1)]);
+        assert_eq!(c.id("/a/1"), Some(a1));
+        let f1 = c.id("/cam/f1").expect("added");
+        assert_eq!(c.step(f1, 1).map(|f| c.file(f).path.as_str()), Some("/cam/f2"));
+        assert_eq!(c.id("/cam/f0"), None, "a directory is added once");
+        assert_eq!(c.file(c.id("/cam/f2").expect("added")).pages, 3);
+        assert!(c.has_dir("/cam") && c.has_dir("") && c.id("/top").is_some());
     }
 }

@@ -172,9 +172,19 @@ struct Stream {
     ctx: Context,
 }
 
+/// Readers announced under this name share the order: a training job's
+/// sampler announces once, its worker processes do the reading.
+pub const ANY_READER: &str = "*";
+
+/// `end` of an announced whole file: its first `file_pages` pages.
+const WHOLE_FILE: u32 = u32::MAX;
+
+/// How far past the cursor a read is looked for in an announced order.
+const ANNOUNCE_WINDOW: usize = 4096;
+
 #[derive(Debug, Default)]
 struct Announced {
-    order: Vec<FileId>,
+    order: Vec<Fetch>,
     cursor: usize,
 }
 
@@ -213,7 +223,34 @@ impl Prefetcher {
 
     /// A reader will read `order` next, in this order (a sampler's list).
     pub fn announce(&mut self, reader: &str, order: Vec<FileId>) {
+        let order = order.into_iter().map(|file| Fetch { file, first: 0, end: WHOLE_FILE }).collect();
+        self.announce_ranges(reader, order);
+    }
+
+    /// A reader will read these page ranges next, in this order (samples
+    /// inside large record files). [`ANY_READER`] announces for every reader
+    /// without an order of its own.
+    pub fn announce_ranges(&mut self, reader: &str, order: Vec<Fetch>) {
         self.announced.insert(reader.to_string(), Announced { order, cursor: 0 });
+    }
+
+    /// The next entries of `reader`'s announced order (what to fetch right
+    /// after an announcement, before the first read).
+    pub fn upcoming(&self, catalog: &Catalog, reader: &str, out: &mut Vec<Fetch>) {
+        if let Some(a) = self.announced.get(reader) {
+            Self::upcoming_of(a, &self.config, catalog, out);
+        }
+    }
+
+    fn upcoming_of(a: &Announced, config: &PrefetchConfig, catalog: &Catalog, out: &mut Vec<Fetch>) {
+        for next in a.order[a.cursor..].iter().take(config.announced_depth) {
+            let pages = catalog.file(next.file).pages;
+            let end = match next.end {
+                WHOLE_FILE => pages.min(config.file_pages),
+                e => e.min(pages),
+            };
+            out.push(Fetch { file: next.file, first: next.first.min(end), end });
+        }
     }
 
     /// A demand read of bytes `[offset, offset + len)` of `file` by `reader`;
@@ -253,14 +290,16 @@ impl Prefetcher {
         if reads_ahead && sequential && end < f.pages {
             out.push(Fetch { file, first: end, end: (end + self.config.in_file_pages).min(f.pages) });
         }
-        if let Some(a) = self.announced.get_mut(reader).filter(|_| reads_ahead) {
-            if let Some(pos) = a.order[a.cursor..].iter().position(|&x| x == file) {
+        let announcer = if self.announced.contains_key(reader) { reader } else { ANY_READER };
+        if let Some(a) = self.announced.get_mut(announcer).filter(|_| reads_ahead) {
+            let upto = (a.cursor + ANNOUNCE_WINDOW).min(a.order.len());
+            let hit = |x: &Fetch| x.file == file && (x.end == WHOLE_FILE || (x.first < end && first < x.end));
+            let matched = a.order[a.cursor..upto].iter().position(hit);
+            if let Some(pos) = matched {
                 a.cursor += pos + 1;
             }
-            if new_file || a.cursor > 0 {
-                for &next in a.order[a.cursor..].iter().take(self.config.announced_depth) {
-                    out.push(Fetch { file: next, first: 0, end: catalog.file(next).pages.min(self.config.file_pages) });
-                }
+            if new_file || matched.is_some() {
+                Self::upcoming_of(a, &self.config, catalog, out);
                 return;
             }
         }

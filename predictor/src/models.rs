@@ -300,8 +300,19 @@ pub fn by_name(name: &str) -> Result<Box<dyn Predictor>, ModelError> {
         "readahead" => Box::new(Readahead),
         "stride" => Box::new(Stride::default()),
         "markov" => Box::new(Markov::default()),
+        "tree" => Box::new(shipped_tree()?),
         dir => load(Path::new(dir))?,
     })
+}
+
+/// The tree model shipped in `models/tree` (see `models/README.md`), built
+/// into the binary so the mount and the node have a trained model by default.
+pub fn shipped_tree() -> Result<Tree, ModelError> {
+    const SHIPPED: &str = include_str!("../../models/tree/model.json");
+    let shown = "models/tree/model.json (built in)".to_string();
+    let file: ModelFile =
+        serde_json::from_str(SHIPPED).map_err(|e| ModelError::Format(shown.clone(), e.to_string()))?;
+    file.tree.ok_or_else(|| ModelError::Format(shown, "kind tree without a tree".into()))
 }
 
 #[cfg(test)]

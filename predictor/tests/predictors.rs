@@ -4,7 +4,7 @@
 use ferry_predictor::eval::{self, Counts, SimConfig};
 use ferry_predictor::gen::{self, Size};
 use ferry_predictor::trace::{Access, Event, Header, Trace, TRACE_VERSION};
-use ferry_predictor::{models, Catalog, Context, Predictor, PrefetchConfig, Step};
+use ferry_predictor::{models, Catalog, Context, Fetch, Predictor, PrefetchConfig, Prefetcher, Step, ANY_READER};
 
 /// A store that answers at once, and room for everything: only the
 /// predictions matter.
@@ -102,6 +102,41 @@ fn announced_shuffle_order_is_exact() {
     let blind = gen::generate("shuffle", Size { units: 1, rounds: 2, ..Size::small() }, 5).expect("shape");
     let c = run(&blind, &instant(), "markov");
     assert!(c.useful_pages < c.reads / 10, "{c:?}");
+}
+
+#[test]
+fn an_order_announced_for_every_reader_is_followed_by_each_and_names_ranges() {
+    // Two record files of 10 pages; samples are page-sized ranges.
+    let cat = Catalog::new(100, [("/rec/a".to_string(), 1000), ("/rec/b".to_string(), 1000)]);
+    let (a, b) = (cat.id("/rec/a").expect("a"), cat.id("/rec/b").expect("b"));
+    let order = vec![
+        Fetch { file: b, first: 3, end: 4 },
+        Fetch { file: a, first: 7, end: 8 },
+        Fetch { file: b, first: 0, end: 1 },
+        Fetch { file: a, first: 2, end: 3 },
+    ];
+    let config = PrefetchConfig { announced_depth: 2, ..PrefetchConfig::default() };
+    let mut pf = Prefetcher::new(models::by_name("readahead").expect("readahead"), config);
+    pf.announce_ranges(ANY_READER, order.clone());
+    // Before any read: the first entries.
+    let mut out = Vec::new();
+    pf.upcoming(&cat, ANY_READER, &mut out);
+    assert_eq!(out, order[..2]);
+    // A worker reads the first sample; another worker the second: each is
+    // told what follows in the shared order.
+    out.clear();
+    pf.access(&cat, "pid:1", b, 300, 100, &mut out);
+    assert_eq!(out, order[1..3]);
+    out.clear();
+    pf.access(&cat, "pid:2", a, 700, 100, &mut out);
+    assert_eq!(out, order[2..4]);
+    // A reader with its own order follows that one.
+    pf.announce(ANY_READER, vec![a]);
+    pf.announce("pid:3", vec![b, a]);
+    out.clear();
+    pf.access(&cat, "pid:3", b, 0, 100, &mut out);
+    let ahead = Fetch { file: b, first: 1, end: 9 };
+    assert_eq!(out, [ahead, Fetch { file: a, first: 0, end: 4 }], "readahead in b, then a's first file_pages pages");
 }
 
 #[test]

@@ -125,11 +125,20 @@ pub fn cloud_setup(dir: &Path) -> Cloud {
 }
 
 pub fn start_cloud(c: &Cloud) -> Running {
-    let node = Running(ferry().args(["cloud", "--config", c.cfg.to_str().expect("utf8")]).spawn().expect("spawn"));
+    let mut node = Running(ferry().args(["cloud", "--config", c.cfg.to_str().expect("utf8")]).spawn().expect("spawn"));
     let mport = c.mport;
     wait_until(Duration::from_secs(30), "node did not start", || {
+        if let Some(s) = node.0.try_wait().expect("try_wait") {
+            panic!("the node exited at start ({s}); see its error above");
+        }
         std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
     });
+    // Its metrics port answers; it must be this node answering (a port taken
+    // by another process makes the node exit instead).
+    std::thread::sleep(Duration::from_millis(100));
+    if let Some(s) = node.0.try_wait().expect("try_wait") {
+        panic!("the node exited at start ({s}); see its error above");
+    }
     node
 }
 

@@ -354,14 +354,28 @@ impl PageCache {
         Ok(PageRead::Filling(self.join_or_fetch(resolved, key, info)))
     }
 
-    /// Starts fetching a page unless it is cached or already in flight.
-    pub fn prefetch(self: &Arc<Self>, path: &NsPath, info: &ObjectInfo, page: u64) {
-        let Ok(resolved) = self.ns.resolve(path) else { return };
+    /// Starts fetching a page unless it is cached or already in flight;
+    /// true if a fetch started.
+    pub fn prefetch(self: &Arc<Self>, path: &NsPath, info: &ObjectInfo, page: u64) -> bool {
+        let Ok(resolved) = self.ns.resolve(path) else { return false };
         let key = self.key(&resolved, path, info, page);
         if self.memory.contains(&key) || self.disk.as_ref().is_some_and(|d| d.contains(&key)) {
-            return;
+            return false;
+        }
+        if self.inflight.lock().expect("inflight lock poisoned").contains_key(&key) {
+            return false;
         }
         let _ = self.join_or_fetch(resolved, key, info);
+        true
+    }
+
+    /// Whether a page is cached in a tier or being fetched.
+    pub fn holds(&self, path: &NsPath, info: &ObjectInfo, page: u64) -> bool {
+        let Ok(resolved) = self.ns.resolve(path) else { return false };
+        let key = self.key(&resolved, path, info, page);
+        self.memory.contains(&key)
+            || self.disk.as_ref().is_some_and(|d| d.contains(&key))
+            || self.inflight.lock().expect("inflight lock poisoned").contains_key(&key)
     }
 
     fn join_or_fetch(self: &Arc<Self>, resolved: Resolved, key: PageKey, info: &ObjectInfo) -> PageFill {

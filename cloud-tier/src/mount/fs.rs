@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::future::{BoxFuture, FutureExt};
 
 use ferry_protocol::client::Cluster;
 use ferry_protocol::codec::{EntryKind, ObjectInfo};
 use ferry_protocol::ids::NsPath;
 use ferry_protocol::{ErrorCode, ProtocolError};
+
+use super::prefetch::{MountPrefetch, PageFuture, PrefetchOptions, Source};
 
 /// Inode number of the root directory.
 pub const ROOT_INO: u64 = 1;
@@ -95,7 +97,15 @@ pub enum Opened {
         /// The local copy.
         file: std::fs::File,
     },
+    /// A control file: reads and writes bypass the kernel's page cache.
+    Direct(u64),
 }
+
+/// Writing paths here (one per line, optionally `OFFSET LENGTH` after it)
+/// announces the order readers will read them in; see [`MountPrefetch::announce`].
+pub const ANNOUNCE_FILE: &str = "/.ferry-announce";
+/// Reading it gives the prefetch counters as one JSON object.
+pub const STATS_FILE: &str = "/.ferry-stats";
 
 #[derive(Debug)]
 struct LocalEntry {
@@ -218,7 +228,8 @@ impl LocalFiles {
     }
 }
 
-type PageFuture = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
+/// A read handle's pages by number (and whether each was prefetched), oldest first in the list.
+type HandlePages = (HashMap<u64, (PageFuture, bool)>, Vec<u64>);
 
 #[derive(Debug)]
 struct ReadHandle {
@@ -229,7 +240,8 @@ struct ReadHandle {
     local: Option<std::fs::File>,
     /// Where the last read ended; a read starting there is sequential.
     last_end: AtomicU64,
-    pages: Mutex<(HashMap<u64, PageFuture>, Vec<u64>)>,
+    /// Pages at hand, and whether each came from the prefetched pages.
+    pages: Mutex<HandlePages>,
 }
 
 /// The staging file behind a write handle.
@@ -276,6 +288,10 @@ fn unshare(s: &mut Staged, fresh: impl FnOnce(&std::path::Path) -> PathBuf) -> s
 enum Handle {
     Read(Arc<ReadHandle>),
     Write(Arc<WriteHandle>),
+    /// `.ferry-announce` open for writing: what was written so far.
+    Announce(Arc<Mutex<Vec<u8>>>),
+    /// `.ferry-stats`: the counters when it was opened.
+    Stats(Bytes),
 }
 
 #[derive(Debug, Default)]
@@ -325,6 +341,8 @@ pub struct MountFs {
     readahead: AtomicU64,
     /// Inboxes of same-host nodes already cleared of dead mounts' files.
     swept: Mutex<HashSet<PathBuf>>,
+    /// Prefetch across files; `None` when disabled.
+    prefetch: Option<Arc<MountPrefetch>>,
 }
 
 /// Prefix of this process's staging files in a node's inbox.
@@ -396,7 +414,26 @@ impl MountFs {
             local,
             readahead: AtomicU64::new(READAHEAD_PAGES),
             swept: Mutex::new(HashSet::new()),
+            prefetch: None,
         })
+    }
+
+    /// Prefetches across files with `opts` (a model that cannot be loaded is an error).
+    pub fn enable_prefetch(&mut self, opts: &PrefetchOptions) -> FsResult<()> {
+        let p = MountPrefetch::new(self.cluster.clone(), self.page_size, opts)
+            .map_err(|e| FsError::new(libc::EINVAL, format!("prefetch: {e}")))?;
+        self.prefetch = Some(p);
+        Ok(())
+    }
+
+    /// The prefetch counters (as `.ferry-stats` shows them), when prefetch is on.
+    pub fn prefetch_stats(&self) -> Option<serde_json::Value> {
+        self.prefetch.as_ref().map(|p| p.stats())
+    }
+
+    /// Whether `path` is one of the control files (only with prefetch on).
+    fn control(&self, path: &str) -> bool {
+        self.prefetch.is_some() && (path == ANNOUNCE_FILE || path == STATS_FILE)
     }
 
     fn path_of(&self, ino: u64) -> FsResult<String> {
@@ -438,6 +475,16 @@ impl MountFs {
     async fn stat_path(&self, path: &str) -> FsResult<Attr> {
         if path == "/" {
             return Ok(self.dir_attr(path));
+        }
+        if self.control(path) {
+            return Ok(Attr {
+                ino: self.ino_of(path),
+                kind: EntryKind::File,
+                size: 0,
+                mtime: SystemTime::now(),
+                etag: String::new(),
+                origin: String::new(),
+            });
         }
         if let Some(size) = self.writing.lock().expect("writing lock poisoned").get(path).copied() {
             return Ok(Attr {
@@ -555,6 +602,18 @@ impl MountFs {
     /// Opens `ino`; `write` for write access, `truncate` for O_TRUNC.
     pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> FsResult<Opened> {
         let path = self.path_of(ino)?;
+        if let (true, Some(p)) = (self.control(&path), &self.prefetch) {
+            let h = match (path.as_str(), write) {
+                (ANNOUNCE_FILE, true) => Handle::Announce(Arc::default()),
+                (STATS_FILE, false) => {
+                    let mut text = serde_json::to_vec_pretty(&p.stats()).unwrap_or_default();
+                    text.push(b'\n');
+                    Handle::Stats(Bytes::from(text))
+                }
+                _ => return Err(FsError::new(libc::EACCES, format!("{path} is write-only or read-only"))),
+            };
+            return Ok(Opened::Direct(self.add_handle(h)));
+        }
         let attr = self.stat_path(&path).await?;
         if attr.kind == EntryKind::Dir {
             return Err(FsError::new(libc::EISDIR, format!("{path} is a directory")));
@@ -648,34 +707,41 @@ impl MountFs {
         Ok(self.handles.lock().expect("handle lock poisoned").get(&fh).map(|h| match h {
             Handle::Read(r) => Handle::Read(r.clone()),
             Handle::Write(w) => Handle::Write(w.clone()),
+            Handle::Announce(a) => Handle::Announce(a.clone()),
+            Handle::Stats(b) => Handle::Stats(b.clone()),
         }))
     }
 
-    fn page(&self, h: &Arc<ReadHandle>, page: u64) -> PageFuture {
+    fn page(&self, h: &Arc<ReadHandle>, page: u64) -> (PageFuture, Source) {
         let mut guard = h.pages.lock().expect("page lock poisoned");
         let (map, order) = &mut *guard;
-        if let Some(f) = map.get(&page) {
-            return f.clone();
+        if let Some((f, prefetched)) = map.get(&page) {
+            return (f.clone(), if *prefetched { Source::Prefetched } else { Source::Handle });
         }
-        let ps = self.page_size;
-        let start = page * ps;
-        let end = (start + ps).min(h.size);
-        let cluster = self.cluster.clone();
-        let path = h.path.clone();
-        let fut: BoxFuture<'static, Result<Bytes, FsError>> =
-            async move { cluster.read_page(&path, page, ps, start, end).await.map_err(FsError::from) }.boxed();
-        let shared = fut.shared();
-        map.insert(page, shared.clone());
+        let (shared, source) = match self.prefetch.as_ref().and_then(|p| p.take(&h.path, &h.etag, page)) {
+            Some(f) => (f, Source::Prefetched),
+            None => {
+                let ps = self.page_size;
+                let start = page * ps;
+                let end = (start + ps).min(h.size);
+                let cluster = self.cluster.clone();
+                let path = h.path.clone();
+                let fut: BoxFuture<'static, Result<Bytes, FsError>> =
+                    async move { cluster.read_page(&path, page, ps, start, end).await.map_err(FsError::from) }.boxed();
+                (fut.shared(), Source::Fetched)
+            }
+        };
+        map.insert(page, (shared.clone(), source == Source::Prefetched));
         order.push(page);
         while order.len() > HANDLE_PAGES {
             let old = order.remove(0);
             map.remove(&old);
         }
-        shared
+        (shared, source)
     }
 
-    /// Reads up to `size` bytes at `offset` through handle `fh`.
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+    /// Reads up to `size` bytes at `offset` through handle `fh` for process `reader`.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32, reader: u32) -> FsResult<Bytes> {
         let h = match self.handle(fh)? {
             Some(Handle::Read(h)) => h,
             Some(Handle::Write(w)) => {
@@ -684,6 +750,11 @@ impl MountFs {
                 buf.truncate(n);
                 return Ok(Bytes::from(buf));
             }
+            Some(Handle::Stats(b)) => {
+                let s = (offset as usize).min(b.len());
+                return Ok(b.slice(s..(s + size as usize).min(b.len())));
+            }
+            Some(Handle::Announce(_)) => return Err(FsError::new(libc::EBADF, "the announce file is write-only")),
             None => return Err(FsError::new(libc::EBADF, format!("unknown handle {fh}"))),
         };
         let end = (offset + u64::from(size)).min(h.size);
@@ -698,39 +769,54 @@ impl MountFs {
         let sequential = offset == 0 || offset == h.last_end.load(Ordering::Relaxed);
         h.last_end.store(end, Ordering::Relaxed);
         let ps = self.page_size;
-        if !sequential {
-            // Random access: fetch only what was asked.
-            let first = offset / ps;
-            if first == (end - 1) / ps {
-                let cached = h.pages.lock().expect("page lock poisoned").0.get(&first).cloned();
-                if let Some(p) = cached {
-                    let page = p.await?;
-                    return Ok(page.slice((offset - first * ps) as usize..(end - first * ps) as usize));
-                }
+        let (first, last) = (offset / ps, (end - 1) / ps);
+        // Predictions first, so the handle's own readahead finds their pages.
+        if let Some(p) = &self.prefetch {
+            p.access(reader, &h.path, offset, end);
+        }
+        let count = |source| {
+            if let Some(p) = &self.prefetch {
+                p.count(source);
             }
-            // One request per page touched, straight to its owner: the handle
-            // already knows the size, so no stat round trip per small read.
+        };
+        if !sequential {
+            // Random access: fetch only what was asked, unless whole pages are at hand.
             let mut parts = Vec::new();
-            for p in first..=(end - 1) / ps {
+            for p in first..=last {
                 let s = offset.max(p * ps);
                 let e = end.min((p + 1) * ps);
-                parts.push(self.cluster.read_page(&h.path, p, ps, s, e).await?);
+                let held = h.pages.lock().expect("page lock poisoned").0.get(&p).cloned();
+                let (held, source) = match held {
+                    Some((f, true)) => (Some(f), Source::Prefetched),
+                    Some((f, false)) => (Some(f), Source::Handle),
+                    None => match self.prefetch.as_ref().and_then(|x| x.take(&h.path, &h.etag, p)) {
+                        Some(f) => (Some(f), Source::Prefetched),
+                        None => (None, Source::Fetched),
+                    },
+                };
+                count(source);
+                parts.push(match held {
+                    Some(f) => f.await?.slice((s - p * ps) as usize..(e - p * ps) as usize),
+                    // One request per page touched, straight to its owner: the handle
+                    // already knows the size, so no stat round trip per small read.
+                    None => self.cluster.read_page(&h.path, p, ps, s, e).await?,
+                });
             }
             return Ok(if parts.len() == 1 { parts.pop().expect("one part") } else { Bytes::from(parts.concat()) });
         }
-        let first = offset / ps;
-        let last = (end - 1) / ps;
         let last_page = (h.size - 1) / ps;
         let ahead = self.readahead.load(Ordering::Relaxed);
         for p in (last + 1)..=(last + ahead).min(last_page) {
-            let f = self.page(&h, p);
+            let (f, _) = self.page(&h, p);
             tokio::spawn(async move {
                 let _ = f.await;
             });
         }
         let mut parts = Vec::new();
         for p in first..=last {
-            let page = self.page(&h, p).await?;
+            let (f, source) = self.page(&h, p);
+            count(source);
+            let page = f.await?;
             let s = offset.max(p * ps) - p * ps;
             let e = end.min((p + 1) * ps) - p * ps;
             parts.push(page.slice(s as usize..e as usize));
@@ -743,8 +829,18 @@ impl MountFs {
 
     /// Writes `data` at `offset` through handle `fh` (into the local staging file).
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let Some(Handle::Write(w)) = self.handle(fh)? else {
-            return Err(FsError::new(libc::EBADF, format!("handle {fh} is not open for writing")));
+        let w = match self.handle(fh)? {
+            Some(Handle::Write(w)) => w,
+            Some(Handle::Announce(a)) => {
+                let mut buf = a.lock().expect("announce lock poisoned");
+                let at = offset as usize;
+                if buf.len() < at + data.len() {
+                    buf.resize(at + data.len(), 0);
+                }
+                buf[at..at + data.len()].copy_from_slice(data);
+                return Ok(data.len() as u32);
+            }
+            _ => return Err(FsError::new(libc::EBADF, format!("handle {fh} is not open for writing"))),
         };
         {
             let mut s = w.staged();
@@ -811,8 +907,29 @@ impl MountFs {
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
         match self.handle(fh)? {
             Some(Handle::Write(w)) => self.persist(&w).await,
-            Some(Handle::Read(_)) => Ok(()),
+            Some(Handle::Announce(a)) => self.announce(&a).await,
+            Some(Handle::Read(_) | Handle::Stats(_)) => Ok(()),
             None => Err(FsError::new(libc::EBADF, format!("unknown handle {fh}"))),
+        }
+    }
+
+    /// Applies what was written to `.ferry-announce` (at each close).
+    async fn announce(&self, a: &Mutex<Vec<u8>>) -> FsResult<()> {
+        let text = std::mem::take(&mut *a.lock().expect("announce lock poisoned"));
+        let Some(p) = &self.prefetch else { return Ok(()) };
+        if text.is_empty() {
+            return Ok(());
+        }
+        let text = String::from_utf8(text).map_err(|_| FsError::new(libc::EINVAL, "announce: not UTF-8 text"))?;
+        match p.announce(&text).await {
+            Ok(n) => {
+                tracing::info!(entries = n, "read order announced");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "announcement refused");
+                Err(FsError::new(libc::EINVAL, format!("announce: {e}")))
+            }
         }
     }
 
@@ -850,6 +967,9 @@ impl MountFs {
     /// Changes the size of a file open for writing (truncate / ftruncate).
     pub async fn truncate(&self, ino: u64, fh: Option<u64>, size: u64) -> FsResult<Attr> {
         let path = self.path_of(ino)?;
+        if self.control(&path) {
+            return self.stat_path(&path).await; // `open(..., "w")` of the announce file
+        }
         let w = match fh.map(|f| self.handle(f)).transpose()?.flatten() {
             Some(Handle::Write(w)) => Some(w),
             _ => self.handles.lock().expect("handle lock poisoned").values().find_map(|h| match h {

@@ -242,6 +242,7 @@ impl Filesystem for FuseAdapter {
         self.rt.spawn(async move {
             match fs.open(ino.0, write, truncate).await {
                 Ok(Opened::Handle(fh)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(Opened::Direct(fh)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
                 Ok(Opened::Passthrough { fh, file }) => {
                     if !pass.enabled.load(Ordering::SeqCst) {
                         return reply.opened(FileHandle(fh), FopenFlags::empty());
@@ -300,7 +301,7 @@ impl Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -310,8 +311,9 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
+        let reader = req.pid();
         self.rt.spawn(async move {
-            match fs.read(fh.0, offset, size).await {
+            match fs.read(fh.0, offset, size, reader).await {
                 Ok(b) => reply.data(&b),
                 Err(e) => reply.error(errno(&e)),
             }

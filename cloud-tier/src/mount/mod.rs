@@ -17,6 +17,14 @@
 //! writer. `rename` and `unlink` go to the node. Directories are prefixes in
 //! object stores; `mkdir` makes an empty one that exists until something is
 //! written under it.
+//!
+//! Prefetch: every demand read also goes to a [`prefetch::MountPrefetch`],
+//! which keeps a stream per reading process and directory, predicts the
+//! files that come next and fetches their first pages into a shared store
+//! under a byte budget. `.ferry-announce` at the mount root takes a read
+//! order from a training job; `.ferry-stats` shows precision, coverage and
+//! hit ratio.
 
 pub mod fs;
 pub mod fuse;
+pub mod prefetch;

@@ -1,0 +1,402 @@
+//! Prefetch for the mount: demand reads go to a [`Prefetcher`] per reader
+//! (the reading process), and the pages it expects next are fetched into a
+//! shared page store under a byte budget, where the reader's next open finds
+//! them.
+//!
+//! The dataset's layout comes from listings: the first read in a directory
+//! lists it (once), so "the next frame" is known. A training job may
+//! announce its read order (`.ferry-announce` at the mount root); every
+//! reader without an order of its own follows it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use ferry_predictor::catalog::{parent, Catalog};
+use ferry_predictor::{Fetch, PrefetchConfig, Prefetcher, ANY_READER};
+use ferry_protocol::client::Cluster;
+use ferry_protocol::codec::EntryKind;
+
+use super::fs::FsError;
+
+/// A page being fetched or fetched, shared by whoever needs it.
+pub type PageFuture = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
+
+/// What the mount prefetches with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefetchOptions {
+    /// `none`, `readahead`, `stride`, `markov`, `tree` (the shipped model)
+    /// or the directory of a trained model.
+    pub predictor: String,
+    /// Most bytes of prefetched pages held or in flight, not yet read.
+    pub budget: u64,
+}
+
+impl Default for PrefetchOptions {
+    fn default() -> Self {
+        PrefetchOptions { predictor: "tree".into(), budget: 256 << 20 }
+    }
+}
+
+/// A prefetched page not read within this long is a wrong guess; its bytes may go.
+const STALE: Duration = Duration::from_secs(30);
+
+struct Slot {
+    page: PageFuture,
+    etag: String,
+    bytes: u64,
+    /// Read at least once (its bytes counted as useful).
+    used: bool,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Store {
+    slots: HashMap<(String, u64), Slot>,
+    /// Insertion order: pages read or stale go first when room is needed.
+    order: VecDeque<(String, u64)>,
+    held: u64,
+}
+
+impl Store {
+    /// Drops pages already read, then stale ones, oldest first, until
+    /// `bytes` more fit in `budget`; false if they cannot.
+    fn make_room(&mut self, bytes: u64, budget: u64, wasted: &AtomicU64) -> bool {
+        if self.held + bytes <= budget {
+            return true;
+        }
+        let mut kept = VecDeque::with_capacity(self.order.len());
+        while let Some(k) = self.order.pop_front() {
+            if self.held + bytes <= budget {
+                kept.push_back(k);
+                continue;
+            }
+            let Some(slot) = self.slots.get(&k) else { continue };
+            if slot.used || slot.at.elapsed() > STALE {
+                if !slot.used {
+                    wasted.fetch_add(slot.bytes, Ordering::Relaxed);
+                }
+                self.held -= slot.bytes;
+                self.slots.remove(&k);
+            } else {
+                kept.push_back(k);
+            }
+        }
+        self.order = kept;
+        self.held + bytes <= budget
+    }
+
+    /// Drops every page not read yet (an announcement replaced the order).
+    fn drop_unread(&mut self, wasted: &AtomicU64) {
+        let held = &mut self.held;
+        self.slots.retain(|_, s| {
+            if !s.used {
+                wasted.fetch_add(s.bytes, Ordering::Relaxed);
+                *held -= s.bytes;
+            }
+            s.used
+        });
+        let slots = &self.slots;
+        self.order.retain(|k| slots.contains_key(k));
+    }
+}
+
+struct Brain {
+    prefetcher: Prefetcher,
+    catalog: Catalog,
+    etags: HashMap<String, String>,
+    /// Directories being listed right now.
+    listing: HashSet<String>,
+}
+
+/// Counters of `.ferry-stats`.
+#[derive(Debug, Default)]
+struct Counters {
+    issued_bytes: AtomicU64,
+    useful_bytes: AtomicU64,
+    wasted_bytes: AtomicU64,
+    demand_pages: AtomicU64,
+    prefetch_hits: AtomicU64,
+    readahead_hits: AtomicU64,
+    fetched_pages: AtomicU64,
+}
+
+/// Where a demand page came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The handle's own pages (sequential readahead, or read before).
+    Handle,
+    /// The shared prefetched pages.
+    Prefetched,
+    /// Fetched from the node now.
+    Fetched,
+}
+
+/// The mount's prefetcher, page store and counters.
+pub struct MountPrefetch {
+    cluster: Cluster,
+    page_size: u64,
+    budget: u64,
+    name: String,
+    brain: Mutex<Brain>,
+    store: Mutex<Store>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for MountPrefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountPrefetch").field("predictor", &self.name).field("budget", &self.budget).finish()
+    }
+}
+
+impl MountPrefetch {
+    /// A prefetcher with `opts` over `cluster`; an unknown or unreadable model is an error.
+    pub fn new(cluster: Cluster, page_size: u64, opts: &PrefetchOptions) -> Result<Arc<MountPrefetch>, String> {
+        let predictor = ferry_predictor::models::by_name(&opts.predictor).map_err(|e| e.to_string())?;
+        let name = predictor.name().to_string();
+        // Training jobs read many files at once: look further along an announced order.
+        let config = PrefetchConfig { announced_depth: 64, ..PrefetchConfig::default() };
+        Ok(Arc::new(MountPrefetch {
+            cluster,
+            page_size,
+            budget: opts.budget,
+            name,
+            brain: Mutex::new(Brain {
+                prefetcher: Prefetcher::new(predictor, config),
+                catalog: Catalog::new(page_size, []),
+                etags: HashMap::new(),
+                listing: HashSet::new(),
+            }),
+            store: Mutex::new(Store::default()),
+            counters: Counters::default(),
+        }))
+    }
+
+    /// Counts one demand page and where it came from.
+    pub fn count(&self, source: Source) {
+        let c = &self.counters;
+        c.demand_pages.fetch_add(1, Ordering::Relaxed);
+        match source {
+            Source::Handle => c.readahead_hits.fetch_add(1, Ordering::Relaxed),
+            Source::Prefetched => c.prefetch_hits.fetch_add(1, Ordering::Relaxed),
+            Source::Fetched => c.fetched_pages.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Page `page` of `path` (version `etag`), if it was prefetched.
+    pub fn take(&self, path: &str, etag: &str, page: u64) -> Option<PageFuture> {
+        let mut st = self.store.lock().expect("prefetch lock poisoned");
+        let key = (path.to_string(), page);
+        let slot = st.slots.get_mut(&key)?;
+        if !etag.is_empty() && !slot.etag.is_empty() && slot.etag != etag {
+            // Fetched for another version of the file.
+            let slot = st.slots.remove(&key).expect("just found");
+            st.held -= slot.bytes;
+            if !slot.used {
+                self.counters.wasted_bytes.fetch_add(slot.bytes, Ordering::Relaxed);
+            }
+            return None;
+        }
+        if !slot.used {
+            slot.used = true;
+            self.counters.useful_bytes.fetch_add(slot.bytes, Ordering::Relaxed);
+        }
+        Some(slot.page.clone())
+    }
+
+    /// A demand read of `[offset, end)` of `path` by `reader`: learn from
+    /// it and start fetching what comes next.
+    pub fn access(self: &Arc<Self>, reader: u32, path: &str, offset: u64, end: u64) {
+        let mut fetches = Vec::new();
+        let files;
+        {
+            let mut b = self.brain.lock().expect("prefetch lock poisoned");
+            let dir = parent(path).to_string();
+            if !b.catalog.has_dir(&dir) {
+                if b.listing.insert(dir.clone()) {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.list(dir).await });
+                }
+                return;
+            }
+            let Some(id) = b.catalog.id(path) else { return };
+            let Brain { prefetcher, catalog, .. } = &mut *b;
+            prefetcher.access(catalog, &format!("pid:{reader}"), id, offset, end.saturating_sub(offset), &mut fetches);
+            files = Self::files_of(&b, &fetches);
+        }
+        self.start_all(&fetches, files);
+    }
+
+    /// Path, size and version of each fetch's file.
+    fn files_of(b: &Brain, fetches: &[Fetch]) -> Vec<(String, u64, String)> {
+        fetches
+            .iter()
+            .map(|f| {
+                let file = b.catalog.file(f.file);
+                (file.path.clone(), file.size, b.etags.get(&file.path).cloned().unwrap_or_default())
+            })
+            .collect()
+    }
+
+    fn start_all(&self, fetches: &[Fetch], files: Vec<(String, u64, String)>) {
+        for (f, (path, size, etag)) in fetches.iter().zip(files) {
+            for page in u64::from(f.first)..u64::from(f.end) {
+                if !self.start(&path, size, &etag, page) {
+                    return; // over budget: the rest waits for reads to make room
+                }
+            }
+        }
+    }
+
+    /// Starts fetching one page unless it is held; false when over budget.
+    fn start(&self, path: &str, size: u64, etag: &str, page: u64) -> bool {
+        let ps = self.page_size;
+        let (start, end) = (page * ps, ((page + 1) * ps).min(size));
+        if start >= end && !(page == 0 && size == 0) {
+            return true;
+        }
+        let key = (path.to_string(), page);
+        let mut st = self.store.lock().expect("prefetch lock poisoned");
+        if st.slots.contains_key(&key) {
+            return true;
+        }
+        let bytes = end - start;
+        if !st.make_room(bytes, self.budget, &self.counters.wasted_bytes) {
+            return false;
+        }
+        let cluster = self.cluster.clone();
+        let p = path.to_string();
+        let fut: BoxFuture<'static, Result<Bytes, FsError>> =
+            async move { cluster.read_page(&p, page, ps, start, end).await.map_err(FsError::from) }.boxed();
+        let shared = fut.shared();
+        // Fetch now, whether or not anyone asks yet.
+        let s2 = shared.clone();
+        tokio::spawn(async move {
+            let _ = s2.await;
+        });
+        st.slots
+            .insert(key.clone(), Slot { page: shared, etag: etag.to_string(), bytes, used: false, at: Instant::now() });
+        st.order.push_back(key);
+        st.held += bytes;
+        self.counters.issued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        true
+    }
+
+    async fn list(self: Arc<Self>, dir: String) {
+        let listed = self.cluster.list(if dir.is_empty() { "/" } else { &dir }).await;
+        let mut b = self.brain.lock().expect("prefetch lock poisoned");
+        b.listing.remove(&dir);
+        match listed {
+            Ok(entries) => {
+                let files: Vec<(String, u64, String)> = entries
+                    .into_iter()
+                    .filter(|e| e.info.kind == EntryKind::File)
+                    .map(|e| (e.name, e.info.size, e.info.etag))
+                    .collect();
+                for (name, _, etag) in &files {
+                    b.etags.insert(format!("{dir}/{name}"), etag.clone());
+                }
+                b.catalog.add_dir(&dir, files.into_iter().map(|(n, s, _)| (n, s)));
+            }
+            Err(e) => tracing::debug!(%dir, error = %e, "no listing for prefetch"),
+        }
+    }
+
+    /// Lists the directories of `paths` that are not known yet.
+    async fn learn_dirs(self: &Arc<Self>, paths: &[String]) {
+        let dirs: HashSet<String> = {
+            let b = self.brain.lock().expect("prefetch lock poisoned");
+            paths.iter().map(|p| parent(p).to_string()).filter(|d| !b.catalog.has_dir(d)).collect()
+        };
+        for d in dirs {
+            self.clone().list(d).await;
+        }
+    }
+
+    /// Applies an announcement: lines of `PATH` or `PATH OFFSET LENGTH`
+    /// (paths from the mount root) that every reader will read in this
+    /// order. Returns how many entries were taken; malformed lines and
+    /// paths that do not exist are errors that change nothing.
+    pub async fn announce(self: &Arc<Self>, text: &str) -> Result<usize, String> {
+        let mut wanted: Vec<(String, Option<(u64, u64)>)> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut parts = line.rsplitn(3, ' ');
+            let bad = || format!("line {}: expected PATH or PATH OFFSET LENGTH, got {line:?}", i + 1);
+            let (last, mid, first) = (parts.next(), parts.next(), parts.next());
+            let (path, range) = match (first, mid, last) {
+                (Some(p), Some(o), Some(n)) if o.parse::<u64>().is_ok() && n.parse::<u64>().is_ok() => {
+                    (p, Some((o.parse::<u64>().map_err(|_| bad())?, n.parse::<u64>().map_err(|_| bad())?)))
+                }
+                _ => (line, None),
+            };
+            let path = format!("/{}", path.trim_start_matches('/'));
+            if ferry_protocol::ids::NsPath::parse(&path).is_err() {
+                return Err(bad());
+            }
+            wanted.push((path, range));
+        }
+        let paths: Vec<String> = wanted.iter().map(|(p, _)| p.clone()).collect();
+        self.learn_dirs(&paths).await;
+        let mut b = self.brain.lock().expect("prefetch lock poisoned");
+        let mut order = Vec::with_capacity(wanted.len());
+        for (path, range) in &wanted {
+            let Some(id) = b.catalog.id(path) else { return Err(format!("{path}: no such file")) };
+            let (first, end) = match range {
+                Some((o, n)) => b.catalog.pages_of(id, *o, *n),
+                None => (0, u32::MAX),
+            };
+            order.push(Fetch { file: id, first, end });
+        }
+        let n = order.len();
+        b.prefetcher.announce_ranges(ANY_READER, order);
+        // An old order's pages are of no use any more; the new one's first
+        // entries are fetched before anyone reads.
+        self.store.lock().expect("prefetch lock poisoned").drop_unread(&self.counters.wasted_bytes);
+        let mut fetches = Vec::new();
+        b.prefetcher.upcoming(&b.catalog, ANY_READER, &mut fetches);
+        let files = Self::files_of(&b, &fetches);
+        drop(b);
+        self.start_all(&fetches, files);
+        Ok(n)
+    }
+
+    /// The counters as `.ferry-stats` shows them (one JSON object).
+    pub fn stats(&self) -> serde_json::Value {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let (issued, useful) = (get(&c.issued_bytes), get(&c.useful_bytes));
+        let (demand, pre, ra, fetched) =
+            (get(&c.demand_pages), get(&c.prefetch_hits), get(&c.readahead_hits), get(&c.fetched_pages));
+        let (held, streams, files) = {
+            let st = self.store.lock().expect("prefetch lock poisoned");
+            let b = self.brain.lock().expect("prefetch lock poisoned");
+            (st.held, b.prefetcher.streams(), b.catalog.len())
+        };
+        serde_json::json!({
+            "predictor": self.name,
+            "budget_bytes": self.budget,
+            "held_bytes": held,
+            "prefetched_bytes": issued,
+            "useful_bytes": useful,
+            "wasted_bytes": get(&c.wasted_bytes),
+            "demand_pages": demand,
+            "prefetch_hits": pre,
+            "readahead_hits": ra,
+            "fetched_pages": fetched,
+            "precision": ratio(useful, issued),
+            "coverage": ratio(pre, pre + fetched),
+            "hit_ratio": ratio(pre + ra, demand),
+            "streams": streams,
+            "catalog_files": files,
+        })
+    }
+}

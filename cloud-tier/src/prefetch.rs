@@ -1,0 +1,197 @@
+//! Prefetch in the cache node: every client connection is a reader, its
+//! demand reads go to a [`Prefetcher`], and the pages it expects next are
+//! fetched from the store into the page cache, with at most a byte budget
+//! of prefetched pages not read yet.
+//!
+//! A folder becomes part of the catalog the first time it is read in (one
+//! listing). The node's metrics count what prefetch fetched, what of it was
+//! read, and what demand reads found (`ferry_prefetch_*`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_predictor::catalog::{parent, Catalog};
+use ferry_predictor::{PrefetchConfig, Prefetcher};
+use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo};
+use ferry_protocol::ids::NsPath;
+
+use crate::cache::PageCache;
+use crate::metrics::Metrics;
+
+/// A prefetched page not read within this long was a wrong guess.
+const STALE: Duration = Duration::from_secs(30);
+
+struct Brain {
+    prefetcher: Prefetcher,
+    catalog: Catalog,
+    listing: HashSet<String>,
+}
+
+#[derive(Default)]
+struct Issued {
+    /// Prefetched pages not read yet: bytes and when they were asked for.
+    pages: HashMap<(String, u64), (u64, Instant)>,
+    held: u64,
+}
+
+/// The node's prefetcher.
+pub struct NodePrefetch {
+    cache: Arc<PageCache>,
+    metrics: Arc<Metrics>,
+    budget: u64,
+    name: String,
+    brain: Mutex<Brain>,
+    issued: Mutex<Issued>,
+}
+
+impl std::fmt::Debug for NodePrefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodePrefetch").field("predictor", &self.name).field("budget", &self.budget).finish()
+    }
+}
+
+impl NodePrefetch {
+    /// A prefetcher using `predictor` (a name or model directory, see
+    /// `ferry_predictor::models::by_name`) with `budget` bytes.
+    pub fn new(
+        cache: Arc<PageCache>,
+        metrics: Arc<Metrics>,
+        predictor: &str,
+        budget: u64,
+    ) -> Result<NodePrefetch, String> {
+        let p = ferry_predictor::models::by_name(predictor).map_err(|e| e.to_string())?;
+        let name = p.name().to_string();
+        let page_size = cache.page_size();
+        Ok(NodePrefetch {
+            cache,
+            metrics,
+            budget,
+            name,
+            brain: Mutex::new(Brain {
+                prefetcher: Prefetcher::new(p, PrefetchConfig::default()),
+                catalog: Catalog::new(page_size, []),
+                listing: HashSet::new(),
+            }),
+            issued: Mutex::new(Issued::default()),
+        })
+    }
+
+    /// The predictor's name.
+    pub fn predictor(&self) -> &str {
+        &self.name
+    }
+
+    /// A demand read of `[offset, offset + len)` of `path` (metadata `info`)
+    /// by `reader`: counts it, learns from it, starts fetching what comes
+    /// next. Returns a folder the caller should list and hand to
+    /// [`NodePrefetch::add_dir`] before this reader's reads there are predicted.
+    pub fn access(
+        self: &Arc<Self>,
+        reader: &str,
+        path: &NsPath,
+        info: &ObjectInfo,
+        offset: u64,
+        len: u64,
+    ) -> Option<String> {
+        let ps = self.cache.page_size();
+        let end = offset.saturating_add(len).min(info.size);
+        if info.size > 0 && offset < end {
+            let mut issued = self.issued.lock().expect("prefetch lock poisoned");
+            for page in offset / ps..=(end - 1) / ps {
+                self.metrics.prefetch_demand_pages.inc();
+                if let Some((bytes, _)) = issued.pages.remove(&(path.as_str().to_string(), page)) {
+                    issued.held -= bytes;
+                    self.metrics.prefetch_useful_bytes.inc_by(bytes);
+                    self.metrics.prefetch_hits.inc();
+                } else if !self.cache.holds(path, info, page) {
+                    self.metrics.prefetch_demand_misses.inc();
+                }
+            }
+        }
+        let mut fetches = Vec::new();
+        let files: Vec<(String, u64)> = {
+            let mut b = self.brain.lock().expect("prefetch lock poisoned");
+            let dir = parent(path.as_str()).to_string();
+            if !b.catalog.has_dir(&dir) {
+                return b.listing.insert(dir.clone()).then_some(if dir.is_empty() { "/".into() } else { dir });
+            }
+            let id = b.catalog.id(path.as_str())?;
+            let Brain { prefetcher, catalog, .. } = &mut *b;
+            prefetcher.access(catalog, reader, id, offset, len, &mut fetches);
+            fetches
+                .iter()
+                .map(|f| {
+                    let file = b.catalog.file(f.file);
+                    (file.path.clone(), file.size)
+                })
+                .collect()
+        };
+        for (f, (p, size)) in fetches.iter().zip(files) {
+            let pages: Vec<u64> = (u64::from(f.first)..u64::from(f.end)).collect();
+            let wanted = self.claim(&p, size, &pages);
+            if wanted.is_empty() {
+                continue;
+            }
+            let Ok(nspath) = NsPath::parse(&p) else { continue };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let Ok(info) = me.cache.stat(&nspath).await else { return };
+                for page in wanted {
+                    if me.cache.prefetch(&nspath, &info, page) {
+                        me.metrics.prefetch_fetches.inc();
+                    }
+                }
+            });
+        }
+        None
+    }
+
+    /// Marks the pages of `path` to prefetch (those not asked for already,
+    /// within the budget); returns them.
+    fn claim(&self, path: &str, size: u64, pages: &[u64]) -> Vec<u64> {
+        let ps = self.cache.page_size();
+        let mut issued = self.issued.lock().expect("prefetch lock poisoned");
+        let mut out = Vec::new();
+        for &page in pages {
+            let bytes = size.saturating_sub(page * ps).min(ps);
+            let key = (path.to_string(), page);
+            if bytes == 0 || issued.pages.contains_key(&key) {
+                continue;
+            }
+            if issued.held + bytes > self.budget {
+                // Wrong guesses make room once they are stale.
+                let stale: Vec<(String, u64)> =
+                    issued.pages.iter().filter(|(_, (_, at))| at.elapsed() > STALE).map(|(k, _)| k.clone()).collect();
+                for k in stale {
+                    if let Some((b, _)) = issued.pages.remove(&k) {
+                        issued.held -= b;
+                        self.metrics.prefetch_wasted_bytes.inc_by(b);
+                    }
+                }
+                if issued.held + bytes > self.budget {
+                    break;
+                }
+            }
+            issued.pages.insert(key, (bytes, Instant::now()));
+            issued.held += bytes;
+            self.metrics.prefetch_bytes.inc_by(bytes);
+            out.push(page);
+        }
+        out
+    }
+
+    /// Adds a listed folder to the catalog.
+    pub fn add_dir(&self, dir: &str, entries: Result<Vec<DirEntry>, String>) {
+        let mut b = self.brain.lock().expect("prefetch lock poisoned");
+        let key = if dir == "/" { "" } else { dir };
+        b.listing.remove(key);
+        match entries {
+            Ok(entries) => b.catalog.add_dir(
+                key,
+                entries.into_iter().filter(|e| e.info.kind == EntryKind::File).map(|e| (e.name, e.info.size)),
+            ),
+            Err(e) => tracing::debug!(%dir, error = %e, "no listing for prefetch"),
+        }
+    }
+}

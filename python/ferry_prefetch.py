@@ -1,0 +1,88 @@
+"""Tell a ferry mount the order a training job will read its samples in.
+
+A job that knows its sampler's order (a seeded shuffle, an index list) can
+announce it; the mount then fetches exactly the files, or byte ranges of
+record files, that come next, ahead of the DataLoader's workers. Without an
+announcement the mount still prefetches, by prediction.
+
+    from torch.utils.data import DataLoader, RandomSampler
+    from ferry_prefetch import AnnouncingSampler
+
+    sampler = AnnouncingSampler(RandomSampler(ds), "/mnt/ferry", lambda i: ds.files[i])
+    loader = DataLoader(ds, sampler=sampler, batch_size=32, num_workers=8)
+
+Each epoch, the sampler's order is written to the mount's `.ferry-announce`
+file before the first index is handed out. `path_of(index)` gives a path
+(absolute under the mount, or relative to its root) or, for samples inside
+large record files, a tuple `(path, offset, length)`.
+
+`stats(mount)` returns the mount's prefetch counters (precision, coverage,
+hit ratio, ...). The module needs only the standard library; PyTorch is not
+imported.
+"""
+
+import json
+import os
+
+ANNOUNCE_FILE = ".ferry-announce"
+STATS_FILE = ".ferry-stats"
+
+__all__ = ["announce", "stats", "AnnouncingSampler"]
+
+
+def _relative(mount, path):
+    path = os.fspath(path)
+    if os.path.isabs(path):
+        rel = os.path.relpath(path, mount)
+        if rel.startswith(".."):
+            raise ValueError(f"{path} is not under the mount {mount}")
+        path = rel
+    if "\n" in path:
+        raise ValueError(f"{path!r}: a path with a newline cannot be announced")
+    return "/" + path.lstrip("/")
+
+
+def announce(mount, entries):
+    """Announces `entries` (paths, or (path, offset, length) tuples) as the
+    order every reader of `mount` will read next. Returns how many were
+    announced. A path that does not exist raises OSError and changes nothing.
+    """
+    lines = []
+    for e in entries:
+        if isinstance(e, (tuple, list)):
+            path, offset, length = e
+            lines.append(f"{_relative(mount, path)} {int(offset)} {int(length)}")
+        else:
+            lines.append(_relative(mount, e))
+    with open(os.path.join(mount, ANNOUNCE_FILE), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def stats(mount):
+    """The mount's prefetch counters as a dict."""
+    with open(os.path.join(mount, STATS_FILE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+class AnnouncingSampler:
+    """Wraps a sampler (anything iterable over indices): each epoch's order
+    is announced to the mount, then handed out unchanged."""
+
+    def __init__(self, sampler, mount, path_of):
+        self.sampler = sampler
+        self.mount = mount
+        self.path_of = path_of
+
+    def __iter__(self):
+        order = list(iter(self.sampler))
+        announce(self.mount, (self.path_of(i) for i in order))
+        return iter(order)
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def set_epoch(self, epoch):
+        """Passed on to samplers that have it (DistributedSampler)."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
