@@ -380,6 +380,8 @@ pub(crate) async fn bench_node(
         listen: "127.0.0.1:0".parse().expect("literal address"),
         metrics_listen: String::new(),
         cache: CacheConfig { memory: ByteSize::b(memory), disk: ByteSize::b(disk), disk_dir: root.join("cache") },
+        // The benchmarks measure the data path; `bench train` sets prediction up in the mount.
+        prefetch: "none".into(),
         ..CloudConfig::default()
     };
     let node =
