@@ -208,7 +208,7 @@ fn evaluate(traces: &Path, mut model_dirs: Vec<PathBuf>, cfg: &SimConfig, json: 
         return Ok(());
     }
     println!(
-        "{:<24} {:<10} {:>9} {:>8} {:>10} {:>9} {:>10} | {:>9} {:>8} {:>9}",
+        "{:<24} {:<10} {:>9} {:>8} {:>10} {:>9} {:>10} | {:>9} {:>8} {:>9} | {:>9} {:>9}",
         "trace",
         "predictor",
         "precision",
@@ -218,11 +218,13 @@ fn evaluate(traces: &Path, mut model_dirs: Vec<PathBuf>, cfg: &SimConfig, json: 
         "wasted_MB",
         "oracle_pr",
         "oracle_cov",
-        "oracle_hit"
+        "oracle_hit",
+        "blind_cov",
+        "blind_hit"
     );
     for r in &rows {
         println!(
-            "{:<24} {:<10} {:>9.3} {:>8.3} {:>10.3} {:>9.3} {:>10.1} | {:>9.3} {:>8.3} {:>9.3}",
+            "{:<24} {:<10} {:>9.3} {:>8.3} {:>10.3} {:>9.3} {:>10.1} | {:>9.3} {:>8.3} {:>9.3} | {:>9.3} {:>9.3}",
             r.trace,
             r.predictor,
             r.precision,
@@ -232,7 +234,9 @@ fn evaluate(traces: &Path, mut model_dirs: Vec<PathBuf>, cfg: &SimConfig, json: 
             r.wasted_bytes as f64 / 1e6,
             r.oracle_precision,
             r.oracle_coverage,
-            r.oracle_hit_ratio
+            r.oracle_hit_ratio,
+            r.causal_coverage,
+            r.causal_hit_ratio
         );
     }
     Ok(())

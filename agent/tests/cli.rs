@@ -326,7 +326,9 @@ fn predictor_gen_train_eval() {
     let names: Vec<&str> = rows.iter().filter_map(|r| r["predictor"].as_str()).collect();
     assert_eq!(names, ["none", "readahead", "stride", "markov", "mine"]);
     for r in &rows {
-        for field in ["precision", "coverage", "timeliness", "hit_ratio", "wasted_bytes", "oracle_hit_ratio"] {
+        for field in
+            ["precision", "coverage", "timeliness", "hit_ratio", "wasted_bytes", "oracle_hit_ratio", "causal_hit_ratio"]
+        {
             assert!(r[field].is_number(), "{field} in {r}");
         }
     }

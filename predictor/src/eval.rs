@@ -77,6 +77,10 @@ pub struct Row {
     pub oracle_coverage: f64,
     pub oracle_timeliness: f64,
     pub oracle_hit_ratio: f64,
+    /// Coverage of the jump-blind ceiling ([`run_causal`]).
+    pub causal_coverage: f64,
+    /// Hit ratio of the jump-blind ceiling.
+    pub causal_hit_ratio: f64,
     pub counts: Counts,
 }
 
@@ -177,7 +181,48 @@ impl Link {
 
 enum Mode<'a> {
     Predict(Prefetcher),
-    Oracle { future: &'a Future },
+    Oracle {
+        future: &'a Future,
+    },
+    /// Each stream's exact next reads up to its next jump (see [`run_causal`]).
+    Causal {
+        ahead: &'a [Vec<(Page, u64)>],
+    },
+}
+
+/// For each access, the pages its stream (reader and folder) reads next, up
+/// to the stream's next jump and at most `depth` files on: all that a
+/// predictor which never foresees a jump could know.
+fn causal_ahead(trace: &Trace, depth: usize) -> Vec<Vec<(Page, u64)>> {
+    let cat = &trace.catalog;
+    let mut accesses: Vec<(FileId, u32, u32)> = Vec::new();
+    let mut streams: HashMap<(&str, u32), Vec<usize>> = HashMap::new();
+    for a in trace.accesses() {
+        let Some(id) = cat.id(&a.path) else { continue };
+        let (first, end) = cat.pages_of(id, a.offset, a.len);
+        streams.entry((a.reader.as_str(), cat.file(id).dir)).or_default().push(accesses.len());
+        accesses.push((id, first, end));
+    }
+    let mut ahead = vec![Vec::new(); accesses.len()];
+    for idxs in streams.values() {
+        for (k, &i) in idxs.iter().enumerate() {
+            let (mut prev, mut files, mut out) = (accesses[i].0, 0, Vec::new());
+            for &j in &idxs[k + 1..] {
+                let (file, first, end) = accesses[j];
+                if file != prev {
+                    let step = crate::Step::between(cat.file(prev).index as i64, cat.file(file).index as i64, first);
+                    files += 1;
+                    if step == crate::Step::Jump || files > depth {
+                        break;
+                    }
+                    prev = file;
+                }
+                out.extend((first..end).map(|p| (page(file, p), page_bytes(cat, file, p))));
+            }
+            ahead[i] = out;
+        }
+    }
+    ahead
 }
 
 /// An access's pages with their sizes, and when each is next read.
@@ -233,7 +278,7 @@ fn replay(trace: &Trace, cfg: &SimConfig, mut mode: Mode<'_>) -> Counts {
     let mut access_index = 0usize;
     let future = match &mode {
         Mode::Oracle { future } => Some(*future),
-        Mode::Predict(_) => None,
+        Mode::Predict(_) | Mode::Causal { .. } => None,
     };
     // Prefetch-unread bytes evicted or fetched count against the budget;
     // each issue records (page, bytes, rank).
@@ -301,6 +346,12 @@ fn replay(trace: &Trace, cfg: &SimConfig, mut mode: Mode<'_>) -> Counts {
                     }
                 }
             }
+            Mode::Causal { ahead } => {
+                for &(p, bytes) in &ahead[access_index] {
+                    tick += 1;
+                    wanted.push((p, bytes, tick));
+                }
+            }
             Mode::Oracle { future } => {
                 // Every reader's next reads, in the order they will happen,
                 // so the link carries first what is needed first.
@@ -350,6 +401,15 @@ pub fn run_oracle(trace: &Trace, cfg: &SimConfig) -> Counts {
     replay(trace, cfg, Mode::Oracle { future: &future })
 }
 
+/// Replays `trace` prefetching, for each stream, exactly what it reads next
+/// until its next jump (`cfg.prefetch.depth` files at most), with LRU
+/// eviction: the ceiling of any predictor that cannot foresee where a
+/// reader jumps (a new clip, a new scene), unlike [`run_oracle`].
+pub fn run_causal(trace: &Trace, cfg: &SimConfig) -> Counts {
+    let ahead = causal_ahead(trace, cfg.prefetch.depth);
+    replay(trace, cfg, Mode::Causal { ahead: &ahead })
+}
+
 /// Makes a fresh predictor (online learners start empty on each trace).
 pub type Factory<'a> = &'a dyn Fn() -> Result<Box<dyn Predictor>, crate::models::ModelError>;
 
@@ -361,6 +421,7 @@ pub fn evaluate(
 ) -> Result<Vec<Row>, crate::models::ModelError> {
     let none = run(trace, cfg, Box::new(crate::models::NonePredictor));
     let oracle = run_oracle(trace, cfg);
+    let causal = run_causal(trace, cfg);
     let mut rows = Vec::new();
     for (name, make) in predictors {
         let counts = if name == "none" { none.clone() } else { run(trace, cfg, make()?) };
@@ -377,6 +438,8 @@ pub fn evaluate(
             oracle_coverage: oracle.coverage(&none),
             oracle_timeliness: oracle.timeliness(),
             oracle_hit_ratio: oracle.hit_ratio(),
+            causal_coverage: causal.coverage(&none),
+            causal_hit_ratio: causal.hit_ratio(),
             counts,
         });
     }

@@ -208,3 +208,21 @@ fn lstm_beats_markov_on_interleaved_sensors_and_round_trips() {
         assert_eq!(lstm.predict(ctx, 4), loaded.predict(ctx, 4));
     }
 }
+
+#[test]
+fn the_jump_blind_ceiling_lies_between_a_predictor_and_the_oracle() {
+    // Sequential files without a jump: knowing each stream's future until its
+    // next jump is knowing everything.
+    let seq = gen::generate("sequential", Size::small(), 3).expect("shape");
+    let cfg = SimConfig::default();
+    let (blind, oracle) = (eval::run_causal(&seq, &cfg), eval::run_oracle(&seq, &cfg));
+    assert!(blind.hit_ratio() > 0.9 * oracle.hit_ratio(), "{blind:?} vs {oracle:?}");
+    // Clips of random episodes: each clip's start is a jump nobody but the
+    // oracle sees coming; the trained tree gets close to the blind ceiling.
+    let clip = gen::generate("clip", Size::small(), 7).expect("shape");
+    let (blind, oracle) = (eval::run_causal(&clip, &cfg), eval::run_oracle(&clip, &cfg));
+    let tree = eval::run(&clip, &cfg, Box::new(trained_tree()));
+    assert!(blind.hit_ratio() < oracle.hit_ratio(), "{blind:?} vs {oracle:?}");
+    assert!(tree.hit_ratio() <= blind.hit_ratio() + 0.01, "{tree:?} vs {blind:?}");
+    assert!(tree.hit_ratio() > 0.9 * blind.hit_ratio(), "{tree:?} vs {blind:?}");
+}
