@@ -226,3 +226,14 @@ fn the_jump_blind_ceiling_lies_between_a_predictor_and_the_oracle() {
     assert!(tree.hit_ratio() <= blind.hit_ratio() + 0.01, "{tree:?} vs {blind:?}");
     assert!(tree.hit_ratio() > 0.9 * blind.hit_ratio(), "{tree:?} vs {blind:?}");
 }
+
+#[cfg(feature = "torch")]
+#[test]
+fn shipped_lstm_loads_and_beats_markov_on_held_out_sensors() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/lstm");
+    let mut lstm = models::load(&shipped).expect("models/lstm loads");
+    let held_out = vec![gen::generate("multisensor", Size::small(), 77).expect("shape")];
+    let lstm_acc = eval::step_accuracy(&mut *lstm, &held_out);
+    let markov_acc = eval::step_accuracy(&mut models::Markov::default(), &held_out);
+    assert!(lstm_acc > markov_acc, "lstm {lstm_acc} markov {markov_acc}");
+}
