@@ -192,8 +192,10 @@ impl MountPrefetch {
         let mut st = self.store.lock().expect("prefetch lock poisoned");
         let key = (path.to_string(), page);
         let slot = st.slots.get_mut(&key)?;
-        if !etag.is_empty() && !slot.etag.is_empty() && slot.etag != etag {
-            // Fetched for another version of the file.
+        let failed = matches!(slot.page.peek(), Some(Err(_)));
+        if failed || (!etag.is_empty() && !slot.etag.is_empty() && slot.etag != etag) {
+            // A failed prefetch is retried by the reader itself; other bytes
+            // were fetched for another version of the file.
             let slot = st.slots.remove(&key).expect("just found");
             st.held -= slot.bytes;
             if !slot.used {
