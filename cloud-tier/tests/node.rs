@@ -300,7 +300,8 @@ async fn store_errors_are_reported_and_retried_cleanly() {
     let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let body = data(2 * PAGE as usize, 8);
     put(&base, &StorePath::default(), "f", body.clone()).await;
-    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 0);
+    // Without prefetch, whose folder listing could take the injected failure.
+    let cfg = CloudConfig { prefetch: "none".into(), ..node_config(&dir.path().join("cache"), 64 << 20, 0) };
     let n = start_node(&certs, &cfg, "/", base, StorePath::default(), Faults::default()).await;
     let c = client(&certs, &[n.node.addr.to_string()]);
     c.stat("/f").await.expect("stat");
