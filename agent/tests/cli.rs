@@ -246,14 +246,7 @@ fn mount_survives_node_kill_after_fsync_and_unmounts_on_sigterm() {
     let o = run(&["mount", "--config", &c.client, c.dir.to_str().expect("utf8")]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"), "{o:?}");
 
-    let mut mount = Running(
-        ferry().args(["mount", "--config", &c.client, mnt.to_str().expect("utf8")]).spawn().expect("spawn mount"),
-    );
-    let t0 = Instant::now();
-    while !is_mounted(&mnt) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "mount did not appear");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut mount = start_mount(&c, &mnt, &[]);
     assert_eq!(std::fs::read(mnt.join("d/sample.bin")).expect("read"), b"dataset bytes");
 
     // Write and fsync a checkpoint, then kill -9 the node at once.
@@ -392,13 +385,8 @@ const EINVAL: i32 = 22;
 /// Mounts `c`'s namespace at `mnt` with `args` added; waits until it is there.
 fn start_mount(c: &Cloud, mnt: &Path, args: &[&str]) -> Running {
     std::fs::create_dir_all(mnt).expect("mkdir");
-    let mount = Running(
-        ferry()
-            .args(["mount", "--config", &c.client, path(mnt), "--local-copies", "0"])
-            .args(args)
-            .spawn()
-            .expect("spawn mount"),
-    );
+    let mount =
+        Running(ferry().args(["mount", "--config", &c.client, path(mnt)]).args(args).spawn().expect("spawn mount"));
     wait_until(Duration::from_secs(30), "mount did not appear", || is_mounted(mnt));
     mount
 }
@@ -428,7 +416,7 @@ fn mount_prefetches_the_next_frames_and_follows_an_announced_order() {
     }
     let _node = start_cloud(&c);
     let mnt = c.dir.join("mnt");
-    let mut mount = start_mount(&c, &mnt, &["--prefetch", "tree"]);
+    let mut mount = start_mount(&c, &mnt, &["--prefetch", "tree", "--local-copies", "0"]);
 
     // Frames in order: after the first few, the next frames are already fetched.
     let before = prefetch_stats(&mnt);

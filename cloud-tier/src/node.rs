@@ -157,35 +157,36 @@ impl CacheNode {
         Ok(self)
     }
 
-    /// Hands a demand read to the prefetcher (listing its folder the first time).
-    fn prefetch_read(self: &Arc<Self>, reader: &str, path: &str, info: &ObjectInfo, offset: u64, len: u64) {
-        let Some(p) = &self.prefetch else { return };
-        let Ok(nspath) = NsPath::parse(path) else { return };
-        if let Some(dir) = p.access(reader, &nspath, info, offset, len) {
-            let (node, p) = (self.clone(), p.clone());
-            tokio::spawn(async move {
-                let listed = node.handle_list(&dir).await.map_err(|e| e.to_string());
-                p.add_dir(&dir, listed);
-            });
-        }
-    }
-
-    /// Notes a demand read in the trace, listing its folder the first time.
-    fn record_read(self: &Arc<Self>, reader: &str, path: &str, offset: u64, len: u64) {
-        let Some(rec) = &self.recorder else { return };
-        rec.access(reader, path, offset, len);
-        if let Some(dir) = rec.first_in_folder(path) {
-            let (node, rec) = (self.clone(), rec.clone());
-            tokio::spawn(async move {
-                match node.handle_list(&dir).await {
-                    Ok(entries) => rec.files(entries.into_iter().filter(|e| e.info.kind == EntryKind::File).map(|e| {
+    /// Notes a demand read: in the trace and for the prefetcher. The first
+    /// read in a folder lists it once for both of them.
+    fn on_read(self: &Arc<Self>, reader: &str, path: &str, info: &ObjectInfo, offset: u64, len: u64) {
+        let for_trace = self.recorder.as_ref().and_then(|rec| {
+            rec.access(reader, path, offset, len);
+            rec.first_in_folder(path).map(|dir| (rec.clone(), dir))
+        });
+        let for_prefetch = self.prefetch.as_ref().and_then(|p| {
+            let nspath = NsPath::parse(path).ok()?;
+            p.access(reader, &nspath, info, offset, len).map(|dir| (p.clone(), dir))
+        });
+        let Some(dir) = for_trace.as_ref().map(|(_, d)| d).or(for_prefetch.as_ref().map(|(_, d)| d)).cloned() else {
+            return;
+        };
+        let node = self.clone();
+        tokio::spawn(async move {
+            let listed = node.handle_list(&dir).await;
+            if let Some((rec, _)) = for_trace {
+                match &listed {
+                    Ok(entries) => rec.files(entries.iter().filter(|e| e.info.kind == EntryKind::File).map(|e| {
                         let full = if dir == "/" { format!("/{}", e.name) } else { format!("{dir}/{}", e.name) };
                         (full, e.info.size)
                     })),
                     Err(e) => tracing::warn!(%dir, error = %e, "trace: folder not listed"),
                 }
-            });
-        }
+            }
+            if let Some((p, _)) = for_prefetch {
+                p.add_dir(&dir, listed.map_err(|e| e.to_string()));
+            }
+        });
     }
 
     /// Sets where edge devices may write (`prefix/DEVICE_ID/...`) and the
@@ -805,8 +806,7 @@ async fn handle_stream(
             .map_or_else(|e| error_response(&e), |(objects, bytes)| Response::LoadOk { objects, bytes }),
         Request::ReadRange { path, offset, len } => {
             match node.handle_read(&path, offset, len).await.inspect(|(n, stream)| {
-                node.record_read(&reader, &path, offset, *n);
-                node.prefetch_read(&reader, &path, &stream.info, offset, *n);
+                node.on_read(&reader, &path, &stream.info, offset, *n);
             }) {
                 Err(e) => error_response(&e),
                 Ok((n, mut stream)) => {

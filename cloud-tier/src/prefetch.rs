@@ -7,12 +7,12 @@
 //! listing). The node's metrics count what prefetch fetched, what of it was
 //! read, and what demand reads found (`ferry_prefetch_*`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_predictor::catalog::{parent, Catalog};
-use ferry_predictor::{PrefetchConfig, Prefetcher};
+use ferry_predictor::online::Online;
+use ferry_predictor::PrefetchConfig;
 use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo};
 use ferry_protocol::ids::NsPath;
 
@@ -21,12 +21,6 @@ use crate::metrics::Metrics;
 
 /// A prefetched page not read within this long was a wrong guess.
 const STALE: Duration = Duration::from_secs(30);
-
-struct Brain {
-    prefetcher: Prefetcher,
-    catalog: Catalog,
-    listing: HashSet<String>,
-}
 
 #[derive(Default)]
 struct Issued {
@@ -41,7 +35,7 @@ pub struct NodePrefetch {
     metrics: Arc<Metrics>,
     budget: u64,
     name: String,
-    brain: Mutex<Brain>,
+    brain: Mutex<Online>,
     issued: Mutex<Issued>,
 }
 
@@ -68,18 +62,9 @@ impl NodePrefetch {
             metrics,
             budget,
             name,
-            brain: Mutex::new(Brain {
-                prefetcher: Prefetcher::new(p, PrefetchConfig::default()),
-                catalog: Catalog::new(page_size, []),
-                listing: HashSet::new(),
-            }),
+            brain: Mutex::new(Online::new(p, PrefetchConfig::default(), page_size)),
             issued: Mutex::new(Issued::default()),
         })
-    }
-
-    /// The predictor's name.
-    pub fn predictor(&self) -> &str {
-        &self.name
     }
 
     /// A demand read of `[offset, offset + len)` of `path` (metadata `info`)
@@ -109,31 +94,16 @@ impl NodePrefetch {
                 }
             }
         }
-        let mut fetches = Vec::new();
-        let files: Vec<(String, u64)> = {
-            let mut b = self.brain.lock().expect("prefetch lock poisoned");
-            let dir = parent(path.as_str()).to_string();
-            if !b.catalog.has_dir(&dir) {
-                return b.listing.insert(dir.clone()).then_some(if dir.is_empty() { "/".into() } else { dir });
-            }
-            let id = b.catalog.id(path.as_str())?;
-            let Brain { prefetcher, catalog, .. } = &mut *b;
-            prefetcher.access(catalog, reader, id, offset, len, &mut fetches);
-            fetches
-                .iter()
-                .map(|f| {
-                    let file = b.catalog.file(f.file);
-                    (file.path.clone(), file.size)
-                })
-                .collect()
-        };
-        for (f, (p, size)) in fetches.iter().zip(files) {
-            let pages: Vec<u64> = (u64::from(f.first)..u64::from(f.end)).collect();
-            let wanted = self.claim(&p, size, &pages);
+        let mut wants = Vec::new();
+        let unknown =
+            self.brain.lock().expect("prefetch lock poisoned").access(reader, path.as_str(), offset, len, &mut wants);
+        for w in wants {
+            let pages: Vec<u64> = (u64::from(w.first)..u64::from(w.end)).collect();
+            let wanted = self.claim(&w.path, w.size, &pages);
             if wanted.is_empty() {
                 continue;
             }
-            let Ok(nspath) = NsPath::parse(&p) else { continue };
+            let Ok(nspath) = NsPath::parse(&w.path) else { continue };
             let me = self.clone();
             tokio::spawn(async move {
                 let Ok(info) = me.cache.stat(&nspath).await else { return };
@@ -144,7 +114,7 @@ impl NodePrefetch {
                 }
             });
         }
-        None
+        unknown
     }
 
     /// Marks the pages of `path` to prefetch (those not asked for already,
@@ -183,15 +153,27 @@ impl NodePrefetch {
 
     /// Adds a listed folder to the catalog.
     pub fn add_dir(&self, dir: &str, entries: Result<Vec<DirEntry>, String>) {
-        let mut b = self.brain.lock().expect("prefetch lock poisoned");
-        let key = if dir == "/" { "" } else { dir };
-        b.listing.remove(key);
-        match entries {
-            Ok(entries) => b.catalog.add_dir(
-                key,
-                entries.into_iter().filter(|e| e.info.kind == EntryKind::File).map(|e| (e.name, e.info.size)),
-            ),
-            Err(e) => tracing::debug!(%dir, error = %e, "no listing for prefetch"),
+        self.brain.lock().expect("prefetch lock poisoned").listed(dir, listed_files(dir, entries));
+    }
+}
+
+/// A folder's files (name, size, version tag) as [`Online::listed`] takes
+/// them, or `None` (logged) when the folder could not be listed.
+pub fn listed_files(
+    dir: &str,
+    entries: Result<Vec<DirEntry>, impl std::fmt::Display>,
+) -> Option<Vec<(String, u64, String)>> {
+    match entries {
+        Ok(entries) => Some(
+            entries
+                .into_iter()
+                .filter(|e| e.info.kind == EntryKind::File)
+                .map(|e| (e.name, e.info.size, e.info.etag))
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::debug!(%dir, error = %e, "no listing for prefetch");
+            None
         }
     }
 }

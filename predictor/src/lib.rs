@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod eval;
 pub mod gen;
 pub mod models;
+pub mod online;
 pub mod trace;
 
 #[cfg(feature = "torch")]

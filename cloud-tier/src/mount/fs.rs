@@ -8,14 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures::future::{BoxFuture, FutureExt};
 
 use ferry_protocol::client::Cluster;
 use ferry_protocol::codec::{EntryKind, ObjectInfo};
 use ferry_protocol::ids::NsPath;
 use ferry_protocol::{ErrorCode, ProtocolError};
 
-use super::prefetch::{MountPrefetch, PageFuture, PrefetchOptions, Source};
+use super::prefetch::{fetch_page, MountPrefetch, PageFuture, PrefetchOptions, Source};
 
 /// Inode number of the root directory.
 pub const ROOT_INO: u64 = 1;
@@ -461,6 +460,18 @@ impl MountFs {
         }
     }
 
+    /// Attributes of a file that exists only here so far (being written, or a control file).
+    fn local_file_attr(&self, path: &str, size: u64) -> Attr {
+        Attr {
+            ino: self.ino_of(path),
+            kind: EntryKind::File,
+            size,
+            mtime: SystemTime::now(),
+            etag: String::new(),
+            origin: String::new(),
+        }
+    }
+
     fn attr_of(&self, path: &str, info: &ObjectInfo) -> Attr {
         Attr {
             ino: self.ino_of(path),
@@ -477,24 +488,10 @@ impl MountFs {
             return Ok(self.dir_attr(path));
         }
         if self.control(path) {
-            return Ok(Attr {
-                ino: self.ino_of(path),
-                kind: EntryKind::File,
-                size: 0,
-                mtime: SystemTime::now(),
-                etag: String::new(),
-                origin: String::new(),
-            });
+            return Ok(self.local_file_attr(path, 0));
         }
         if let Some(size) = self.writing.lock().expect("writing lock poisoned").get(path).copied() {
-            return Ok(Attr {
-                ino: self.ino_of(path),
-                kind: EntryKind::File,
-                size,
-                mtime: SystemTime::now(),
-                etag: String::new(),
-                origin: String::new(),
-            });
+            return Ok(self.local_file_attr(path, size));
         }
         match self.cluster.stat(path).await {
             Ok(info) => Ok(self.attr_of(path, &info)),
@@ -690,17 +687,7 @@ impl MountFs {
     pub async fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, u64)> {
         let path = child(&self.path_of(parent)?, name)?;
         let (fh, _) = self.new_write_handle(&path, true, true).await?;
-        Ok((
-            Attr {
-                ino: self.ino_of(&path),
-                kind: EntryKind::File,
-                size: 0,
-                mtime: SystemTime::now(),
-                etag: String::new(),
-                origin: String::new(),
-            },
-            fh,
-        ))
+        Ok((self.local_file_attr(&path, 0), fh))
     }
 
     fn handle(&self, fh: u64) -> FsResult<Option<Handle>> {
@@ -712,6 +699,14 @@ impl MountFs {
         }))
     }
 
+    /// Page `page` if the handle or the prefetched pages hold it.
+    fn held_page(&self, h: &ReadHandle, page: u64) -> Option<(PageFuture, Source)> {
+        match h.pages.lock().expect("page lock poisoned").0.get(&page) {
+            Some((f, prefetched)) => Some((f.clone(), if *prefetched { Source::Prefetched } else { Source::Handle })),
+            None => self.prefetch.as_ref()?.take(&h.path, &h.etag, page).map(|f| (f, Source::Prefetched)),
+        }
+    }
+
     fn page(&self, h: &Arc<ReadHandle>, page: u64) -> (PageFuture, Source) {
         let mut guard = h.pages.lock().expect("page lock poisoned");
         let (map, order) = &mut *guard;
@@ -720,16 +715,7 @@ impl MountFs {
         }
         let (shared, source) = match self.prefetch.as_ref().and_then(|p| p.take(&h.path, &h.etag, page)) {
             Some(f) => (f, Source::Prefetched),
-            None => {
-                let ps = self.page_size;
-                let start = page * ps;
-                let end = (start + ps).min(h.size);
-                let cluster = self.cluster.clone();
-                let path = h.path.clone();
-                let fut: BoxFuture<'static, Result<Bytes, FsError>> =
-                    async move { cluster.read_page(&path, page, ps, start, end).await.map_err(FsError::from) }.boxed();
-                (fut.shared(), Source::Fetched)
-            }
+            None => (fetch_page(&self.cluster, &h.path, page, self.page_size, h.size), Source::Fetched),
         };
         map.insert(page, (shared.clone(), source == Source::Prefetched));
         order.push(page);
@@ -785,18 +771,10 @@ impl MountFs {
             for p in first..=last {
                 let s = offset.max(p * ps);
                 let e = end.min((p + 1) * ps);
-                let held = h.pages.lock().expect("page lock poisoned").0.get(&p).cloned();
-                let (held, source) = match held {
-                    Some((f, true)) => (Some(f), Source::Prefetched),
-                    Some((f, false)) => (Some(f), Source::Handle),
-                    None => match self.prefetch.as_ref().and_then(|x| x.take(&h.path, &h.etag, p)) {
-                        Some(f) => (Some(f), Source::Prefetched),
-                        None => (None, Source::Fetched),
-                    },
-                };
-                count(source);
+                let held = self.held_page(&h, p);
+                count(held.as_ref().map_or(Source::Fetched, |(_, source)| *source));
                 parts.push(match held {
-                    Some(f) => f.await?.slice((s - p * ps) as usize..(e - p * ps) as usize),
+                    Some((f, _)) => f.await?.slice((s - p * ps) as usize..(e - p * ps) as usize),
                     // One request per page touched, straight to its owner: the handle
                     // already knows the size, so no stat round trip per small read.
                     None => self.cluster.read_page(&h.path, p, ps, s, e).await?,

@@ -8,7 +8,7 @@
 //! announce its read order (`.ferry-announce` at the mount root); every
 //! reader without an order of its own follows it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,15 +16,24 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
-use ferry_predictor::catalog::{parent, Catalog};
-use ferry_predictor::{Fetch, PrefetchConfig, Prefetcher, ANY_READER};
+use ferry_predictor::online::{Online, Want};
+use ferry_predictor::{PrefetchConfig, ANY_READER};
 use ferry_protocol::client::Cluster;
-use ferry_protocol::codec::EntryKind;
 
 use super::fs::FsError;
 
 /// A page being fetched or fetched, shared by whoever needs it.
 pub type PageFuture = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
+
+/// Page `page` (of `page_size` bytes) of the `size`-byte file `path`, fetched once
+/// for whoever awaits it.
+pub fn fetch_page(cluster: &Cluster, path: &str, page: u64, page_size: u64, size: u64) -> PageFuture {
+    let (cluster, path) = (cluster.clone(), path.to_string());
+    let (start, end) = (page * page_size, ((page + 1) * page_size).min(size));
+    let fut: BoxFuture<'static, Result<Bytes, FsError>> =
+        async move { cluster.read_page(&path, page, page_size, start, end).await.map_err(FsError::from) }.boxed();
+    fut.shared()
+}
 
 /// What the mount prefetches with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,14 +114,6 @@ impl Store {
     }
 }
 
-struct Brain {
-    prefetcher: Prefetcher,
-    catalog: Catalog,
-    etags: HashMap<String, String>,
-    /// Directories being listed right now.
-    listing: HashSet<String>,
-}
-
 /// Counters of `.ferry-stats`.
 #[derive(Debug, Default)]
 struct Counters {
@@ -142,7 +143,7 @@ pub struct MountPrefetch {
     page_size: u64,
     budget: u64,
     name: String,
-    brain: Mutex<Brain>,
+    brain: Mutex<Online>,
     store: Mutex<Store>,
     counters: Counters,
 }
@@ -165,12 +166,7 @@ impl MountPrefetch {
             page_size,
             budget: opts.budget,
             name,
-            brain: Mutex::new(Brain {
-                prefetcher: Prefetcher::new(predictor, config),
-                catalog: Catalog::new(page_size, []),
-                etags: HashMap::new(),
-                listing: HashSet::new(),
-            }),
+            brain: Mutex::new(Online::new(predictor, config, page_size)),
             store: Mutex::new(Store::default()),
             counters: Counters::default(),
         }))
@@ -213,41 +209,25 @@ impl MountPrefetch {
     /// A demand read of `[offset, end)` of `path` by `reader`: learn from
     /// it and start fetching what comes next.
     pub fn access(self: &Arc<Self>, reader: u32, path: &str, offset: u64, end: u64) {
-        let mut fetches = Vec::new();
-        let files;
-        {
-            let mut b = self.brain.lock().expect("prefetch lock poisoned");
-            let dir = parent(path).to_string();
-            if !b.catalog.has_dir(&dir) {
-                if b.listing.insert(dir.clone()) {
-                    let me = self.clone();
-                    tokio::spawn(async move { me.list(dir).await });
-                }
-                return;
-            }
-            let Some(id) = b.catalog.id(path) else { return };
-            let Brain { prefetcher, catalog, .. } = &mut *b;
-            prefetcher.access(catalog, &format!("pid:{reader}"), id, offset, end.saturating_sub(offset), &mut fetches);
-            files = Self::files_of(&b, &fetches);
+        let mut wants = Vec::new();
+        let unknown = self.brain.lock().expect("prefetch lock poisoned").access(
+            &format!("pid:{reader}"),
+            path,
+            offset,
+            end.saturating_sub(offset),
+            &mut wants,
+        );
+        if let Some(dir) = unknown {
+            let me = self.clone();
+            tokio::spawn(async move { me.list(&dir).await });
         }
-        self.start_all(&fetches, files);
+        self.start_all(&wants);
     }
 
-    /// Path, size and version of each fetch's file.
-    fn files_of(b: &Brain, fetches: &[Fetch]) -> Vec<(String, u64, String)> {
-        fetches
-            .iter()
-            .map(|f| {
-                let file = b.catalog.file(f.file);
-                (file.path.clone(), file.size, b.etags.get(&file.path).cloned().unwrap_or_default())
-            })
-            .collect()
-    }
-
-    fn start_all(&self, fetches: &[Fetch], files: Vec<(String, u64, String)>) {
-        for (f, (path, size, etag)) in fetches.iter().zip(files) {
-            for page in u64::from(f.first)..u64::from(f.end) {
-                if !self.start(&path, size, &etag, page) {
+    fn start_all(&self, wants: &[Want]) {
+        for w in wants {
+            for page in u64::from(w.first)..u64::from(w.end) {
+                if !self.start(&w.path, w.size, &w.tag, page) {
                     return; // over budget: the rest waits for reads to make room
                 }
             }
@@ -270,11 +250,7 @@ impl MountPrefetch {
         if !st.make_room(bytes, self.budget, &self.counters.wasted_bytes) {
             return false;
         }
-        let cluster = self.cluster.clone();
-        let p = path.to_string();
-        let fut: BoxFuture<'static, Result<Bytes, FsError>> =
-            async move { cluster.read_page(&p, page, ps, start, end).await.map_err(FsError::from) }.boxed();
-        let shared = fut.shared();
+        let shared = fetch_page(&self.cluster, path, page, ps, size);
         // Fetch now, whether or not anyone asks yet.
         let s2 = shared.clone();
         tokio::spawn(async move {
@@ -288,35 +264,9 @@ impl MountPrefetch {
         true
     }
 
-    async fn list(self: Arc<Self>, dir: String) {
-        let listed = self.cluster.list(if dir.is_empty() { "/" } else { &dir }).await;
-        let mut b = self.brain.lock().expect("prefetch lock poisoned");
-        b.listing.remove(&dir);
-        match listed {
-            Ok(entries) => {
-                let files: Vec<(String, u64, String)> = entries
-                    .into_iter()
-                    .filter(|e| e.info.kind == EntryKind::File)
-                    .map(|e| (e.name, e.info.size, e.info.etag))
-                    .collect();
-                for (name, _, etag) in &files {
-                    b.etags.insert(format!("{dir}/{name}"), etag.clone());
-                }
-                b.catalog.add_dir(&dir, files.into_iter().map(|(n, s, _)| (n, s)));
-            }
-            Err(e) => tracing::debug!(%dir, error = %e, "no listing for prefetch"),
-        }
-    }
-
-    /// Lists the directories of `paths` that are not known yet.
-    async fn learn_dirs(self: &Arc<Self>, paths: &[String]) {
-        let dirs: HashSet<String> = {
-            let b = self.brain.lock().expect("prefetch lock poisoned");
-            paths.iter().map(|p| parent(p).to_string()).filter(|d| !b.catalog.has_dir(d)).collect()
-        };
-        for d in dirs {
-            self.clone().list(d).await;
-        }
+    async fn list(&self, dir: &str) {
+        let files = crate::prefetch::listed_files(dir, self.cluster.list(dir).await);
+        self.brain.lock().expect("prefetch lock poisoned").listed(dir, files);
     }
 
     /// Applies an announcement: lines of `PATH` or `PATH OFFSET LENGTH`
@@ -333,10 +283,9 @@ impl MountPrefetch {
             let mut parts = line.rsplitn(3, ' ');
             let bad = || format!("line {}: expected PATH or PATH OFFSET LENGTH, got {line:?}", i + 1);
             let (last, mid, first) = (parts.next(), parts.next(), parts.next());
-            let (path, range) = match (first, mid, last) {
-                (Some(p), Some(o), Some(n)) if o.parse::<u64>().is_ok() && n.parse::<u64>().is_ok() => {
-                    (p, Some((o.parse::<u64>().map_err(|_| bad())?, n.parse::<u64>().map_err(|_| bad())?)))
-                }
+            let number = |x: Option<&str>| x.and_then(|v| v.parse::<u64>().ok());
+            let (path, range) = match (first, number(mid), number(last)) {
+                (Some(p), Some(o), Some(n)) => (p, Some((o, n))),
                 _ => (line, None),
             };
             let path = format!("/{}", path.trim_start_matches('/'));
@@ -345,28 +294,17 @@ impl MountPrefetch {
             }
             wanted.push((path, range));
         }
-        let paths: Vec<String> = wanted.iter().map(|(p, _)| p.clone()).collect();
-        self.learn_dirs(&paths).await;
-        let mut b = self.brain.lock().expect("prefetch lock poisoned");
-        let mut order = Vec::with_capacity(wanted.len());
-        for (path, range) in &wanted {
-            let Some(id) = b.catalog.id(path) else { return Err(format!("{path}: no such file")) };
-            let (first, end) = match range {
-                Some((o, n)) => b.catalog.pages_of(id, *o, *n),
-                None => (0, u32::MAX),
-            };
-            order.push(Fetch { file: id, first, end });
+        let unknown =
+            self.brain.lock().expect("prefetch lock poisoned").unknown_dirs(wanted.iter().map(|(p, _)| p.as_str()));
+        for dir in unknown {
+            self.list(&dir).await;
         }
-        let n = order.len();
-        b.prefetcher.announce_ranges(ANY_READER, order);
+        let mut wants = Vec::new();
+        let n = self.brain.lock().expect("prefetch lock poisoned").announce(ANY_READER, &wanted, &mut wants)?;
         // An old order's pages are of no use any more; the new one's first
         // entries are fetched before anyone reads.
         self.store.lock().expect("prefetch lock poisoned").drop_unread(&self.counters.wasted_bytes);
-        let mut fetches = Vec::new();
-        b.prefetcher.upcoming(&b.catalog, ANY_READER, &mut fetches);
-        let files = Self::files_of(&b, &fetches);
-        drop(b);
-        self.start_all(&fetches, files);
+        self.start_all(&wants);
         Ok(n)
     }
 
@@ -381,7 +319,7 @@ impl MountPrefetch {
         let (held, streams, files) = {
             let st = self.store.lock().expect("prefetch lock poisoned");
             let b = self.brain.lock().expect("prefetch lock poisoned");
-            (st.held, b.prefetcher.streams(), b.catalog.len())
+            (st.held, b.streams(), b.files())
         };
         serde_json::json!({
             "predictor": self.name,
