@@ -12,7 +12,12 @@
 //!
 //! A client on the node's own host may instead hand over a finished file
 //! ([`Journal::adopt`]): it is fsynced and hard-linked as `SEQ.data`, so the
-//! bytes are not copied; steps 2–4 are the same.
+//! bytes are not copied; steps 2–4 are the same. The client may go on
+//! writing that file (FUSE passthrough writes reach it directly), so an
+//! entry is its first `size` bytes: a data file may be longer than its
+//! entry, and bytes written after the hand-over may be uploaded with it
+//! (as a file system may persist any write early); the client's next hand-
+//! over makes a newer entry that replaces this one.
 //!
 //! Sequence numbers start above the current time in microseconds, so a
 //! version tag `~journal-SEQ` is never reused after a restart.
@@ -157,7 +162,7 @@ impl Journal {
             })();
             let data = dir.join(format!("{seq}.data"));
             match parsed {
-                Some((path, size, mtime_ms)) if std::fs::metadata(&data).map(|m| m.len()).ok() == Some(size) => {
+                Some((path, size, mtime_ms)) if std::fs::metadata(&data).is_ok_and(|m| m.len() >= size) => {
                     let entry = Entry { seq, path: path.clone(), size, mtime_ms };
                     match best.get(&path) {
                         Some(old) if old.seq > seq => stale.extend([p.clone(), data]),
@@ -293,9 +298,10 @@ impl Journal {
                 if !meta.file_type().is_file() {
                     return Err(NodeError::InvalidInput(format!("{} is not a regular file", src.display())));
                 }
-                if meta.len() != len {
+                // Longer is fine: the writer went on writing after it asked.
+                if meta.len() < len {
                     return Err(NodeError::InvalidInput(format!(
-                        "{} holds {} bytes, not the announced {len}",
+                        "{} holds {} bytes, fewer than the announced {len}",
                         src.display(),
                         meta.len()
                     )));
@@ -379,7 +385,8 @@ impl Journal {
     ) -> Result<Option<String>, NodeError> {
         use tokio::io::AsyncReadExt;
         let err = |x: &dyn std::fmt::Display| NodeError::Store(format!("upload {}: {x}", e.path));
-        let mut file = tokio::fs::File::open(self.data_path(e)).await?;
+        // The entry is the first `size` bytes (an adopted file may have grown since).
+        let mut file = tokio::fs::File::open(self.data_path(e)).await?.take(e.size);
         if e.size <= UPLOAD_PART as u64 {
             let mut bytes = Vec::with_capacity(e.size as usize);
             file.read_to_end(&mut bytes).await?;
@@ -496,5 +503,55 @@ impl Journal {
     /// Waits until nothing is pending.
     pub async fn drain(&self, limit: std::time::Duration) -> bool {
         self.wait_for(limit, |j| j.entries().is_empty()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::namespace::Namespace;
+    use object_store::ObjectStoreExt;
+
+    /// A file handed over and then written on (FUSE passthrough writes reach
+    /// it directly): the entry stays its first `size` bytes, across a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_adopted_file_that_grows_later_is_uploaded_as_handed_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jdir = dir.path().join("journal");
+        let inbox = dir.path().join("inbox");
+        std::fs::create_dir_all(&inbox).expect("inbox");
+        let staged = inbox.join("w1");
+        std::fs::write(&staged, b"version one").expect("write");
+        let path = NsPath::parse("/ck.pt").expect("path");
+        {
+            let j = Journal::open(&jdir).expect("journal");
+            j.adopt(&path, &staged, 11).await.expect("adopt");
+            // Fewer bytes than announced is refused and leaves nothing behind.
+            let err = j.adopt(&path, &staged, 12).await.expect_err("short file");
+            assert!(err.to_string().contains("fewer than the announced 12"), "{err}");
+        }
+        // The writer goes on after the hand-over, then the node restarts.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&staged)
+            .and_then(|mut f| f.write_all(b" and more"))
+            .expect("append");
+        let j = Arc::new(Journal::open(&jdir).expect("reopen"));
+        let e = j.pending("/ck.pt").expect("the entry survives the restart");
+        assert_eq!(e.size, 11);
+
+        let store_dir = dir.path().join("store");
+        std::fs::create_dir_all(&store_dir).expect("store dir");
+        let store: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&store_dir).expect("store"));
+        let mut ns = Namespace::empty(Arc::new(Metrics::new()));
+        ns.add("/", store.clone(), object_store::path::Path::default(), 0).expect("mount");
+        let uploader = tokio::spawn(j.clone().run_uploader(ns, |_, _| {}));
+        assert!(j.drain(std::time::Duration::from_secs(30)).await);
+        uploader.abort();
+        let got =
+            store.get(&object_store::path::Path::from("ck.pt")).await.expect("stored").bytes().await.expect("bytes");
+        assert_eq!(&got[..], b"version one");
     }
 }

@@ -193,6 +193,92 @@ async fn mount_reads_lists_and_writes_checkpoints() {
     n.node.shutdown().await;
 }
 
+/// Checkpoint files written through a mount whose node shares the host (the
+/// kernel writes the staging file directly): writes after an fsync, readers
+/// while writing, sizes, truncation, and what reaches the store at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_after_fsync_on_the_same_host_keep_every_version_whole() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 256 << 20);
+    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    let fs = MountFs::with_local_copies(c, dir.path().join("staging"), 1 << 30).await.expect("fs");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir mnt");
+    let session = fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current()).expect("mount");
+
+    let first = data(2 * PAGE as usize + 17, 3);
+    let m = mnt.clone();
+    let f1 = first.clone();
+    let file = blocking(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(m.join("ck.pt"))
+            .expect("create");
+        f.write_all(&f1).expect("write");
+        f.sync_all().expect("fsync");
+        f
+    })
+    .await;
+    // Durable on the node once fsync returned.
+    let pending = n.node.node.journal().pending("/ck.pt").expect("journal entry after fsync");
+    assert_eq!(pending.size, first.len() as u64);
+
+    // Written after the fsync: overwrite a few bytes, append more; others see it at once.
+    let mut want = first.clone();
+    want[10..20].copy_from_slice(b"0123456789");
+    let more = data(PAGE as usize + 5, 4);
+    want.extend_from_slice(&more);
+    let m = mnt.clone();
+    let w2 = want.clone();
+    let file = blocking(move || {
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(b"0123456789", 10).expect("overwrite");
+        file.write_all_at(&more, (w2.len() - more.len()) as u64).expect("append");
+        assert_eq!(std::fs::metadata(m.join("ck.pt")).expect("stat").len(), w2.len() as u64, "size while writing");
+        assert!(std::fs::read(m.join("ck.pt")).expect("read while writing") == w2, "a reader while writing");
+        file
+    })
+    .await;
+
+    // Cut back to a shorter length after that, then close: the store ends with exactly this.
+    let cut = 3 * PAGE as usize / 2;
+    want.truncate(cut);
+    blocking(move || {
+        file.set_len(cut as u64).expect("ftruncate");
+        drop(file);
+    })
+    .await;
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
+    let stored = base.get(&StorePath::from("ck.pt")).await.expect("in the store").bytes().await.expect("bytes");
+    assert!(stored[..] == want[..], "the store holds {} bytes, not the last version", stored.len());
+    let m = mnt.clone();
+    let w2 = want.clone();
+    blocking(move || assert!(std::fs::read(m.join("ck.pt")).expect("read back") == w2)).await;
+
+    // A second checkpoint written and closed without fsync also arrives whole.
+    let second = data(5 * PAGE as usize + 1, 5);
+    let m = mnt.clone();
+    let s2 = second.clone();
+    blocking(move || std::fs::write(m.join("ck2.pt"), &s2).expect("write")).await;
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
+    let stored = base.get(&StorePath::from("ck2.pt")).await.expect("in the store").bytes().await.expect("bytes");
+    assert!(stored[..] == second[..]);
+
+    blocking(move || session.umount_and_join().expect("unmount")).await;
+    n.node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_mountpoints_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -220,7 +306,8 @@ async fn writes_after_an_adoption_leave_the_adopted_bytes_alone() {
     let journal = n.node.node.journal().clone();
 
     let first = data(2 * PAGE as usize + 5, 3);
-    let (attr, fh) = fs.create(ferry_cloud_tier::mount::fs::ROOT_INO, "ck.pt").await.expect("create");
+    let (attr, opened) = fs.create(ferry_cloud_tier::mount::fs::ROOT_INO, "ck.pt").await.expect("create");
+    let fh = opened.fh();
     fs.write(fh, 0, &first).expect("write");
     fs.fsync(fh).await.expect("fsync");
     let e1 = journal.pending("/ck.pt").expect("journaled");

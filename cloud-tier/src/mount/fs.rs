@@ -87,17 +87,28 @@ pub struct Attr {
 pub enum Opened {
     /// Reads and writes come through this handle.
     Handle(u64),
-    /// A complete local copy exists: the kernel may read `file` directly
-    /// (FUSE passthrough). `fh` is a normal read handle as well, for kernels
-    /// that refuse passthrough.
+    /// The kernel may read (and, for a write handle, write) `file` directly
+    /// (FUSE passthrough): a complete local copy, or the staging file of a
+    /// write handle whose node runs on this host. `fh` works as a normal
+    /// handle as well, for kernels that refuse passthrough; a write handle
+    /// goes over to passthrough only through [`MountFs::passthrough_writes`].
     Passthrough {
-        /// The read handle.
+        /// The handle.
         fh: u64,
-        /// The local copy.
+        /// The local copy or staging file.
         file: std::fs::File,
     },
     /// A control file: reads and writes bypass the kernel's page cache.
     Direct(u64),
+}
+
+impl Opened {
+    /// The handle, whatever the kind.
+    pub fn fh(&self) -> u64 {
+        match self {
+            Opened::Handle(fh) | Opened::Direct(fh) | Opened::Passthrough { fh, .. } => *fh,
+        }
+    }
 }
 
 /// Writing paths here (one per line, optionally `OFFSET LENGTH` after it)
@@ -255,6 +266,17 @@ struct Staged {
     adopted: bool,
     /// The object's version tag after the last adoption.
     etag: Option<String>,
+    /// The kernel writes `file` directly (FUSE passthrough): writes never
+    /// reach [`MountFs::write`], so changes are found by `seen`.
+    passthrough: bool,
+    /// Length and modification time of `file` when the node last took it.
+    seen: Option<(u64, SystemTime)>,
+}
+
+/// Length and modification time: what tells a passthrough file changed.
+fn fingerprint(file: &std::fs::File) -> std::io::Result<(u64, SystemTime)> {
+    let m = file.metadata()?;
+    Ok((m.len(), m.modified()?))
 }
 
 #[derive(Debug)]
@@ -272,14 +294,15 @@ impl WriteHandle {
 /// Makes `s` safe to change: after an adoption the bytes move to a fresh
 /// copy (`fresh` names it), leaving the node's file alone.
 fn unshare(s: &mut Staged, fresh: impl FnOnce(&std::path::Path) -> PathBuf) -> std::io::Result<()> {
-    if !s.adopted {
+    // A passthrough file cannot move: the kernel keeps writing the one it was given.
+    if !s.adopted || s.passthrough {
         return Ok(());
     }
     let fresh = fresh(&s.path);
     std::fs::copy(&s.path, &fresh)?;
     let file = std::fs::OpenOptions::new().read(true).write(true).open(&fresh)?;
     let _ = std::fs::remove_file(&s.path);
-    *s = Staged { file, path: fresh, dirty: s.dirty, adopted: false, etag: None };
+    *s = Staged { file, path: fresh, dirty: s.dirty, adopted: false, etag: None, passthrough: false, seen: None };
     Ok(())
 }
 
@@ -491,7 +514,17 @@ impl MountFs {
             return Ok(self.local_file_attr(path, 0));
         }
         if let Some(size) = self.writing.lock().expect("writing lock poisoned").get(path).copied() {
-            return Ok(self.local_file_attr(path, size));
+            // Passthrough writes bypass `write`: their files tell the size.
+            let written = self
+                .write_handles_of(path)
+                .iter()
+                .filter_map(|w| {
+                    let s = w.staged();
+                    s.passthrough.then(|| s.file.metadata().map(|m| m.len()).ok()).flatten()
+                })
+                .max()
+                .unwrap_or(0);
+            return Ok(self.local_file_attr(path, size.max(written)));
         }
         match self.cluster.stat(path).await {
             Ok(info) => Ok(self.attr_of(path, &info)),
@@ -590,7 +623,7 @@ impl MountFs {
         let staging = self.staging_file(path).await;
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(truncate).open(&staging)?;
         let size = file.metadata()?.len();
-        let staged = Staged { file, path: staging, dirty, adopted: false, etag: None };
+        let staged = Staged { file, path: staging, dirty, adopted: false, etag: None, passthrough: false, seen: None };
         let w = Arc::new(WriteHandle { path: Mutex::new(path.to_string()), staged: Mutex::new(staged) });
         self.writing.lock().expect("writing lock poisoned").insert(path.to_string(), size);
         Ok((self.add_handle(Handle::Write(w.clone())), w))
@@ -623,15 +656,21 @@ impl MountFs {
                 self.cluster.read_to(&path, 0, None, &mut f).await?;
                 self.writing.lock().expect("writing lock poisoned").insert(path.clone(), attr.size);
             }
-            return Ok(Opened::Handle(fh));
+            return self.write_opened(fh, &w);
         }
+        // Someone is writing the file through passthrough: read what they wrote
+        // (and the kernel wants one backing file per inode anyway).
+        let writer = self.write_handles_of(&path).into_iter().find_map(|w| {
+            let s = w.staged();
+            s.passthrough.then(|| s.file.try_clone().ok()).flatten()
+        });
         let local_copy = match (&self.local, attr.etag.is_empty()) {
             (Some(l), false) => l.lookup(&LocalFiles::key(&path, &attr.etag, attr.size)).or_else(|| {
                 (!attr.origin.is_empty()).then(|| l.lookup(&LocalFiles::key(&path, &attr.origin, attr.size))).flatten()
             }),
             _ => None,
         };
-        let local_file = local_copy.and_then(|p| std::fs::File::open(p).ok());
+        let local_file = writer.or_else(|| local_copy.and_then(|p| std::fs::File::open(p).ok()));
         let h = ReadHandle {
             path,
             size: attr.size,
@@ -684,10 +723,30 @@ impl MountFs {
     }
 
     /// Creates and opens `name` in `parent` for writing.
-    pub async fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, u64)> {
+    pub async fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, Opened)> {
         let path = child(&self.path_of(parent)?, name)?;
-        let (fh, _) = self.new_write_handle(&path, true, true).await?;
-        Ok((self.local_file_attr(&path, 0), fh))
+        let (fh, w) = self.new_write_handle(&path, true, true).await?;
+        Ok((self.local_file_attr(&path, 0), self.write_opened(fh, &w)?))
+    }
+
+    /// A new write handle, offered for passthrough when its node runs on this
+    /// host (the node adopts the staging file itself, so the kernel may write
+    /// it directly); else a normal handle.
+    fn write_opened(&self, fh: u64, w: &WriteHandle) -> FsResult<Opened> {
+        let s = w.staged();
+        if s.path.starts_with(&self.staging) {
+            return Ok(Opened::Handle(fh));
+        }
+        Ok(Opened::Passthrough { fh, file: s.file.try_clone()? })
+    }
+
+    /// The kernel writes handle `fh`'s staging file directly from now on
+    /// (FUSE passthrough accepted for it): flush, fsync and release then find
+    /// changes by the file's length and modification time.
+    pub fn passthrough_writes(&self, fh: u64) {
+        if let Ok(Some(Handle::Write(w))) = self.handle(fh) {
+            w.staged().passthrough = true;
+        }
     }
 
     fn handle(&self, fh: u64) -> FsResult<Option<Handle>> {
@@ -855,11 +914,19 @@ impl MountFs {
         }
         let staging = {
             let mut s = w.staged();
+            if s.passthrough {
+                let now = fingerprint(&s.file)?;
+                if s.seen != Some(now) {
+                    s.dirty = true;
+                }
+                s.seen = Some(now);
+            }
             if !s.dirty {
                 return Ok(());
             }
             // Cleared first so a write racing the upload marks it dirty again;
-            // marked adopted first so such a write goes to a copy.
+            // marked adopted first so such a write goes to a copy (except
+            // under passthrough, where the next persist finds it by `seen`).
             s.dirty = false;
             s.adopted = !s.path.starts_with(&self.staging);
             s.path.clone()
@@ -873,7 +940,9 @@ impl MountFs {
                 }
             }
             Err(e) => {
-                w.staged().dirty = true;
+                let mut s = w.staged();
+                s.dirty = true;
+                s.seen = None;
                 return Err(e.into());
             }
         }
@@ -957,12 +1026,19 @@ impl MountFs {
         };
         match w {
             Some(w) => {
-                let mut s = w.staged();
-                unshare(&mut s, |old| self.sibling(old))?;
-                s.file.set_len(size)?;
-                s.dirty = true;
-                drop(s);
+                let resend = {
+                    let mut s = w.staged();
+                    unshare(&mut s, |old| self.sibling(old))?;
+                    s.file.set_len(size)?;
+                    s.dirty = true;
+                    // A passthrough file the node adopted was just cut in place:
+                    // hand the node the new length at once.
+                    s.passthrough && s.adopted
+                };
                 self.writing.lock().expect("writing lock poisoned").insert(path.clone(), size);
+                if resend {
+                    self.persist(&w).await?;
+                }
             }
             None if size == 0 => {
                 let (fh, _) = self.new_write_handle(&path, true, true).await?;

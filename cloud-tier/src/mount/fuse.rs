@@ -29,6 +29,40 @@ struct Passthrough {
 }
 
 impl Passthrough {
+    /// The backing id for `file` as inode `ino`'s, registered to `fh`; `None`
+    /// when passthrough is off or the kernel refused it. `shared`: reuse the
+    /// inode's id if it has one (all of an inode's passthrough opens must use
+    /// one backing file); else (a write handle's own staging file) only a
+    /// fresh id will do.
+    fn backing(
+        &self,
+        ino: u64,
+        fh: u64,
+        file: &std::fs::File,
+        shared: bool,
+        open: impl FnOnce(&std::fs::File) -> std::io::Result<fuser::BackingId>,
+    ) -> Option<Arc<fuser::BackingId>> {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return None;
+        }
+        let existing = self.by_ino.lock().expect("passthrough lock poisoned").get(&ino).map(|(id, _)| id.clone());
+        let id = match existing {
+            Some(id) if shared => id,
+            Some(_) => return None,
+            None => match open(file) {
+                Ok(id) => Arc::new(id),
+                Err(e) => {
+                    tracing::info!(error = %e, "kernel refused FUSE passthrough; reads and writes stay on the normal path");
+                    self.enabled.store(false, Ordering::SeqCst);
+                    return None;
+                }
+            },
+        };
+        self.by_ino.lock().expect("passthrough lock poisoned").entry(ino).or_insert_with(|| (id.clone(), 0)).1 += 1;
+        self.fh_ino.lock().expect("passthrough lock poisoned").insert(fh, ino);
+        Some(id)
+    }
+
     fn release(&self, fh: u64) {
         let Some(ino) = self.fh_ino.lock().expect("passthrough lock poisoned").remove(&fh) else { return };
         let mut by_ino = self.by_ino.lock().expect("passthrough lock poisoned");
@@ -148,6 +182,10 @@ fn name_str(name: &OsStr) -> Result<String, Errno> {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC arrives with the open, so overwriting a file does not first
+        // copy its old bytes into the staging file (the kernel would otherwise
+        // open without it and truncate afterwards).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
         // Passthrough lets the kernel read whole local copies directly; kernels
         // without it (or without CAP_SYS_ADMIN) keep every read on the normal path.
         if config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok() {
@@ -244,29 +282,15 @@ impl Filesystem for FuseAdapter {
                 Ok(Opened::Handle(fh)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Ok(Opened::Direct(fh)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
                 Ok(Opened::Passthrough { fh, file }) => {
-                    if !pass.enabled.load(Ordering::SeqCst) {
-                        return reply.opened(FileHandle(fh), FopenFlags::empty());
-                    }
-                    let existing =
-                        pass.by_ino.lock().expect("passthrough lock poisoned").get(&ino.0).map(|(id, _)| id.clone());
-                    let id = match existing {
-                        Some(id) => id,
-                        None => match reply.open_backing(&file) {
-                            Ok(id) => Arc::new(id),
-                            Err(e) => {
-                                tracing::info!(error = %e, "kernel refused FUSE passthrough; reads stay on the normal path");
-                                pass.enabled.store(false, Ordering::SeqCst);
-                                return reply.opened(FileHandle(fh), FopenFlags::empty());
+                    match pass.backing(ino.0, fh, &file, !write, |f| reply.open_backing(f)) {
+                        Some(id) => {
+                            if write {
+                                fs.passthrough_writes(fh);
                             }
-                        },
-                    };
-                    {
-                        let mut by_ino = pass.by_ino.lock().expect("passthrough lock poisoned");
-                        let entry = by_ino.entry(ino.0).or_insert_with(|| (id.clone(), 0));
-                        entry.1 += 1;
+                            reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
+                        }
+                        None => reply.opened(FileHandle(fh), FopenFlags::empty()),
                     }
-                    pass.fh_ino.lock().expect("passthrough lock poisoned").insert(fh, ino.0);
-                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
                 }
                 Err(e) => reply.error(errno(&e)),
             }
@@ -289,11 +313,39 @@ impl Filesystem for FuseAdapter {
         };
         let fs = self.fs.clone();
         let maker = self.maker();
+        let pass = self.pass.clone();
         self.rt.spawn(async move {
             match fs.create(parent.0, &name).await {
-                Ok((a, fh)) => {
-                    reply.created(&ATTR_TTL, &maker.make(&a), Generation(0), FileHandle(fh), FopenFlags::empty())
+                Ok((a, Opened::Passthrough { fh, file })) => {
+                    match pass.backing(a.ino, fh, &file, false, |f| reply.open_backing(f)) {
+                        Some(id) => {
+                            fs.passthrough_writes(fh);
+                            let attr = maker.make(&a);
+                            reply.created_passthrough(
+                                &ATTR_TTL,
+                                &attr,
+                                Generation(0),
+                                FileHandle(fh),
+                                FopenFlags::empty(),
+                                &id,
+                            )
+                        }
+                        None => reply.created(
+                            &ATTR_TTL,
+                            &maker.make(&a),
+                            Generation(0),
+                            FileHandle(fh),
+                            FopenFlags::empty(),
+                        ),
+                    }
                 }
+                Ok((a, opened)) => reply.created(
+                    &ATTR_TTL,
+                    &maker.make(&a),
+                    Generation(0),
+                    FileHandle(opened.fh()),
+                    FopenFlags::empty(),
+                ),
                 Err(e) => reply.error(errno(&e)),
             }
         });
