@@ -2,14 +2,16 @@
 # Runs every quality gate and test of ferry. On a fresh Debian machine it
 # first installs what the tests need: Python's venv module, FUSE (fuse3),
 # iproute2 and nftables (network namespaces for the lossy-link test) and
-# mosquitto (MQTT broker) from apt, an S3 server (moto, from PyPI, into
-# ./.venv) and libtorch 2.13 (scripts/libtorch.sh, into ./.libtorch, for the
-# predictor's `torch` feature). Safe to run again: installed
-# pieces are reused.
+# mosquitto (MQTT broker) from apt, an S3 server (moto) and PyTorch (for
+# the test that reads the mount with a real DataLoader; the PyPI wheel pulls
+# in CUDA libraries, about 4.7 GB) from PyPI into ./.venv, and libtorch 2.13
+# (scripts/libtorch.sh, into ./.libtorch, for the predictor's `torch`
+# feature). Safe to run again: installed pieces are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MOTO_VERSION="5.2.5"
+TORCH_VERSION="2.13.0"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -37,6 +39,11 @@ if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/pip show moto 2>/dev/null | gre
     .venv/bin/pip install -q --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
 fi
 export FERRY_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${TORCH_VERSION}')" >/dev/null 2>&1; then
+    echo "test.sh: installing torch ${TORCH_VERSION} into .venv (about 4.7 GB with its CUDA libraries)"
+    .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir "torch==${TORCH_VERSION}"
+fi
+export FERRY_PYTHON="$PWD/.venv/bin/python"
 # libtorch for the predictor's `torch` feature (LSTM), into ./.libtorch.
 ./scripts/libtorch.sh
 

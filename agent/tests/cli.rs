@@ -496,3 +496,142 @@ fn mount_refuses_an_unknown_prefetch_model() {
     assert!(err.contains("prefetch") && err.contains("no-model"), "{err}");
     assert!(!is_mounted(&mnt));
 }
+
+/// Runs `cmd` with `args`; its stdout, or a panic with its stderr.
+fn tool(cmd: &str, args: &[&str]) -> Vec<u8> {
+    let o = std::process::Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(o.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+#[test]
+fn everyday_tools_read_the_mount_unmodified() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cloud_setup(dir.path());
+    // A small dataset: nested folders, an empty file, files around the 1 MiB page size.
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, len) in [0usize, 1, 4095, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 17].iter().enumerate() {
+        let body: Vec<u8> = (0..*len).map(|j| ((j * 31 + i * 7) % 251) as u8).collect();
+        files.push((format!("set/{}/f{i}.bin", if i % 2 == 0 { "even" } else { "odd/deep" }), body));
+    }
+    for (name, body) in &files {
+        let p = c.store.join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, body).expect("write");
+    }
+    let _node = start_cloud(&c);
+    let mnt = c.dir.join("mnt");
+    let mut mount = start_mount(&c, &mnt, &[]);
+    let root = mnt.join("d/set");
+
+    // find: every file, nothing else.
+    let found = String::from_utf8(tool("find", &[path(&root), "-type", "f"])).expect("utf8");
+    let mut found: Vec<&str> = found.lines().map(|l| l.strip_prefix(path(&mnt.join("d"))).expect("under d")).collect();
+    found.sort();
+    let mut want: Vec<String> = files.iter().map(|(n, _)| format!("/{n}")).collect();
+    want.sort();
+    assert_eq!(found, want);
+    // ls -lR: each file's size on its line.
+    let ls = String::from_utf8(tool("ls", &["-lR", path(&root)])).expect("utf8");
+    for (name, body) in &files {
+        let base = name.rsplit('/').next().expect("name");
+        let line = ls.lines().find(|l| l.ends_with(&format!(" {base}"))).unwrap_or_else(|| panic!("{base}: {ls}"));
+        assert!(line.split_whitespace().any(|w| w == body.len().to_string()), "size of {base}: {line}");
+    }
+    // cat, dd with large and small blocks, and cmp against the source: byte for byte.
+    for (name, body) in &files {
+        let p = mnt.join("d").join(name);
+        assert!(tool("cat", &[path(&p)]) == *body, "cat {name}");
+        let input = format!("if={}", path(&p));
+        assert!(tool("dd", &[&input, "bs=1M", "status=none"]) == *body, "dd bs=1M {name}");
+        assert!(
+            tool("dd", &[&input, "bs=4k", "skip=1", "status=none"]) == body[body.len().min(4096)..],
+            "dd skip {name}"
+        );
+        tool("cmp", &[path(&p), path(&c.store.join(name))]);
+    }
+    // dd writes a file through the mount; the store gets it.
+    let out = mnt.join("d/set/written.bin");
+    tool("dd", &["if=/dev/zero", &format!("of={}", path(&out)), "bs=64k", "count=40", "conv=fsync", "status=none"]);
+    wait_until(Duration::from_secs(30), "dd's file never reached the store", || {
+        std::fs::read(c.store.join("set/written.bin")).is_ok_and(|b| b.len() == 40 << 16 && b.iter().all(|x| *x == 0))
+    });
+
+    signal(&mount.0, "TERM");
+    assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
+}
+
+/// A Python that has PyTorch: `FERRY_PYTHON` (scripts/test.sh points it at
+/// .venv), else `python3`. Under CI its absence is a failure.
+fn torch_python() -> Option<String> {
+    let py = std::env::var("FERRY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let o = std::process::Command::new(&py).args(["-c", "import torch"]).output();
+    if o.as_ref().is_ok_and(|o| o.status.success()) {
+        return Some(py);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{py} cannot import torch ({o:?}): scripts/test.sh installs it into .venv");
+    }
+    eprintln!("SKIPPED: {py} has no PyTorch");
+    None
+}
+
+#[test]
+fn a_pytorch_dataloader_reads_the_mount_in_its_announced_order() {
+    use sha2::Digest;
+    if !fuse_available() {
+        return;
+    }
+    let Some(py) = torch_python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cloud_setup(dir.path());
+    // Two cameras' frames, 10 KiB to 1.5 MiB each.
+    let mut want: std::collections::BTreeMap<String, (usize, String)> = Default::default();
+    for cam in 0..2 {
+        for i in 0..12usize {
+            let len = 10_240 + i * 140_000 + cam * 7;
+            let body: Vec<u8> = (0..len).map(|j| ((j * 131 + i * 17 + cam) % 253) as u8).collect();
+            let name = format!("cam{cam}/{i:03}.bin");
+            let p = c.store.join("frames").join(&name);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, &body).expect("write");
+            let hash: String = sha2::Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
+            want.insert(name, (len, hash));
+        }
+    }
+    let _node = start_cloud(&c);
+    let mnt = c.dir.join("mnt");
+    let mut mount = start_mount(&c, &mnt, &[]);
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/dataloader_check.py");
+    let o = std::process::Command::new(&py)
+        .args([path(&script), path(&mnt), "d/frames", "--epochs", "2", "--workers", "2"])
+        .output()
+        .expect("python");
+    assert!(o.status.success(), "dataloader_check.py: {}", String::from_utf8_lossy(&o.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let epochs = out["epochs"].as_array().expect("epochs");
+    assert_eq!(epochs.len(), 2);
+    for (e, samples) in epochs.iter().enumerate() {
+        let mut seen: Vec<String> = Vec::new();
+        for s in samples.as_array().expect("samples") {
+            let name = s[0].as_str().expect("path").to_string();
+            let (len, hash) = want.get(&name).unwrap_or_else(|| panic!("epoch {e}: unknown sample {name}"));
+            assert_eq!(s[1].as_u64(), Some(*len as u64), "epoch {e}: length of {name}");
+            assert_eq!(s[2].as_str(), Some(hash.as_str()), "epoch {e}: bytes of {name}");
+            seen.push(name);
+        }
+        seen.sort();
+        assert_eq!(seen, want.keys().cloned().collect::<Vec<_>>(), "epoch {e}: every sample exactly once");
+    }
+    // The workers' reads were prefetched in the order the sampler announced.
+    let stats = &out["stats"];
+    assert!(stats["prefetch_hits"].as_u64().expect("prefetch_hits") > 0, "no prefetch hits: {stats}");
+    assert!(stats["useful_bytes"].as_u64().expect("useful_bytes") > 0, "nothing prefetched was used: {stats}");
+
+    signal(&mount.0, "TERM");
+    assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
+}
