@@ -279,6 +279,72 @@ async fn writes_after_fsync_on_the_same_host_keep_every_version_whole() {
     n.node.shutdown().await;
 }
 
+/// A local copy appearing while a reader still has the file open: readers
+/// that open afterwards read it too (the kernel refuses mixing page-cache and
+/// passthrough opens of one inode, so they wait for the old opens to close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_before_and_after_a_local_copy_appears_all_read() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    let body = data(3 * PAGE as usize + 5, 9);
+    base.put(&StorePath::from("shard.bin"), PutPayload::from(body.clone())).await.expect("put");
+    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 256 << 20);
+    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    let fs = MountFs::with_local_copies(c, dir.path().join("staging"), 1 << 30).await.expect("fs");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir mnt");
+    let session = fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current()).expect("mount");
+
+    // Reader A opens first and keeps the file open; B reads it whole and closes.
+    let (m, b) = (mnt.clone(), body.clone());
+    let held = blocking(move || {
+        let mut a = std::fs::File::open(m.join("shard.bin")).expect("open A");
+        let mut head = vec![0u8; 4096];
+        a.read_exact(&mut head).expect("read A");
+        assert!(head[..] == b[..4096]);
+        assert!(std::fs::read(m.join("shard.bin")).expect("read B") == b);
+        a
+    })
+    .await;
+    let files = dir.path().join("staging/files");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_dir(&files)
+        .expect("local copies")
+        .flatten()
+        .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no local copy appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // C and D open while A is still open, then A finishes; afterwards E opens alone.
+    let (m, b) = (mnt.clone(), body.clone());
+    blocking(move || {
+        let mut a = held;
+        assert!(std::fs::read(m.join("shard.bin")).expect("read C") == b);
+        let mut d = std::fs::File::open(m.join("shard.bin")).expect("open D");
+        let mut rest = Vec::new();
+        a.read_to_end(&mut rest).expect("read A to the end");
+        assert!(rest[..] == b[4096..]);
+        drop(a);
+        let mut got = Vec::new();
+        d.read_to_end(&mut got).expect("read D");
+        assert!(got == b);
+        drop(d);
+        assert!(std::fs::read(m.join("shard.bin")).expect("read E") == b);
+    })
+    .await;
+
+    blocking(move || session.umount_and_join().expect("unmount")).await;
+    n.node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_mountpoints_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -20,56 +20,84 @@ use std::sync::Mutex;
 /// How long the kernel may cache attributes and entries.
 pub const ATTR_TTL: Duration = Duration::from_secs(1);
 
-/// Kernel passthrough bookkeeping: one backing id per inode, shared by its open handles.
+/// Kernel passthrough bookkeeping. The kernel wants every open of an inode
+/// that has a backing file to be a passthrough open of that same file, and
+/// refuses (EIO) a passthrough open while the inode is open through its page
+/// cache; so each open is decided against what is open already.
 #[derive(Debug, Default)]
 struct Passthrough {
     enabled: AtomicBool,
-    by_ino: Mutex<HashMap<u64, (Arc<fuser::BackingId>, usize)>>,
-    fh_ino: Mutex<HashMap<u64, u64>>,
+    opens: Mutex<Opens>,
+}
+
+#[derive(Debug, Default)]
+struct Opens {
+    /// Inodes open through passthrough: their backing id and how many opens.
+    backing: HashMap<u64, (Arc<fuser::BackingId>, usize)>,
+    /// Inodes open through the page cache: how many opens.
+    cached: HashMap<u64, usize>,
+    /// Each handle's inode, and whether it is a passthrough open.
+    by_fh: HashMap<u64, (u64, bool)>,
 }
 
 impl Passthrough {
-    /// The backing id for `file` as inode `ino`'s, registered to `fh`; `None`
-    /// when passthrough is off or the kernel refused it. `shared`: reuse the
-    /// inode's id if it has one (all of an inode's passthrough opens must use
-    /// one backing file); else (a write handle's own staging file) only a
-    /// fresh id will do.
-    fn backing(
+    /// How handle `fh` of inode `ino` opens: `Some(id)` through passthrough,
+    /// `None` through the page cache. `offer` is the file the filesystem
+    /// offers for passthrough (a local copy, or a write handle's staging
+    /// file). A reader joins an inode already open through passthrough,
+    /// whatever it was offered; a writer only ever uses its own file.
+    fn decide(
         &self,
         ino: u64,
         fh: u64,
-        file: &std::fs::File,
-        shared: bool,
+        offer: Option<&std::fs::File>,
+        write: bool,
         open: impl FnOnce(&std::fs::File) -> std::io::Result<fuser::BackingId>,
     ) -> Option<Arc<fuser::BackingId>> {
-        if !self.enabled.load(Ordering::SeqCst) {
-            return None;
-        }
-        let existing = self.by_ino.lock().expect("passthrough lock poisoned").get(&ino).map(|(id, _)| id.clone());
-        let id = match existing {
-            Some(id) if shared => id,
-            Some(_) => return None,
-            None => match open(file) {
-                Ok(id) => Arc::new(id),
+        let mut o = self.opens.lock().expect("passthrough lock poisoned");
+        let id = if !self.enabled.load(Ordering::SeqCst) {
+            None
+        } else if let Some((id, _)) = o.backing.get(&ino) {
+            // A writer cannot share another handle's file: it goes through the
+            // page cache, which the kernel allows once the other opens are
+            // closed (they may be closing already: releases arrive late).
+            (!write).then(|| id.clone())
+        } else if o.cached.get(&ino).is_some_and(|n| *n > 0) {
+            None
+        } else if let Some(file) = offer {
+            match open(file) {
+                Ok(id) => Some(Arc::new(id)),
                 Err(e) => {
                     tracing::info!(error = %e, "kernel refused FUSE passthrough; reads and writes stay on the normal path");
                     self.enabled.store(false, Ordering::SeqCst);
-                    return None;
+                    None
                 }
-            },
+            }
+        } else {
+            None
         };
-        self.by_ino.lock().expect("passthrough lock poisoned").entry(ino).or_insert_with(|| (id.clone(), 0)).1 += 1;
-        self.fh_ino.lock().expect("passthrough lock poisoned").insert(fh, ino);
-        Some(id)
+        match &id {
+            Some(id) => o.backing.entry(ino).or_insert_with(|| (id.clone(), 0)).1 += 1,
+            None => *o.cached.entry(ino).or_insert(0) += 1,
+        }
+        o.by_fh.insert(fh, (ino, id.is_some()));
+        id
     }
 
     fn release(&self, fh: u64) {
-        let Some(ino) = self.fh_ino.lock().expect("passthrough lock poisoned").remove(&fh) else { return };
-        let mut by_ino = self.by_ino.lock().expect("passthrough lock poisoned");
-        if let Some((_, n)) = by_ino.get_mut(&ino) {
+        let mut o = self.opens.lock().expect("passthrough lock poisoned");
+        let Some((ino, passthrough)) = o.by_fh.remove(&fh) else { return };
+        if passthrough {
+            if let Some((_, n)) = o.backing.get_mut(&ino) {
+                *n -= 1;
+                if *n == 0 {
+                    o.backing.remove(&ino);
+                }
+            }
+        } else if let Some(n) = o.cached.get_mut(&ino) {
             *n -= 1;
             if *n == 0 {
-                by_ino.remove(&ino);
+                o.cached.remove(&ino);
             }
         }
     }
@@ -279,10 +307,13 @@ impl Filesystem for FuseAdapter {
         let pass = self.pass.clone();
         self.rt.spawn(async move {
             match fs.open(ino.0, write, truncate).await {
-                Ok(Opened::Handle(fh)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Ok(Opened::Direct(fh)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-                Ok(Opened::Passthrough { fh, file }) => {
-                    match pass.backing(ino.0, fh, &file, !write, |f| reply.open_backing(f)) {
+                Ok(opened) => {
+                    let (fh, offer) = match &opened {
+                        Opened::Passthrough { fh, file } => (*fh, Some(file)),
+                        other => (other.fh(), None),
+                    };
+                    match pass.decide(ino.0, fh, offer, write, |f| reply.open_backing(f)) {
                         Some(id) => {
                             if write {
                                 fs.passthrough_writes(fh);
@@ -316,11 +347,15 @@ impl Filesystem for FuseAdapter {
         let pass = self.pass.clone();
         self.rt.spawn(async move {
             match fs.create(parent.0, &name).await {
-                Ok((a, Opened::Passthrough { fh, file })) => {
-                    match pass.backing(a.ino, fh, &file, false, |f| reply.open_backing(f)) {
+                Ok((a, opened)) => {
+                    let (fh, offer) = match &opened {
+                        Opened::Passthrough { fh, file } => (*fh, Some(file)),
+                        other => (other.fh(), None),
+                    };
+                    let attr = maker.make(&a);
+                    match pass.decide(a.ino, fh, offer, true, |f| reply.open_backing(f)) {
                         Some(id) => {
                             fs.passthrough_writes(fh);
-                            let attr = maker.make(&a);
                             reply.created_passthrough(
                                 &ATTR_TTL,
                                 &attr,
@@ -330,22 +365,9 @@ impl Filesystem for FuseAdapter {
                                 &id,
                             )
                         }
-                        None => reply.created(
-                            &ATTR_TTL,
-                            &maker.make(&a),
-                            Generation(0),
-                            FileHandle(fh),
-                            FopenFlags::empty(),
-                        ),
+                        None => reply.created(&ATTR_TTL, &attr, Generation(0), FileHandle(fh), FopenFlags::empty()),
                     }
                 }
-                Ok((a, opened)) => reply.created(
-                    &ATTR_TTL,
-                    &maker.make(&a),
-                    Generation(0),
-                    FileHandle(opened.fh()),
-                    FopenFlags::empty(),
-                ),
                 Err(e) => reply.error(errno(&e)),
             }
         });
