@@ -465,28 +465,27 @@ async fn checkpoint(size: u64, files: usize, rounds: usize, dir: Option<PathBuf>
     );
     // This machine's disk and page cache drift within seconds, so each side
     // goes first in turn and keeps its best round (as `bench read` does).
-    let (mut local_write, mut mount_write) = (Duration::MAX, Duration::MAX);
-    let (mut local_read, mut mount_read) = (Duration::MAX, Duration::MAX);
+    let dirs = [local.clone(), mnt.clone()];
+    let (mut writes, mut reads) = ([Duration::MAX; 2], [Duration::MAX; 2]);
     for round in 0..rounds {
-        let sides = if round % 2 == 0 { [&local, &mnt] } else { [&mnt, &local] };
-        for side in sides {
-            let d = side.clone();
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let d = dirs[i].clone();
             let t = tokio::task::spawn_blocking(move || write_files(&d, files, each)).await??;
-            let best = if side == &local { &mut local_write } else { &mut mount_write };
-            *best = (*best).min(t);
+            writes[i] = writes[i].min(t);
         }
         // Reads are short (a fraction of a second from the page cache): three per side per round.
-        for side in sides.iter().cycle().take(6) {
-            let d = side.to_path_buf();
+        for i in order.into_iter().cycle().take(6) {
+            let d = dirs[i].clone();
             let (t, got) = tokio::task::spawn_blocking(move || read_files(&d, files)).await??;
             if got != each * files as u64 {
-                bail!("read back {got} bytes from {}, wrote {}", side.display(), each * files as u64);
+                bail!("read back {got} bytes from {}, wrote {}", dirs[i].display(), each * files as u64);
             }
-            let best = if *side == &local { &mut local_read } else { &mut mount_read };
-            *best = (*best).min(t);
+            reads[i] = reads[i].min(t);
         }
         eprintln!("bench checkpoint: round {} of {rounds} done", round + 1);
     }
+    let ([local_write, mount_write], [local_read, mount_read]) = (writes, reads);
     let t0 = Instant::now();
     let persisted = node.node.journal().drain(Duration::from_secs(600)).await;
     let persist_after = t0.elapsed();

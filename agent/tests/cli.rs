@@ -220,12 +220,7 @@ fn restarted_cloud_process_serves_warm_without_the_store() {
 }
 
 fn fuse_available() -> bool {
-    if Path::new("/dev/fuse").exists() {
-        return true;
-    }
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "/dev/fuse missing: scripts/test.sh installs fuse3");
-    eprintln!("SKIPPED: /dev/fuse missing");
-    false
+    available(Path::new("/dev/fuse").exists(), "/dev/fuse missing: scripts/test.sh installs fuse3")
 }
 
 #[test]
@@ -569,14 +564,9 @@ fn everyday_tools_read_the_mount_unmodified() {
 fn torch_python() -> Option<String> {
     let py = std::env::var("FERRY_PYTHON").unwrap_or_else(|_| "python3".into());
     let o = std::process::Command::new(&py).args(["-c", "import torch"]).output();
-    if o.as_ref().is_ok_and(|o| o.status.success()) {
-        return Some(py);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{py} cannot import torch ({o:?}): scripts/test.sh installs it into .venv");
-    }
-    eprintln!("SKIPPED: {py} has no PyTorch");
-    None
+    let present = o.as_ref().is_ok_and(|o| o.status.success());
+    available(present, &format!("{py} cannot import torch ({o:?}): scripts/test.sh installs it into .venv"))
+        .then_some(py)
 }
 
 #[test]

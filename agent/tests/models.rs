@@ -16,8 +16,7 @@ const FLEET: &str = "warehouse-a";
 fn mosquitto(dir: &Path, extra: &str) -> Option<(Running, u16)> {
     let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].into_iter().find(|p| Path::new(p).exists());
     let Some(bin) = bin else {
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "mosquitto missing: scripts/test.sh installs it");
-        eprintln!("SKIPPED: mosquitto missing");
+        available(false, "mosquitto missing: scripts/test.sh installs it");
         return None;
     };
     let port = free_tcp_port();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use common::*;
 use ferry_cloud_tier::faulty::Faults;
@@ -33,27 +33,48 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
+/// A cache node over a `file://` store holding `objects`, and a real FUSE
+/// mount of it (1 GiB of local copies), all under `dir`.
+struct Mounted {
+    base: Arc<dyn ObjectStore>,
+    n: TestNode,
+    mnt: PathBuf,
+    session: fuser::BackgroundSession,
+}
+
+async fn mounted(dir: &Path, objects: &[(&str, &[u8])]) -> Mounted {
+    let certs = certs(dir);
+    let root = dir.join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    for (name, body) in objects {
+        base.put(&StorePath::from(*name), PutPayload::from(body.to_vec())).await.expect("put");
+    }
+    let cfg = node_config(&dir.join("cache"), 64 << 20, 256 << 20);
+    let n = start_node(&certs, &cfg, "/", base.clone(), prefix, Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    let fs = MountFs::with_local_copies(c, dir.join("staging"), 1 << 30).await.expect("fs");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir mnt");
+    let session = fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current()).expect("mount");
+    Mounted { base, n, mnt, session }
+}
+
+async fn unmount(session: fuser::BackgroundSession, n: TestNode) {
+    blocking(move || session.umount_and_join().expect("unmount")).await;
+    n.node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mount_reads_lists_and_writes_checkpoints() {
     if !fuse_available() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = certs(dir.path());
-    let root = dir.path().join("store");
-    std::fs::create_dir_all(&root).expect("mkdir");
-    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
     let big = data(7 * PAGE as usize + 333, 1);
     let small = b"label,0\n".to_vec();
-    base.put(&StorePath::from("datasets/train/shard-0.bin"), PutPayload::from(big.clone())).await.expect("put");
-    base.put(&StorePath::from("datasets/train/labels.csv"), PutPayload::from(small.clone())).await.expect("put");
-    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 256 << 20);
-    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
-    let c = client(&certs, &[n.node.addr.to_string()]);
-    let fs = MountFs::with_local_copies(c, dir.path().join("staging"), 1 << 30).await.expect("fs");
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).expect("mkdir mnt");
-    let session = fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current()).expect("mount");
+    let Mounted { base, n, mnt, session } =
+        mounted(dir.path(), &[("datasets/train/shard-0.bin", &big), ("datasets/train/labels.csv", &small)]).await;
 
     let m = mnt.clone();
     let (b2, s2) = (big.clone(), small.clone());
@@ -189,8 +210,7 @@ async fn mount_reads_lists_and_writes_checkpoints() {
     read_back(mnt.clone(), ckpt.clone()).await;
     assert_eq!(served(&n), before, "reading back an uploaded checkpoint written here went to the cache node");
 
-    blocking(move || session.umount_and_join().expect("unmount")).await;
-    n.node.shutdown().await;
+    unmount(session, n).await;
 }
 
 /// Checkpoint files written through a mount whose node shares the host (the
@@ -202,17 +222,7 @@ async fn writes_after_fsync_on_the_same_host_keep_every_version_whole() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = certs(dir.path());
-    let root = dir.path().join("store");
-    std::fs::create_dir_all(&root).expect("mkdir");
-    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
-    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 256 << 20);
-    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
-    let c = client(&certs, &[n.node.addr.to_string()]);
-    let fs = MountFs::with_local_copies(c, dir.path().join("staging"), 1 << 30).await.expect("fs");
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).expect("mkdir mnt");
-    let session = fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current()).expect("mount");
+    let Mounted { base, n, mnt, session } = mounted(dir.path(), &[]).await;
 
     let first = data(2 * PAGE as usize + 17, 3);
     let m = mnt.clone();
@@ -275,8 +285,7 @@ async fn writes_after_fsync_on_the_same_host_keep_every_version_whole() {
     let stored = base.get(&StorePath::from("ck2.pt")).await.expect("in the store").bytes().await.expect("bytes");
     assert!(stored[..] == second[..]);
 
-    blocking(move || session.umount_and_join().expect("unmount")).await;
-    n.node.shutdown().await;
+    unmount(session, n).await;
 }
 
 /// A local copy appearing while a reader still has the file open: readers
@@ -288,19 +297,8 @@ async fn readers_before_and_after_a_local_copy_appears_all_read() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = certs(dir.path());
-    let root = dir.path().join("store");
-    std::fs::create_dir_all(&root).expect("mkdir");
-    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
     let body = data(3 * PAGE as usize + 5, 9);
-    base.put(&StorePath::from("shard.bin"), PutPayload::from(body.clone())).await.expect("put");
-    let cfg = node_config(&dir.path().join("cache"), 64 << 20, 256 << 20);
-    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), Faults::default()).await;
-    let c = client(&certs, &[n.node.addr.to_string()]);
-    let fs = MountFs::with_local_copies(c, dir.path().join("staging"), 1 << 30).await.expect("fs");
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).expect("mkdir mnt");
-    let session = fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current()).expect("mount");
+    let Mounted { n, mnt, session, .. } = mounted(dir.path(), &[("shard.bin", &body)]).await;
 
     // Reader A opens first and keeps the file open; B reads it whole and closes.
     let (m, b) = (mnt.clone(), body.clone());
@@ -341,8 +339,7 @@ async fn readers_before_and_after_a_local_copy_appears_all_read() {
     })
     .await;
 
-    blocking(move || session.umount_and_join().expect("unmount")).await;
-    n.node.shutdown().await;
+    unmount(session, n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,17 @@ pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// Whether a component a test needs is here (`present`); if not, the test
+/// is skipped, except under `CI=true`, where its absence is a failure
+/// (`missing` says what is missing and what installs it).
+pub fn available(present: bool, missing: &str) -> bool {
+    if !present {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{missing}");
+        eprintln!("SKIPPED: {missing}");
+    }
+    present
+}
+
 pub struct Running(pub Child);
 
 impl Drop for Running {

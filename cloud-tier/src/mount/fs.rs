@@ -109,6 +109,14 @@ impl Opened {
             Opened::Handle(fh) | Opened::Direct(fh) | Opened::Passthrough { fh, .. } => *fh,
         }
     }
+
+    /// The file offered for passthrough, if any.
+    pub fn file(&self) -> Option<&std::fs::File> {
+        match self {
+            Opened::Passthrough { file, .. } => Some(file),
+            Opened::Handle(_) | Opened::Direct(_) => None,
+        }
+    }
 }
 
 /// Writing paths here (one per line, optionally `OFFSET LENGTH` after it)
@@ -513,18 +521,11 @@ impl MountFs {
         if self.control(path) {
             return Ok(self.local_file_attr(path, 0));
         }
-        if let Some(size) = self.writing.lock().expect("writing lock poisoned").get(path).copied() {
+        let writing = self.writing.lock().expect("writing lock poisoned").get(path).copied();
+        if let Some(size) = writing {
             // Passthrough writes bypass `write`: their files tell the size.
-            let written = self
-                .write_handles_of(path)
-                .iter()
-                .filter_map(|w| {
-                    let s = w.staged();
-                    s.passthrough.then(|| s.file.metadata().map(|m| m.len()).ok()).flatten()
-                })
-                .max()
-                .unwrap_or(0);
-            return Ok(self.local_file_attr(path, size.max(written)));
+            let written = self.passthrough_files(path).iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).max();
+            return Ok(self.local_file_attr(path, size.max(written.unwrap_or(0))));
         }
         match self.cluster.stat(path).await {
             Ok(info) => Ok(self.attr_of(path, &info)),
@@ -660,10 +661,7 @@ impl MountFs {
         }
         // Someone is writing the file through passthrough: read what they wrote
         // (and the kernel wants one backing file per inode anyway).
-        let writer = self.write_handles_of(&path).into_iter().find_map(|w| {
-            let s = w.staged();
-            s.passthrough.then(|| s.file.try_clone().ok()).flatten()
-        });
+        let writer = self.passthrough_files(&path).into_iter().next();
         let local_copy = match (&self.local, attr.etag.is_empty()) {
             (Some(l), false) => l.lookup(&LocalFiles::key(&path, &attr.etag, attr.size)).or_else(|| {
                 (!attr.origin.is_empty()).then(|| l.lookup(&LocalFiles::key(&path, &attr.origin, attr.size))).flatten()
@@ -891,6 +889,21 @@ impl MountFs {
         let size = writing.entry(path).or_insert(0);
         *size = (*size).max(end);
         Ok(data.len() as u32)
+    }
+
+    /// The staging files the kernel writes directly for `path` (none unless
+    /// `path` is being written here).
+    fn passthrough_files(&self, path: &str) -> Vec<std::fs::File> {
+        if !self.writing.lock().expect("writing lock poisoned").contains_key(path) {
+            return Vec::new();
+        }
+        self.write_handles_of(path)
+            .iter()
+            .filter_map(|w| {
+                let s = w.staged();
+                s.passthrough.then(|| s.file.try_clone().ok()).flatten()
+            })
+            .collect()
     }
 
     fn write_handles_of(&self, path: &str) -> Vec<Arc<WriteHandle>> {

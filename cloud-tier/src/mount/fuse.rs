@@ -32,12 +32,19 @@ struct Passthrough {
 
 #[derive(Debug, Default)]
 struct Opens {
-    /// Inodes open through passthrough: their backing id and how many opens.
-    backing: HashMap<u64, (Arc<fuser::BackingId>, usize)>,
-    /// Inodes open through the page cache: how many opens.
-    cached: HashMap<u64, usize>,
+    inodes: HashMap<u64, InodeOpens>,
     /// Each handle's inode, and whether it is a passthrough open.
     by_fh: HashMap<u64, (u64, bool)>,
+}
+
+/// The open handles of one inode.
+#[derive(Debug, Default)]
+struct InodeOpens {
+    /// The backing file's id while any passthrough open lasts.
+    backing: Option<Arc<fuser::BackingId>>,
+    passthrough: usize,
+    /// Opens through the page cache.
+    cached: usize,
 }
 
 impl Passthrough {
@@ -55,14 +62,15 @@ impl Passthrough {
         open: impl FnOnce(&std::fs::File) -> std::io::Result<fuser::BackingId>,
     ) -> Option<Arc<fuser::BackingId>> {
         let mut o = self.opens.lock().expect("passthrough lock poisoned");
+        let i = o.inodes.entry(ino).or_default();
         let id = if !self.enabled.load(Ordering::SeqCst) {
             None
-        } else if let Some((id, _)) = o.backing.get(&ino) {
+        } else if let Some(id) = &i.backing {
             // A writer cannot share another handle's file: it goes through the
             // page cache, which the kernel allows once the other opens are
             // closed (they may be closing already: releases arrive late).
             (!write).then(|| id.clone())
-        } else if o.cached.get(&ino).is_some_and(|n| *n > 0) {
+        } else if i.cached > 0 {
             None
         } else if let Some(file) = offer {
             match open(file) {
@@ -77,8 +85,11 @@ impl Passthrough {
             None
         };
         match &id {
-            Some(id) => o.backing.entry(ino).or_insert_with(|| (id.clone(), 0)).1 += 1,
-            None => *o.cached.entry(ino).or_insert(0) += 1,
+            Some(id) => {
+                i.backing = Some(id.clone());
+                i.passthrough += 1;
+            }
+            None => i.cached += 1,
         }
         o.by_fh.insert(fh, (ino, id.is_some()));
         id
@@ -87,18 +98,17 @@ impl Passthrough {
     fn release(&self, fh: u64) {
         let mut o = self.opens.lock().expect("passthrough lock poisoned");
         let Some((ino, passthrough)) = o.by_fh.remove(&fh) else { return };
+        let Some(i) = o.inodes.get_mut(&ino) else { return };
         if passthrough {
-            if let Some((_, n)) = o.backing.get_mut(&ino) {
-                *n -= 1;
-                if *n == 0 {
-                    o.backing.remove(&ino);
-                }
+            i.passthrough -= 1;
+            if i.passthrough == 0 {
+                i.backing = None;
             }
-        } else if let Some(n) = o.cached.get_mut(&ino) {
-            *n -= 1;
-            if *n == 0 {
-                o.cached.remove(&ino);
-            }
+        } else {
+            i.cached -= 1;
+        }
+        if i.passthrough == 0 && i.cached == 0 {
+            o.inodes.remove(&ino);
         }
     }
 }
@@ -309,11 +319,8 @@ impl Filesystem for FuseAdapter {
             match fs.open(ino.0, write, truncate).await {
                 Ok(Opened::Direct(fh)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
                 Ok(opened) => {
-                    let (fh, offer) = match &opened {
-                        Opened::Passthrough { fh, file } => (*fh, Some(file)),
-                        other => (other.fh(), None),
-                    };
-                    match pass.decide(ino.0, fh, offer, write, |f| reply.open_backing(f)) {
+                    let fh = opened.fh();
+                    match pass.decide(ino.0, fh, opened.file(), write, |f| reply.open_backing(f)) {
                         Some(id) => {
                             if write {
                                 fs.passthrough_writes(fh);
@@ -348,12 +355,9 @@ impl Filesystem for FuseAdapter {
         self.rt.spawn(async move {
             match fs.create(parent.0, &name).await {
                 Ok((a, opened)) => {
-                    let (fh, offer) = match &opened {
-                        Opened::Passthrough { fh, file } => (*fh, Some(file)),
-                        other => (other.fh(), None),
-                    };
+                    let fh = opened.fh();
                     let attr = maker.make(&a);
-                    match pass.decide(a.ino, fh, offer, true, |f| reply.open_backing(f)) {
+                    match pass.decide(a.ino, fh, opened.file(), true, |f| reply.open_backing(f)) {
                         Some(id) => {
                             fs.passthrough_writes(fh);
                             reply.created_passthrough(
