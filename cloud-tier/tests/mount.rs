@@ -226,15 +226,15 @@ async fn writes_after_fsync_on_the_same_host_keep_every_version_whole() {
 
     let first = data(2 * PAGE as usize + 17, 3);
     let m = mnt.clone();
+    let mut f = blocking(move || {
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.join("ck.pt"))
+    })
+    .await
+    .expect("create");
+    // Uploads wait, so the journal entry made by fsync is still there to see.
+    n.store.fail_next(u64::MAX);
     let f1 = first.clone();
     let file = blocking(move || {
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(m.join("ck.pt"))
-            .expect("create");
         f.write_all(&f1).expect("write");
         f.sync_all().expect("fsync");
         f
@@ -243,6 +243,7 @@ async fn writes_after_fsync_on_the_same_host_keep_every_version_whole() {
     // Durable on the node once fsync returned.
     let pending = n.node.node.journal().pending("/ck.pt").expect("journal entry after fsync");
     assert_eq!(pending.size, first.len() as u64);
+    n.store.fail_next(0);
 
     // Written after the fsync: overwrite a few bytes, append more; others see it at once.
     let mut want = first.clone();
@@ -311,16 +312,7 @@ async fn readers_before_and_after_a_local_copy_appears_all_read() {
         a
     })
     .await;
-    let files = dir.path().join("staging/files");
-    let t0 = std::time::Instant::now();
-    while !std::fs::read_dir(&files)
-        .expect("local copies")
-        .flatten()
-        .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
-    {
-        assert!(t0.elapsed() < Duration::from_secs(30), "no local copy appeared");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    local_copy_appears(dir.path()).await;
     // C and D open while A is still open, then A finishes; afterwards E opens alone.
     let (m, b) = (mnt.clone(), body.clone());
     blocking(move || {
@@ -338,6 +330,107 @@ async fn readers_before_and_after_a_local_copy_appears_all_read() {
         assert!(std::fs::read(m.join("shard.bin")).expect("read E") == b);
     })
     .await;
+
+    unmount(session, n).await;
+}
+
+/// Waits until the mount has a local copy of some file.
+async fn local_copy_appears(dir: &Path) {
+    let files = dir.join("staging/files");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_dir(&files)
+        .expect("local copies")
+        .flatten()
+        .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no local copy appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A writer opening a file that another handle holds open through a kernel
+/// backing file (a reader on a local copy, a second writer on this host) is
+/// not refused: as on a local disk, the opens share one file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_open_files_others_hold_open() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = data(2 * PAGE as usize + 9, 11);
+    let Mounted { base, n, mnt, session } = mounted(dir.path(), &[("latest.pt", &old)]).await;
+
+    // An evaluation job reads the current checkpoint from its local copy...
+    let (m, o) = (mnt.clone(), old.clone());
+    blocking(move || assert!(std::fs::read(m.join("latest.pt")).expect("first read") == o)).await;
+    local_copy_appears(dir.path()).await;
+    let new = data(3 * PAGE as usize + 1, 12);
+    let (m, o, w) = (mnt.clone(), old.clone(), new.clone());
+    blocking(move || {
+        let mut reader = std::fs::File::open(m.join("latest.pt")).expect("open reader");
+        let mut head = vec![0u8; 4096];
+        reader.read_exact(&mut head).expect("read head");
+        // ...while training overwrites it with the next one.
+        let mut writer = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(m.join("latest.pt"))
+            .expect("a writer opening a file a reader holds");
+        writer.write_all(&w).expect("write");
+        writer.sync_all().expect("fsync");
+        drop(writer);
+        // The reader goes on in the same file, which now holds the new bytes.
+        assert!(head[..] == o[..4096]);
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).expect("reader after the overwrite");
+        assert!(rest[..] == w[4096..], "the open reader does not see the new bytes");
+    })
+    .await;
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
+    let stored = base.get(&StorePath::from("latest.pt")).await.expect("stored").bytes().await.expect("bytes");
+    assert!(stored[..] == new[..], "the store does not hold the new checkpoint");
+    let (m, w) = (mnt.clone(), new.clone());
+    blocking(move || assert!(std::fs::read(m.join("latest.pt")).expect("read new") == w)).await;
+
+    // Two writers of one new file on this host: both write, the last to close wins whole.
+    let (a, b) = (data(PAGE as usize + 3, 13), data(2 * PAGE as usize + 7, 14));
+    let (m, a2, b2) = (mnt.clone(), a.clone(), b.clone());
+    blocking(move || {
+        let mut first = std::fs::File::create(m.join("two.pt")).expect("create first");
+        first.write_all(&a2).expect("write first");
+        let mut second = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(m.join("two.pt"))
+            .expect("a second writer of one file");
+        second.write_all(&b2).expect("write second");
+        first.sync_all().expect("fsync first");
+        drop(first);
+        second.sync_all().expect("fsync second");
+        drop(second);
+    })
+    .await;
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
+    let stored = base.get(&StorePath::from("two.pt")).await.expect("stored").bytes().await.expect("bytes");
+    assert!(stored[..] == b[..], "the store holds {} bytes, not the last closed version", stored.len());
+    let (m, b2) = (mnt.clone(), b.clone());
+    blocking(move || assert!(std::fs::read(m.join("two.pt")).expect("read two") == b2)).await;
+
+    // Removed and made again while a reader holds the old one: a new file.
+    let c = data(PAGE as usize + 11, 15);
+    let (m, b2, c2) = (mnt.clone(), b.clone(), c.clone());
+    blocking(move || {
+        let mut reader = std::fs::File::open(m.join("two.pt")).expect("open reader");
+        std::fs::remove_file(m.join("two.pt")).expect("unlink");
+        std::fs::write(m.join("two.pt"), &c2).expect("a new file under the old name");
+        let mut old = Vec::new();
+        reader.read_to_end(&mut old).expect("read the removed file");
+        assert!(old == b2, "the removed file changed under its reader");
+    })
+    .await;
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
+    let stored = base.get(&StorePath::from("two.pt")).await.expect("stored").bytes().await.expect("bytes");
+    assert!(stored[..] == c[..]);
 
     unmount(session, n).await;
 }

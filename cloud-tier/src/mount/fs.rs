@@ -33,7 +33,8 @@ pub struct FsError {
 }
 
 impl FsError {
-    fn new(errno: i32, message: impl Into<String>) -> FsError {
+    /// An error answering `errno`, with `message` for the log.
+    pub fn new(errno: i32, message: impl Into<String>) -> FsError {
         FsError { errno, message: message.into() }
     }
 }
@@ -215,6 +216,15 @@ impl LocalFiles {
         }
     }
 
+    /// Takes the copy `key` out of the copies without deleting it (a writer
+    /// makes it its staging file); its path, if there was one.
+    fn take(&self, key: &str) -> Option<PathBuf> {
+        let mut st = self.state.lock().expect("local files lock poisoned");
+        let e = st.entries.remove(key)?;
+        st.used -= e.size;
+        Some(e.file)
+    }
+
     fn lookup(&self, key: &str) -> Option<PathBuf> {
         let mut st = self.state.lock().expect("local files lock poisoned");
         st.tick += 1;
@@ -258,6 +268,9 @@ struct ReadHandle {
     local: Option<std::fs::File>,
     /// Where the last read ended; a read starting there is sequential.
     last_end: AtomicU64,
+    /// Bytes read through the handle so far. Reads arrive concurrently and
+    /// finish in any order, so this, not `last_end`, tells the whole file was read.
+    read_bytes: AtomicU64,
     /// Pages at hand, and whether each came from the prefetched pages.
     pages: Mutex<HandlePages>,
 }
@@ -675,6 +688,7 @@ impl MountFs {
             etag: attr.etag,
             local: local_file.as_ref().and_then(|f| f.try_clone().ok()),
             last_end: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
             pages: Mutex::new((HashMap::new(), Vec::new())),
         };
         let fh = self.add_handle(Handle::Read(Arc::new(h)));
@@ -687,7 +701,7 @@ impl MountFs {
     /// Keeps a local copy of a file a reader went through to the end.
     fn materialize(&self, h: &ReadHandle) {
         let Some(local) = self.local.clone() else { return };
-        if h.etag.is_empty() || h.last_end.load(Ordering::Relaxed) < h.size {
+        if h.etag.is_empty() || h.read_bytes.load(Ordering::Relaxed) < h.size {
             return;
         }
         let key = LocalFiles::key(&h.path, &h.etag, h.size);
@@ -725,6 +739,73 @@ impl MountFs {
         let path = child(&self.path_of(parent)?, name)?;
         let (fh, w) = self.new_write_handle(&path, true, true).await?;
         Ok((self.local_file_attr(&path, 0), self.write_opened(fh, &w)?))
+    }
+
+    /// Opens `ino` for writing on the file the kernel already passes the
+    /// inode's other opens through to, as two opens of one file share it on a
+    /// local disk: another writer's staging file, or else the local copy that
+    /// readers have open (from now on a staging file, no longer a copy of the
+    /// stored version). `None` when neither is at hand.
+    pub async fn open_shared(&self, ino: u64, truncate: bool) -> FsResult<Option<Opened>> {
+        let path = self.path_of(ino)?;
+        let writer = self.write_handles_of(&path).into_iter().find(|w| w.staged().passthrough);
+        let w = match writer {
+            Some(w) => w,
+            None => {
+                let Some(local) = &self.local else { return Ok(None) };
+                let attr = self.stat_path(&path).await?;
+                let tags = [attr.etag.as_str(), attr.origin.as_str()];
+                let copy = tags
+                    .iter()
+                    .filter(|t| !t.is_empty())
+                    .find_map(|t| local.take(&LocalFiles::key(&path, t, attr.size)));
+                let Some(copy) = copy else { return Ok(None) };
+                let file = std::fs::OpenOptions::new().read(true).write(true).open(&copy)?;
+                let staged = Staged {
+                    file,
+                    path: copy,
+                    dirty: false,
+                    adopted: false,
+                    etag: None,
+                    passthrough: true,
+                    seen: None,
+                };
+                Arc::new(WriteHandle { path: Mutex::new(path.clone()), staged: Mutex::new(staged) })
+            }
+        };
+        let file = {
+            let s = w.staged();
+            if truncate {
+                s.file.set_len(0)?;
+            }
+            s.file.try_clone()?
+        };
+        let size = file.metadata()?.len();
+        self.writing.lock().expect("writing lock poisoned").insert(path, size);
+        Ok(Some(Opened::Passthrough { fh: self.add_handle(Handle::Write(w)), file }))
+    }
+
+    /// Drops handle `fh`, just opened, without persisting anything (the kernel
+    /// could not open the file the way the handle needs).
+    pub fn discard(&self, fh: u64) {
+        let Some(Handle::Write(w)) = self.handles.lock().expect("handle lock poisoned").remove(&fh) else { return };
+        if self.shares(&w) {
+            return;
+        }
+        let path = w.path.lock().expect("path lock poisoned").clone();
+        if !path.is_empty() && self.write_handles_of(&path).is_empty() {
+            self.writing.lock().expect("writing lock poisoned").remove(&path);
+        }
+        let _ = std::fs::remove_file(&w.staged().path);
+    }
+
+    /// Whether another open handle writes through `w` too.
+    fn shares(&self, w: &Arc<WriteHandle>) -> bool {
+        self.handles
+            .lock()
+            .expect("handle lock poisoned")
+            .values()
+            .any(|h| matches!(h, Handle::Write(o) if Arc::ptr_eq(o, w)))
     }
 
     /// A new write handle, offered for passthrough when its node runs on this
@@ -811,6 +892,7 @@ impl MountFs {
         }
         let sequential = offset == 0 || offset == h.last_end.load(Ordering::Relaxed);
         h.last_end.store(end, Ordering::Relaxed);
+        h.read_bytes.fetch_add(end - offset, Ordering::Relaxed);
         let ps = self.page_size;
         let (first, last) = (offset / ps, (end - 1) / ps);
         // Predictions first, so the handle's own readahead finds their pages.
@@ -1001,6 +1083,10 @@ impl MountFs {
         }
         if let Some(Handle::Write(w)) = h {
             let result = self.persist(&w).await;
+            if self.shares(&w) {
+                // Another open of the same file goes on writing it.
+                return result;
+            }
             let path = w.path.lock().expect("path lock poisoned").clone();
             // Another handle may still be writing the same path.
             if !path.is_empty() && self.write_handles_of(&path).is_empty() {
@@ -1077,11 +1163,15 @@ impl MountFs {
         }
         let was_writing = self.writing.lock().expect("writing lock poisoned").remove(&path).is_some();
         match self.cluster.delete(&path).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             // Created here but never sent to the node: nothing to delete there.
-            Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. }) if was_writing => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. }) if was_writing => {}
+            Err(e) => return Err(e.into()),
         }
+        // A file made again under this name is a new inode: the kernel may
+        // still hold the old one open (with a backing file of its own).
+        self.inodes.lock().expect("inode lock poisoned").by_path.remove(&path);
+        Ok(())
     }
 
     /// Renames `name` in `parent` to `newname` in `newparent`.

@@ -23,7 +23,8 @@ pub const ATTR_TTL: Duration = Duration::from_secs(1);
 /// Kernel passthrough bookkeeping. The kernel wants every open of an inode
 /// that has a backing file to be a passthrough open of that same file, and
 /// refuses (EIO) a passthrough open while the inode is open through its page
-/// cache; so each open is decided against what is open already.
+/// cache (and refuses any other open of an inode with a backing file); so
+/// each open is decided against what is open already.
 #[derive(Debug, Default)]
 struct Passthrough {
     enabled: AtomicBool,
@@ -33,8 +34,20 @@ struct Passthrough {
 #[derive(Debug, Default)]
 struct Opens {
     inodes: HashMap<u64, InodeOpens>,
-    /// Each handle's inode, and whether it is a passthrough open.
-    by_fh: HashMap<u64, (u64, bool)>,
+    /// Each handle's inode and how it was opened.
+    by_fh: HashMap<u64, (u64, Way)>,
+}
+
+/// How the kernel was told to open one handle.
+#[derive(Debug, Clone)]
+enum Way {
+    /// Reads and writes go straight to this backing file.
+    Passthrough(Arc<fuser::BackingId>),
+    /// Through the inode's page cache.
+    Cached,
+    /// Not opened: another handle's file backs the inode, and this writer
+    /// may not write into it.
+    Refused,
 }
 
 /// The open handles of one inode.
@@ -48,64 +61,74 @@ struct InodeOpens {
 }
 
 impl Passthrough {
-    /// How handle `fh` of inode `ino` opens: `Some(id)` through passthrough,
-    /// `None` through the page cache. `offer` is the file the filesystem
-    /// offers for passthrough (a local copy, or a write handle's staging
-    /// file). A reader joins an inode already open through passthrough,
-    /// whatever it was offered; a writer only ever uses its own file.
+    /// Whether a backing file serves inode `ino` now.
+    fn backed(&self, ino: u64) -> bool {
+        let o = self.opens.lock().expect("passthrough lock poisoned");
+        o.inodes.get(&ino).is_some_and(|i| i.backing.is_some())
+    }
+
+    /// How handle `fh` of inode `ino` opens. `offer` is the file the
+    /// filesystem offers for passthrough (a local copy, or a write handle's
+    /// staging file). `join`: the handle may use the file already backing the
+    /// inode, whatever it was offered (readers; writers opened with
+    /// [`MountFs::open_shared`]); other writers only ever use their own file.
     fn decide(
         &self,
         ino: u64,
         fh: u64,
         offer: Option<&std::fs::File>,
-        write: bool,
+        join: bool,
         open: impl FnOnce(&std::fs::File) -> std::io::Result<fuser::BackingId>,
-    ) -> Option<Arc<fuser::BackingId>> {
+    ) -> Way {
         let mut o = self.opens.lock().expect("passthrough lock poisoned");
         let i = o.inodes.entry(ino).or_default();
-        let id = if !self.enabled.load(Ordering::SeqCst) {
-            None
+        let way = if !self.enabled.load(Ordering::SeqCst) {
+            Way::Cached
         } else if let Some(id) = &i.backing {
-            // A writer cannot share another handle's file: it goes through the
-            // page cache, which the kernel allows once the other opens are
-            // closed (they may be closing already: releases arrive late).
-            (!write).then(|| id.clone())
+            if join {
+                Way::Passthrough(id.clone())
+            } else {
+                Way::Refused
+            }
         } else if i.cached > 0 {
-            None
+            Way::Cached
         } else if let Some(file) = offer {
             match open(file) {
-                Ok(id) => Some(Arc::new(id)),
+                Ok(id) => Way::Passthrough(Arc::new(id)),
                 Err(e) => {
                     tracing::info!(error = %e, "kernel refused FUSE passthrough; reads and writes stay on the normal path");
                     self.enabled.store(false, Ordering::SeqCst);
-                    None
+                    Way::Cached
                 }
             }
         } else {
-            None
+            Way::Cached
         };
-        match &id {
-            Some(id) => {
+        match &way {
+            Way::Passthrough(id) => {
                 i.backing = Some(id.clone());
                 i.passthrough += 1;
             }
-            None => i.cached += 1,
+            Way::Cached => i.cached += 1,
+            Way::Refused => return way,
         }
-        o.by_fh.insert(fh, (ino, id.is_some()));
-        id
+        o.by_fh.insert(fh, (ino, way.clone()));
+        way
     }
 
     fn release(&self, fh: u64) {
         let mut o = self.opens.lock().expect("passthrough lock poisoned");
-        let Some((ino, passthrough)) = o.by_fh.remove(&fh) else { return };
+        let Some((ino, way)) = o.by_fh.remove(&fh) else { return };
         let Some(i) = o.inodes.get_mut(&ino) else { return };
-        if passthrough {
-            i.passthrough -= 1;
-            if i.passthrough == 0 {
-                i.backing = None;
+        match way {
+            Way::Passthrough(_) => {
+                i.passthrough -= 1;
+                if i.passthrough == 0 {
+                    i.backing = None;
+                }
             }
-        } else {
-            i.cached -= 1;
+            Way::Cached => i.cached -= 1,
+            Way::Refused => return,
         }
         if i.passthrough == 0 && i.cached == 0 {
             o.inodes.remove(&ino);
@@ -205,6 +228,16 @@ impl FuseAdapter {
             }
         });
     }
+}
+
+/// A writer that cannot share the file the kernel reads inode `ino` from.
+fn busy(ino: u64) -> FsError {
+    let e = FsError::new(
+        libc::ETXTBSY,
+        format!("inode {ino} is open through a file this writer cannot share; retry once it is closed"),
+    );
+    tracing::warn!(error = %e.message, "write open refused");
+    e
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -316,18 +349,29 @@ impl Filesystem for FuseAdapter {
         let fs = self.fs.clone();
         let pass = self.pass.clone();
         self.rt.spawn(async move {
-            match fs.open(ino.0, write, truncate).await {
+            // A writer of an inode that another handle's file backs writes that file.
+            let shared = write && pass.backed(ino.0);
+            let opened = if shared {
+                fs.open_shared(ino.0, truncate).await.and_then(|o| o.ok_or_else(|| busy(ino.0)))
+            } else {
+                fs.open(ino.0, write, truncate).await
+            };
+            match opened {
                 Ok(Opened::Direct(fh)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
                 Ok(opened) => {
                     let fh = opened.fh();
-                    match pass.decide(ino.0, fh, opened.file(), write, |f| reply.open_backing(f)) {
-                        Some(id) => {
+                    match pass.decide(ino.0, fh, opened.file(), !write || shared, |f| reply.open_backing(f)) {
+                        Way::Passthrough(id) => {
                             if write {
                                 fs.passthrough_writes(fh);
                             }
                             reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
                         }
-                        None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                        Way::Cached => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                        Way::Refused => {
+                            fs.discard(fh);
+                            reply.error(errno(&busy(ino.0)))
+                        }
                     }
                 }
                 Err(e) => reply.error(errno(&e)),
@@ -357,8 +401,8 @@ impl Filesystem for FuseAdapter {
                 Ok((a, opened)) => {
                     let fh = opened.fh();
                     let attr = maker.make(&a);
-                    match pass.decide(a.ino, fh, opened.file(), true, |f| reply.open_backing(f)) {
-                        Some(id) => {
+                    match pass.decide(a.ino, fh, opened.file(), false, |f| reply.open_backing(f)) {
+                        Way::Passthrough(id) => {
                             fs.passthrough_writes(fh);
                             reply.created_passthrough(
                                 &ATTR_TTL,
@@ -369,7 +413,13 @@ impl Filesystem for FuseAdapter {
                                 &id,
                             )
                         }
-                        None => reply.created(&ATTR_TTL, &attr, Generation(0), FileHandle(fh), FopenFlags::empty()),
+                        Way::Cached => {
+                            reply.created(&ATTR_TTL, &attr, Generation(0), FileHandle(fh), FopenFlags::empty())
+                        }
+                        Way::Refused => {
+                            fs.discard(fh);
+                            reply.error(errno(&busy(a.ino)))
+                        }
                     }
                 }
                 Err(e) => reply.error(errno(&e)),
