@@ -659,8 +659,15 @@ async fn read(size: u64, bandwidth: u64, latency: Duration, dir: Option<PathBuf>
     }
     for (node, st) in cluster.stats().await {
         eprintln!(
-            "bench read: QUIC to {node}: path MTU {} B, rtt {:?}, cwnd {} B, lost packets {}, congestion events {}",
-            st.path.current_mtu, st.path.rtt, st.path.cwnd, st.path.lost_packets, st.path.congestion_events
+            "bench read: QUIC to {node}: path MTU {} B, received datagrams {} B on average, rtt {:?}, cwnd {} B, \
+             lost packets {}, congestion events {}, MTU black holes {}",
+            st.path.current_mtu,
+            st.udp_rx.bytes / st.udp_rx.datagrams.max(1),
+            st.path.rtt,
+            st.path.cwnd,
+            st.path.lost_packets,
+            st.path.congestion_events,
+            st.path.black_holes_detected
         );
     }
     let warm_store_gets = faulty.counters().gets.load(std::sync::atomic::Ordering::SeqCst) - store_reads_before;

@@ -507,6 +507,14 @@ impl CacheNode {
         rf.mount.store.delete(&rf.location).await.map_err(|e| NodeError::from_store(from.as_str(), e))?;
         self.cache.invalidate(&from);
         self.cache.invalidate(&to);
+        // Uploaded from the journal: the copy keeps that origin, so a writer's
+        // local copy of those bytes still matches under the new name.
+        let origin = self.origins.lock().expect("origins lock poisoned").remove(from.as_str());
+        if let Some((_, journal)) = origin.filter(|(store, _)| *store == info.etag) {
+            if let Ok(moved) = self.cache.namespace().head(&to).await {
+                self.origins.lock().expect("origins lock poisoned").insert(to.to_string(), (moved.etag, journal));
+            }
+        }
         Ok(true)
     }
 

@@ -210,6 +210,23 @@ async fn mount_reads_lists_and_writes_checkpoints() {
     read_back(mnt.clone(), ckpt.clone()).await;
     assert_eq!(served(&n), before, "reading back an uploaded checkpoint written here went to the cache node");
 
+    // Renamed into place only after the upload finished (a rename in the store, not in the journal).
+    let m = mnt.clone();
+    let second = data(2 * PAGE as usize + 7, 6);
+    let s2 = second.clone();
+    blocking(move || std::fs::write(m.join("checkpoints/run-7/step-2000.pt.tmp"), &s2).expect("write")).await;
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await);
+    let m = mnt.clone();
+    blocking(move || {
+        let dir = m.join("checkpoints/run-7");
+        std::fs::rename(dir.join("step-2000.pt.tmp"), dir.join("step-2000.pt")).expect("rename")
+    })
+    .await;
+    let before = served(&n);
+    let (m, s2) = (mnt.clone(), second.clone());
+    blocking(move || assert!(std::fs::read(m.join("checkpoints/run-7/step-2000.pt")).expect("read") == s2)).await;
+    assert_eq!(served(&n), before, "reading back a checkpoint renamed after its upload went to the cache node");
+
     unmount(session, n).await;
 }
 

@@ -107,6 +107,32 @@ async fn suite(base: Arc<dyn ObjectStore>, prefix: StorePath) {
     n.node.shutdown().await;
 }
 
+/// Bulk reads over loopback travel in datagrams of the path's large MTU.
+/// quinn batches several datagrams of the path MTU into one send; batches
+/// over a UDP payload's size were refused by the kernel, taken for loss and
+/// then for an MTU black hole, and every later packet was 1200 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_reads_use_the_large_mtu_of_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let FileNode { certs, base, prefix, node: n } = file_node(dir.path()).await;
+    let body = data(64 << 20, 21);
+    put(&base, &prefix, "big.bin", body.clone()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    for _ in 0..2 {
+        assert!(read_all(&c, "/big.bin").await.expect("read") == body);
+    }
+    let stats = c.stats().await;
+    let st = &stats.first().expect("a connection").1;
+    let average = st.udp_rx.bytes / st.udp_rx.datagrams.max(1);
+    assert!(
+        average > 16_000,
+        "received datagrams average {average} B (path MTU {}, black holes {})",
+        st.path.current_mtu,
+        st.path.black_holes_detected
+    );
+    n.node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_files() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -140,13 +140,17 @@ impl NodeConn {
 
     /// Bytes `[offset, offset + len)` of `path` (fewer at the end of the object).
     pub async fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Bytes, ProtocolError> {
+        Ok(concat(self.read_range_chunks(path, offset, len).await?))
+    }
+
+    /// Like [`NodeConn::read_range`], as the pieces they arrived in (no copy).
+    pub async fn read_range_chunks(&self, path: &str, offset: u64, len: u64) -> Result<Vec<Bytes>, ProtocolError> {
         let (resp, mut recv) = self.call(&Request::ReadRange { path: path.into(), offset, len }).await?;
         match resp {
             Response::Data { len: n } => {
                 if n > len {
                     return Err(ProtocolError::Malformed(format!("asked for {len} bytes, node announced {n}")));
                 }
-                // Take the received chunks as they are; copy only when a page came in pieces.
                 let mut chunks: Vec<Bytes> = Vec::new();
                 let mut got = 0u64;
                 while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
@@ -159,17 +163,7 @@ impl NodeConn {
                 if got != n {
                     return Err(ProtocolError::Malformed(format!("node announced {n} bytes and sent {got}")));
                 }
-                Ok(match chunks.len() {
-                    0 => Bytes::new(),
-                    1 => chunks.pop().expect("one chunk"),
-                    _ => {
-                        let mut whole = bytes::BytesMut::with_capacity(got as usize);
-                        for c in chunks {
-                            whole.extend_from_slice(&c);
-                        }
-                        whole.freeze()
-                    }
-                })
+                Ok(chunks)
             }
             other => Err(unexpected(other)),
         }
@@ -508,10 +502,11 @@ impl Cluster {
         start: u64,
         end: u64,
     ) -> Result<Bytes, ProtocolError> {
-        self.read_piece(path, page, page, page_size, start, end).await
+        Ok(concat(self.read_piece(path, page, page, page_size, start, end).await?))
     }
 
-    /// Reads one page-aligned piece from the owner of page `route`.
+    /// Reads one page-aligned piece from the owner of page `route`, in the
+    /// pieces it arrived in.
     async fn read_piece(
         &self,
         path: &str,
@@ -520,18 +515,18 @@ impl Cluster {
         page_size: u64,
         start: u64,
         end: u64,
-    ) -> Result<Bytes, ProtocolError> {
+    ) -> Result<Vec<Bytes>, ProtocolError> {
         debug_assert!(start / page_size == page && (end - 1) / page_size == page);
         let data = self
             .with_owner(&page_key(path, route), page as usize, |c| async move {
-                c.read_range(path, start, end - start).await
+                c.read_range_chunks(path, start, end - start).await
             })
             .await?;
-        if data.len() as u64 != end - start {
+        let got: usize = data.iter().map(Bytes::len).sum();
+        if got as u64 != end - start {
             return Err(ProtocolError::Malformed(format!(
-                "page {page} of {path}: expected {} bytes, got {} (object changed?)",
+                "page {page} of {path}: expected {} bytes, got {got} (object changed?)",
                 end - start,
-                data.len()
             )));
         }
         Ok(data)
@@ -566,11 +561,28 @@ impl Cluster {
             .map(|(p, s, e)| self.read_piece(path, p, if info.persisted { p } else { 0 }, page_size, s, e))
             .buffered(self.window);
         let mut written = 0;
-        while let Some(bytes) = stream.try_next().await? {
-            out.write_all(&bytes).await?;
-            written += bytes.len() as u64;
+        while let Some(chunks) = stream.try_next().await? {
+            for bytes in chunks {
+                out.write_all(&bytes).await?;
+                written += bytes.len() as u64;
+            }
         }
         out.flush().await?;
         Ok(written)
+    }
+}
+
+/// One buffer of `chunks`, copied only when there is more than one.
+fn concat(mut chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().expect("one chunk"),
+        _ => {
+            let mut whole = bytes::BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for c in chunks {
+                whole.extend_from_slice(&c);
+            }
+            whole.freeze()
+        }
     }
 }
