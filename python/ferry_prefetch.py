@@ -13,8 +13,10 @@ announcement the mount still prefetches, by prediction.
 
 Each epoch, the sampler's order is written to the mount's `.ferry-announce`
 file before the first index is handed out. `path_of(index)` gives a path
-(absolute under the mount, or relative to its root) or, for samples inside
-large record files, a tuple `(path, offset, length)`.
+(absolute under the mount, or relative to its root); for samples inside
+large record files, a tuple `(path, offset, length)`; for samples made of
+several files (a clip of video frames, one step of several sensors), a list
+of those, in the order they are read.
 
 `stats(mount)` returns the mount's prefetch counters (precision, coverage,
 hit ratio, ...). The module needs only the standard library; PyTorch is not
@@ -42,18 +44,24 @@ def _relative(mount, path):
     return "/" + path.lstrip("/")
 
 
+def _lines(mount, entry):
+    if isinstance(entry, list):
+        for e in entry:
+            yield from _lines(mount, e)
+    elif isinstance(entry, tuple):
+        path, offset, length = entry
+        yield f"{_relative(mount, path)} {int(offset)} {int(length)}"
+    else:
+        yield _relative(mount, entry)
+
+
 def announce(mount, entries):
-    """Announces `entries` (paths, or (path, offset, length) tuples) as the
-    order every reader of `mount` will read next. Returns how many were
-    announced. A path that does not exist raises OSError and changes nothing.
+    """Announces `entries` (paths, (path, offset, length) tuples, or lists of
+    those for samples of several files) as the order every reader of `mount`
+    will read next. Returns how many files or ranges were announced. A path
+    that does not exist raises OSError and changes nothing.
     """
-    lines = []
-    for e in entries:
-        if isinstance(e, (tuple, list)):
-            path, offset, length = e
-            lines.append(f"{_relative(mount, path)} {int(offset)} {int(length)}")
-        else:
-            lines.append(_relative(mount, e))
+    lines = [line for e in entries for line in _lines(mount, e)]
     with open(os.path.join(mount, ANNOUNCE_FILE), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return len(lines)

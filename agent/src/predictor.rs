@@ -19,7 +19,8 @@ pub enum PredictorCommand {
     /// shuffled epochs, record files, sequential reads).
     Gen {
         /// Shapes to generate (default: all): multisensor, keyframes, kitti,
-        /// clip, shuffle, shuffle-announced, records, sequential.
+        /// clip, shuffle, records, sequential, and the announced variants
+        /// shuffle-announced, clip-announced, multisensor-announced, kitti-announced.
         #[arg(long = "shape", value_delimiter = ',')]
         shapes: Vec<String>,
         /// Seeds; one trace per shape and seed, named SHAPE-SEED.trace.
@@ -100,7 +101,7 @@ fn generate(shapes: Vec<String>, seeds: &[u64], size: &str, out: &Path) -> Resul
         other => bail!("unknown size {other:?}: small or eval"),
     };
     let shapes = if shapes.is_empty() {
-        gen::SHAPES.iter().map(|s| s.to_string()).chain(["shuffle-announced".to_string()]).collect()
+        gen::SHAPES.iter().chain(gen::ANNOUNCED).map(|s| s.to_string()).collect()
     } else {
         shapes
     };
@@ -108,7 +109,7 @@ fn generate(shapes: Vec<String>, seeds: &[u64], size: &str, out: &Path) -> Resul
     for shape in &shapes {
         for &seed in seeds {
             let t = gen::generate(shape, size, seed).with_context(|| {
-                format!("unknown shape {shape:?}; known: {}, shuffle-announced", gen::SHAPES.join(", "))
+                format!("unknown shape {shape:?}; known: {}, {}", gen::SHAPES.join(", "), gen::ANNOUNCED.join(", "))
             })?;
             let path = out.join(format!("{}.trace", t.name));
             t.save(&path).with_context(|| format!("writing {}", path.display()))?;

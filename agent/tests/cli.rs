@@ -426,11 +426,18 @@ fn mount_prefetches_the_next_frames_and_follows_an_announced_order() {
     assert!(hits > 3 * fetched, "frames read in order should mostly come prefetched: {after}");
     assert!(after["precision"].as_f64().expect("precision") > 0.8, "{after}");
 
-    // A job announces its shuffled order (through the Python helper), then reads it.
+    // A job announces its shuffled order (through the Python helper; samples of
+    // two files each, as clips of frames are), then reads it.
     let mut order: Vec<u32> = (0..30).collect();
     order.sort_by_key(|i| (i * 17 + 5) % 31);
     let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python");
-    let paths: Vec<String> = order.iter().map(|i| format!("\"{}/d/shuf/{i:04}.jpg\"", path(&mnt))).collect();
+    let paths: Vec<String> = order
+        .chunks(2)
+        .map(|s| {
+            let files: Vec<String> = s.iter().map(|i| format!("\"{}/d/shuf/{i:04}.jpg\"", path(&mnt))).collect();
+            format!("[{}]", files.join(","))
+        })
+        .collect();
     let script = format!(
         "import sys; sys.path.insert(0, {:?}); import ferry_prefetch as f; print(f.announce({:?}, [{}]))",
         path(&helper),

@@ -6,9 +6,13 @@
 //! | `keyframes` | the same scenes | keyframes only (2 Hz: every 6th camera frame, every 10th sweep), `window` keyframes from a random scene |
 //! | `kitti` | KITTI-like sequences: 10 Hz lidar scans (~1.6 MB) and 4 cameras per sequence folder | windows of consecutive scans with their 4 images |
 //! | `clip` | video episodes, one folder each, ~200 KB frames | a random episode, a contiguous window of frames |
-//! | `shuffle` | an ImageNet-like folder tree of ~110 KB images | every file once per epoch in a seeded random order; `announce` adds the order up front |
+//! | `shuffle` | an ImageNet-like folder tree of ~110 KB images | every file once per epoch in a seeded random order; `shuffle-announced` adds the order up front |
 //! | `records` | large record files (ResNet/CosmoFlow style, 32 MiB) | shuffled file order per epoch, each file read through in 256 KiB reads |
 //! | `sequential` | a few large files | read start to end in 1 MiB reads |
+//!
+//! `clip-announced`, `multisensor-announced` and `kitti-announced` are those
+//! traces with each reader's whole order announced before its first read, as
+//! a job whose sampler draws its clips or scenes up front can announce them.
 //!
 //! Times are microseconds; readers run side by side (`w0`, `w1`, ...).
 
@@ -24,6 +28,8 @@ pub const PAGE_SIZE: u64 = 1 << 20;
 
 /// The shapes [`generate`] knows.
 pub const SHAPES: &[&str] = &["multisensor", "keyframes", "kitti", "clip", "shuffle", "records", "sequential"];
+/// Shapes whose readers announce their order up front (the sampler knows it).
+pub const ANNOUNCED: &[&str] = &["shuffle-announced", "clip-announced", "multisensor-announced", "kitti-announced"];
 
 /// How big a generated trace is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +241,37 @@ fn clip(size: Size, seed: u64) -> Trace {
     b.finish("clip", seed)
 }
 
+/// `trace` with each reader's whole read order announced before its first
+/// read, as a job whose sampler draws its clips or scenes up front can.
+fn announced(mut trace: Trace) -> Trace {
+    let mut orders: Vec<(String, u64, Vec<String>)> = Vec::new();
+    for ev in &trace.events {
+        let Event::Access(a) = ev else { continue };
+        let i = match orders.iter().position(|(r, _, _)| *r == a.reader) {
+            Some(i) => i,
+            None => {
+                orders.push((a.reader.clone(), a.time_us, Vec::new()));
+                orders.len() - 1
+            }
+        };
+        let paths = &mut orders[i].2;
+        if paths.last() != Some(&a.path) {
+            paths.push(a.path.clone());
+        }
+    }
+    let mut events: Vec<Event> = orders
+        .into_iter()
+        .map(|(reader, time_us, announce)| Event::Announce(Announce { time_us, reader, announce }))
+        .collect();
+    events.append(&mut trace.events);
+    // Stable: an announcement stays before the read at its own time.
+    events.sort_by_key(Event::time_us);
+    trace.events = events;
+    trace.header.shape = format!("{}-announced", trace.header.shape);
+    trace.name = format!("{}-{}", trace.header.shape, trace.header.seed.unwrap_or(0));
+    trace
+}
+
 fn shuffle(size: Size, seed: u64, announce: bool) -> Trace {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut b = Builder { files: Vec::new(), events: Vec::new() };
@@ -308,13 +345,16 @@ fn sequential(size: Size, seed: u64) -> Trace {
     b.finish("sequential", seed)
 }
 
-/// Generates a trace of `shape` (one of [`SHAPES`], or `shuffle-announced`).
+/// Generates a trace of `shape` (one of [`SHAPES`] or [`ANNOUNCED`]).
 pub fn generate(shape: &str, size: Size, seed: u64) -> Option<Trace> {
     Some(match shape {
         "multisensor" => multisensor(size, seed, false),
         "keyframes" => multisensor(size, seed, true),
         "kitti" => kitti(size, seed),
         "clip" => clip(size, seed),
+        "clip-announced" => announced(clip(size, seed)),
+        "multisensor-announced" => announced(multisensor(size, seed, false)),
+        "kitti-announced" => announced(kitti(size, seed)),
         "shuffle" => shuffle(size, seed, false),
         "shuffle-announced" => shuffle(size, seed, true),
         "records" => records(size, seed),

@@ -105,6 +105,27 @@ fn announced_shuffle_order_is_exact() {
 }
 
 #[test]
+fn announced_clips_and_scenes_come_within_five_percent_of_the_oracle() {
+    // The default store: 20 ms per request, 100 MB/s.
+    let cfg = SimConfig::default();
+    let size = Size { units: 1, rounds: 6, ..Size::small() };
+    for shape in ["clip", "multisensor", "kitti"] {
+        let t = gen::generate(&format!("{shape}-announced"), size, 7).expect("shape");
+        let oracle = eval::run_oracle(&t, &cfg);
+        let none = run(&t, &cfg, "none");
+        for name in ["readahead", "markov"] {
+            let c = run(&t, &cfg, name);
+            assert!(c.precision() >= 0.9 && c.coverage(&none) >= 0.9, "{shape} {name}: {c:?}");
+            assert!(c.hit_ratio() >= oracle.hit_ratio() - 0.05, "{shape} {name}: {c:?} oracle {oracle:?}");
+        }
+    }
+    // The same clips unannounced: the first frames of each clip are misses.
+    let blind = gen::generate("clip", size, 7).expect("shape");
+    let c = run(&blind, &cfg, "markov");
+    assert!(c.hit_ratio() < eval::run_oracle(&blind, &cfg).hit_ratio() - 0.05, "{c:?}");
+}
+
+#[test]
 fn an_order_announced_for_every_reader_is_followed_by_each_and_names_ranges() {
     // Two record files of 10 pages; samples are page-sized ranges.
     let cat = Catalog::new(100, [("/rec/a".to_string(), 1000), ("/rec/b".to_string(), 1000)]);
