@@ -60,6 +60,12 @@ async fn mounted(dir: &Path, objects: &[(&str, &[u8])]) -> Mounted {
     Mounted { base, n, mnt, session }
 }
 
+/// What the store holds at `name` once the node has uploaded every write.
+async fn uploaded(n: &TestNode, base: &Arc<dyn ObjectStore>, name: &str) -> bytes::Bytes {
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
+    base.get(&StorePath::from(name)).await.expect("in the store").bytes().await.expect("bytes")
+}
+
 async fn unmount(session: fuser::BackgroundSession, n: TestNode) {
     blocking(move || session.umount_and_join().expect("unmount")).await;
     n.node.shutdown().await;
@@ -287,8 +293,7 @@ async fn writes_after_fsync_on_the_same_host_keep_every_version_whole() {
         drop(file);
     })
     .await;
-    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
-    let stored = base.get(&StorePath::from("ck.pt")).await.expect("in the store").bytes().await.expect("bytes");
+    let stored = uploaded(&n, &base, "ck.pt").await;
     assert!(stored[..] == want[..], "the store holds {} bytes, not the last version", stored.len());
     let m = mnt.clone();
     let w2 = want.clone();
@@ -299,8 +304,7 @@ async fn writes_after_fsync_on_the_same_host_keep_every_version_whole() {
     let m = mnt.clone();
     let s2 = second.clone();
     blocking(move || std::fs::write(m.join("ck2.pt"), &s2).expect("write")).await;
-    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
-    let stored = base.get(&StorePath::from("ck2.pt")).await.expect("in the store").bytes().await.expect("bytes");
+    let stored = uploaded(&n, &base, "ck2.pt").await;
     assert!(stored[..] == second[..]);
 
     unmount(session, n).await;
@@ -403,13 +407,13 @@ async fn writers_open_files_others_hold_open() {
         assert!(rest[..] == w[4096..], "the open reader does not see the new bytes");
     })
     .await;
-    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
-    let stored = base.get(&StorePath::from("latest.pt")).await.expect("stored").bytes().await.expect("bytes");
+    let stored = uploaded(&n, &base, "latest.pt").await;
     assert!(stored[..] == new[..], "the store does not hold the new checkpoint");
     let (m, w) = (mnt.clone(), new.clone());
     blocking(move || assert!(std::fs::read(m.join("latest.pt")).expect("read new") == w)).await;
 
-    // Two writers of one new file on this host: both write, the last to close wins whole.
+    // Two writers of one new file on this host share it, as on a local disk:
+    // the second one's truncate and write leave exactly its bytes.
     let (a, b) = (data(PAGE as usize + 3, 13), data(2 * PAGE as usize + 7, 14));
     let (m, a2, b2) = (mnt.clone(), a.clone(), b.clone());
     blocking(move || {
@@ -427,8 +431,7 @@ async fn writers_open_files_others_hold_open() {
         drop(second);
     })
     .await;
-    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
-    let stored = base.get(&StorePath::from("two.pt")).await.expect("stored").bytes().await.expect("bytes");
+    let stored = uploaded(&n, &base, "two.pt").await;
     assert!(stored[..] == b[..], "the store holds {} bytes, not the last closed version", stored.len());
     let (m, b2) = (mnt.clone(), b.clone());
     blocking(move || assert!(std::fs::read(m.join("two.pt")).expect("read two") == b2)).await;
@@ -445,8 +448,7 @@ async fn writers_open_files_others_hold_open() {
         assert!(old == b2, "the removed file changed under its reader");
     })
     .await;
-    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
-    let stored = base.get(&StorePath::from("two.pt")).await.expect("stored").bytes().await.expect("bytes");
+    let stored = uploaded(&n, &base, "two.pt").await;
     assert!(stored[..] == c[..]);
 
     unmount(session, n).await;

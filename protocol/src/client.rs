@@ -138,13 +138,9 @@ impl NodeConn {
         }
     }
 
-    /// Bytes `[offset, offset + len)` of `path` (fewer at the end of the object).
-    pub async fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Bytes, ProtocolError> {
-        Ok(concat(self.read_range_chunks(path, offset, len).await?))
-    }
-
-    /// Like [`NodeConn::read_range`], as the pieces they arrived in (no copy).
-    pub async fn read_range_chunks(&self, path: &str, offset: u64, len: u64) -> Result<Vec<Bytes>, ProtocolError> {
+    /// Bytes `[offset, offset + len)` of `path` (fewer at the end of the
+    /// object), in the pieces they arrived in (no copy).
+    pub async fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<Bytes>, ProtocolError> {
         let (resp, mut recv) = self.call(&Request::ReadRange { path: path.into(), offset, len }).await?;
         match resp {
             Response::Data { len: n } => {
@@ -519,7 +515,7 @@ impl Cluster {
         debug_assert!(start / page_size == page && (end - 1) / page_size == page);
         let data = self
             .with_owner(&page_key(path, route), page as usize, |c| async move {
-                c.read_range_chunks(path, start, end - start).await
+                c.read_range(path, start, end - start).await
             })
             .await?;
         let got: usize = data.iter().map(Bytes::len).sum();

@@ -205,7 +205,14 @@ impl LocalFiles {
         st.tick += 1;
         let tick = st.tick;
         st.used += size;
-        st.entries.insert(key, LocalEntry { file, size, tick, path: path.to_string(), etag: etag.to_string() });
+        let entry = LocalEntry { file: file.clone(), size, tick, path: path.to_string(), etag: etag.to_string() };
+        // The same version kept twice (written here, and copied by a reader meanwhile): one stays.
+        if let Some(old) = st.entries.insert(key, entry) {
+            st.used -= old.size;
+            if old.file != file {
+                let _ = std::fs::remove_file(&old.file);
+            }
+        }
         while st.used > budget {
             let Some(oldest) = st.entries.iter().min_by_key(|(_, e)| e.tick).map(|(k, _)| k.clone()) else { break };
             if let Some(e) = st.entries.remove(&oldest) {
@@ -214,6 +221,16 @@ impl LocalFiles {
                 let _ = std::fs::remove_file(&e.file);
             }
         }
+    }
+
+    /// The keys `path`'s copy may have at version `attr`: its etag, and the
+    /// journal tag it was uploaded from (a copy written here is kept under that).
+    fn keys<'a>(path: &'a str, attr: &Attr) -> impl Iterator<Item = String> + 'a {
+        let size = attr.size;
+        [attr.etag.clone(), attr.origin.clone()]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .map(move |t| Self::key(path, &t, size))
     }
 
     /// Takes the copy `key` out of the copies without deleting it (a writer
@@ -294,6 +311,13 @@ struct Staged {
     seen: Option<(u64, SystemTime)>,
 }
 
+impl Staged {
+    /// A staging file the node has not taken yet.
+    fn new(file: std::fs::File, path: PathBuf, dirty: bool) -> Staged {
+        Staged { file, path, dirty, adopted: false, etag: None, passthrough: false, seen: None }
+    }
+}
+
 /// Length and modification time: what tells a passthrough file changed.
 fn fingerprint(file: &std::fs::File) -> std::io::Result<(u64, SystemTime)> {
     let m = file.metadata()?;
@@ -307,6 +331,10 @@ struct WriteHandle {
 }
 
 impl WriteHandle {
+    fn new(path: &str, staged: Staged) -> WriteHandle {
+        WriteHandle { path: Mutex::new(path.to_string()), staged: Mutex::new(staged) }
+    }
+
     fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
         self.staged.lock().expect("staging lock poisoned")
     }
@@ -323,7 +351,7 @@ fn unshare(s: &mut Staged, fresh: impl FnOnce(&std::path::Path) -> PathBuf) -> s
     std::fs::copy(&s.path, &fresh)?;
     let file = std::fs::OpenOptions::new().read(true).write(true).open(&fresh)?;
     let _ = std::fs::remove_file(&s.path);
-    *s = Staged { file, path: fresh, dirty: s.dirty, adopted: false, etag: None, passthrough: false, seen: None };
+    *s = Staged::new(file, fresh, s.dirty);
     Ok(())
 }
 
@@ -637,8 +665,7 @@ impl MountFs {
         let staging = self.staging_file(path).await;
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(truncate).open(&staging)?;
         let size = file.metadata()?.len();
-        let staged = Staged { file, path: staging, dirty, adopted: false, etag: None, passthrough: false, seen: None };
-        let w = Arc::new(WriteHandle { path: Mutex::new(path.to_string()), staged: Mutex::new(staged) });
+        let w = Arc::new(WriteHandle::new(path, Staged::new(file, staging, dirty)));
         self.writing.lock().expect("writing lock poisoned").insert(path.to_string(), size);
         Ok((self.add_handle(Handle::Write(w.clone())), w))
     }
@@ -675,12 +702,7 @@ impl MountFs {
         // Someone is writing the file through passthrough: read what they wrote
         // (and the kernel wants one backing file per inode anyway).
         let writer = self.passthrough_files(&path).into_iter().next();
-        let local_copy = match (&self.local, attr.etag.is_empty()) {
-            (Some(l), false) => l.lookup(&LocalFiles::key(&path, &attr.etag, attr.size)).or_else(|| {
-                (!attr.origin.is_empty()).then(|| l.lookup(&LocalFiles::key(&path, &attr.origin, attr.size))).flatten()
-            }),
-            _ => None,
-        };
+        let local_copy = self.local.as_ref().and_then(|l| LocalFiles::keys(&path, &attr).find_map(|k| l.lookup(&k)));
         let local_file = writer.or_else(|| local_copy.and_then(|p| std::fs::File::open(p).ok()));
         let h = ReadHandle {
             path,
@@ -702,6 +724,10 @@ impl MountFs {
     fn materialize(&self, h: &ReadHandle) {
         let Some(local) = self.local.clone() else { return };
         if h.etag.is_empty() || h.read_bytes.load(Ordering::Relaxed) < h.size {
+            return;
+        }
+        // Being written here: the writer keeps its own file as the copy.
+        if self.writing.lock().expect("writing lock poisoned").contains_key(&h.path) {
             return;
         }
         let key = LocalFiles::key(&h.path, &h.etag, h.size);
@@ -754,23 +780,10 @@ impl MountFs {
             None => {
                 let Some(local) = &self.local else { return Ok(None) };
                 let attr = self.stat_path(&path).await?;
-                let tags = [attr.etag.as_str(), attr.origin.as_str()];
-                let copy = tags
-                    .iter()
-                    .filter(|t| !t.is_empty())
-                    .find_map(|t| local.take(&LocalFiles::key(&path, t, attr.size)));
-                let Some(copy) = copy else { return Ok(None) };
+                let Some(copy) = LocalFiles::keys(&path, &attr).find_map(|k| local.take(&k)) else { return Ok(None) };
                 let file = std::fs::OpenOptions::new().read(true).write(true).open(&copy)?;
-                let staged = Staged {
-                    file,
-                    path: copy,
-                    dirty: false,
-                    adopted: false,
-                    etag: None,
-                    passthrough: true,
-                    seen: None,
-                };
-                Arc::new(WriteHandle { path: Mutex::new(path.clone()), staged: Mutex::new(staged) })
+                let staged = Staged { passthrough: true, ..Staged::new(file, copy, false) };
+                Arc::new(WriteHandle::new(&path, staged))
             }
         };
         let file = {
@@ -789,14 +802,20 @@ impl MountFs {
     /// could not open the file the way the handle needs).
     pub fn discard(&self, fh: u64) {
         let Some(Handle::Write(w)) = self.handles.lock().expect("handle lock poisoned").remove(&fh) else { return };
-        if self.shares(&w) {
-            return;
+        if !self.shares(&w) {
+            self.stop_writing(&w);
+            let _ = std::fs::remove_file(&w.staged().path);
         }
+    }
+
+    /// The last handle of `w` closed: its path is no longer being written
+    /// here unless another handle writes it too. Returns the path.
+    fn stop_writing(&self, w: &WriteHandle) -> String {
         let path = w.path.lock().expect("path lock poisoned").clone();
         if !path.is_empty() && self.write_handles_of(&path).is_empty() {
             self.writing.lock().expect("writing lock poisoned").remove(&path);
         }
-        let _ = std::fs::remove_file(&w.staged().path);
+        path
     }
 
     /// Whether another open handle writes through `w` too.
@@ -1087,11 +1106,7 @@ impl MountFs {
                 // Another open of the same file goes on writing it.
                 return result;
             }
-            let path = w.path.lock().expect("path lock poisoned").clone();
-            // Another handle may still be writing the same path.
-            if !path.is_empty() && self.write_handles_of(&path).is_empty() {
-                self.writing.lock().expect("writing lock poisoned").remove(&path);
-            }
+            let path = self.stop_writing(&w);
             let s = w.staged();
             match (&self.local, &s.etag) {
                 // The node holds these very bytes: keep them as the local copy

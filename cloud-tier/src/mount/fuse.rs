@@ -34,12 +34,12 @@ struct Passthrough {
 #[derive(Debug, Default)]
 struct Opens {
     inodes: HashMap<u64, InodeOpens>,
-    /// Each handle's inode and how it was opened.
-    by_fh: HashMap<u64, (u64, Way)>,
+    /// Each handle's inode, and whether it is a passthrough open.
+    by_fh: HashMap<u64, (u64, bool)>,
 }
 
-/// How the kernel was told to open one handle.
-#[derive(Debug, Clone)]
+/// How the kernel is told to open one handle.
+#[derive(Debug)]
 enum Way {
     /// Reads and writes go straight to this backing file.
     Passthrough(Arc<fuser::BackingId>),
@@ -112,23 +112,21 @@ impl Passthrough {
             Way::Cached => i.cached += 1,
             Way::Refused => return way,
         }
-        o.by_fh.insert(fh, (ino, way.clone()));
+        o.by_fh.insert(fh, (ino, matches!(way, Way::Passthrough(_))));
         way
     }
 
     fn release(&self, fh: u64) {
         let mut o = self.opens.lock().expect("passthrough lock poisoned");
-        let Some((ino, way)) = o.by_fh.remove(&fh) else { return };
+        let Some((ino, passthrough)) = o.by_fh.remove(&fh) else { return };
         let Some(i) = o.inodes.get_mut(&ino) else { return };
-        match way {
-            Way::Passthrough(_) => {
-                i.passthrough -= 1;
-                if i.passthrough == 0 {
-                    i.backing = None;
-                }
+        if passthrough {
+            i.passthrough -= 1;
+            if i.passthrough == 0 {
+                i.backing = None;
             }
-            Way::Cached => i.cached -= 1,
-            Way::Refused => return,
+        } else {
+            i.cached -= 1;
         }
         if i.passthrough == 0 && i.cached == 0 {
             o.inodes.remove(&ino);
