@@ -309,7 +309,8 @@ async fn train(
         std::fs::create_dir_all(&run_root)?;
         let base: Arc<dyn ObjectStore> =
             Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root.join("store"))?);
-        let store = Arc::new(FaultyStore::new(base, Faults { latency, bandwidth: Some(bandwidth) }));
+        let store =
+            Arc::new(FaultyStore::new(base, Faults { latency, bandwidth: Some(bandwidth), ..Default::default() }));
         let (node, cluster) = bench_node(&run_root, store, 8 << 30, 0).await?;
         let mut fs = ferry_cloud_tier::mount::fs::MountFs::with_local_copies(cluster, run_root.join("staging"), copies)
             .await
@@ -450,8 +451,10 @@ async fn checkpoint(size: u64, files: usize, rounds: usize, dir: Option<PathBuf>
     // so, as in production, the mount and the local baseline share the disk
     // with nothing but the node's journal.
     let remote = Arc::new(object_store::memory::InMemory::new());
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(FaultyStore::new(remote, Faults { latency: Duration::from_millis(20), bandwidth: None }));
+    let store: Arc<dyn ObjectStore> = Arc::new(FaultyStore::new(
+        remote,
+        Faults { latency: Duration::from_millis(20), bandwidth: None, ..Default::default() },
+    ));
     let (node, cluster) = bench_node(&root, store, 1 << 30, 4 << 30).await?;
     // As `ferry mount` runs by default: 8 GiB of local copies.
     let fs = ferry_cloud_tier::mount::fs::MountFs::with_local_copies(cluster, root.join("staging"), 8 << 30)
@@ -601,7 +604,7 @@ async fn read(size: u64, bandwidth: u64, latency: Duration, dir: Option<PathBuf>
     tokio::task::spawn_blocking(move || write_object(&o2, size)).await??;
 
     let base: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&data)?);
-    let faulty = Arc::new(FaultyStore::new(base, Faults { latency, bandwidth: Some(bandwidth) }));
+    let faulty = Arc::new(FaultyStore::new(base, Faults { latency, bandwidth: Some(bandwidth), ..Default::default() }));
     let store: Arc<dyn ObjectStore> = faulty.clone();
     let location = object_store::path::Path::from("obj.bin");
 

@@ -493,7 +493,7 @@ pub async fn fleet(size: u64, device_rate: u64, counts: &[usize], dir: Option<Pa
     let remote = Arc::new(object_store::memory::InMemory::new());
     let faulty = Arc::new(FaultyStore::new(
         remote.clone(),
-        Faults { latency: Duration::from_millis(20), bandwidth: Some(500_000_000) },
+        Faults { latency: Duration::from_millis(20), bandwidth: Some(500_000_000), ..Default::default() },
     ));
     let counters = faulty.counters();
     let (node, _) = crate::bench::bench_node(root, faulty.clone(), size + (512 << 20), 0).await?;

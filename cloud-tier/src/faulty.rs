@@ -35,6 +35,11 @@ pub struct Faults {
     pub latency: Duration,
     /// Bytes per second shared by all reads; `None` for no cap.
     pub bandwidth: Option<u64>,
+    /// Added before every write (PUT, multipart upload) is sent.
+    pub write_latency: Duration,
+    /// Added after the store answered a LIST: the answer tells the store as
+    /// it was when asked, and arrives this much later.
+    pub reply_latency: Duration,
 }
 
 /// Counts of what passed through.
@@ -161,12 +166,14 @@ impl ObjectStore for FaultyStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.counters.puts.fetch_add(1, Ordering::SeqCst);
         self.before().await?;
+        tokio::time::sleep(self.faults.write_latency).await;
         self.inner.put_opts(location, payload, opts).await
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
         self.counters.puts.fetch_add(1, Ordering::SeqCst);
         self.before().await?;
+        tokio::time::sleep(self.faults.write_latency).await;
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -196,7 +203,9 @@ impl ObjectStore for FaultyStore {
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         self.counters.lists.fetch_add(1, Ordering::SeqCst);
         self.before().await?;
-        self.inner.list_with_delimiter(prefix).await
+        let res = self.inner.list_with_delimiter(prefix).await;
+        tokio::time::sleep(self.faults.reply_latency).await;
+        res
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {

@@ -336,6 +336,11 @@ impl Journal {
         v
     }
 
+    /// Whether a pending entry lies below directory `prefix` (which ends in `/`).
+    pub fn has_below(&self, prefix: &str) -> bool {
+        self.pending.lock().expect("journal lock poisoned").keys().any(|p| p.starts_with(prefix))
+    }
+
     /// The data file of an entry.
     pub fn data_path(&self, e: &Entry) -> PathBuf {
         self.dir.join(format!("{}.data", e.seq))
@@ -423,10 +428,16 @@ impl Journal {
         Ok(w.finish().await.map_err(|x| err(&x))?.e_tag)
     }
 
-    /// Uploads one entry; on success removes it if it is still current.
-    /// Returns the store's version tag of the uploaded object, if it gave one
-    /// and the entry is still current.
-    async fn upload(&self, ns: &Namespace, e: &Entry) -> Result<Option<String>, NodeError> {
+    /// Uploads one entry; on success removes it if it is still current,
+    /// calling `done` with the store's version tag (if it gave one) before
+    /// the entry leaves the pending set, under the same lock: whoever finds
+    /// the entry gone also finds what `done` recorded.
+    async fn upload(
+        &self,
+        ns: &Namespace,
+        e: &Entry,
+        done: &(impl Fn(&Entry, Option<String>) + Send + Sync),
+    ) -> Result<(), NodeError> {
         let path = NsPath::parse(&e.path).map_err(NodeError::InvalidInput)?;
         let r = ns.resolve(&path)?;
         ns.metrics().store_request("put");
@@ -440,6 +451,7 @@ impl Journal {
             let mut pending = self.pending.lock().expect("journal lock poisoned");
             match pending.get(&e.path) {
                 Some(cur) if cur.seq == e.seq => {
+                    done(e, etag);
                     pending.remove(&e.path);
                     After::Done
                 }
@@ -452,25 +464,26 @@ impl Journal {
         match after {
             After::Done => {
                 self.remove_files(e.seq);
-                Ok(etag)
+                Ok(())
             }
             // What was just uploaded no longer belongs at this path.
             After::Moved => {
                 r.mount.store.delete(&r.location).await.map_err(|err| NodeError::from_store(&e.path, err))?;
                 self.tombstones.lock().expect("journal lock poisoned").remove(&e.path);
-                Ok(None)
+                Ok(())
             }
-            After::Superseded => Ok(None),
+            After::Superseded => Ok(()),
         }
     }
 
     /// Uploads pending entries until the task is dropped; failed uploads are
-    /// retried. `on_persisted` gets each uploaded entry and the store's
-    /// version tag of the object it became (when known and still current).
+    /// retried. `on_persisted` gets each uploaded entry that is still current
+    /// and the store's version tag of the object it became (when known),
+    /// while the journal's lock is held: it must not call the journal.
     pub async fn run_uploader(
         self: Arc<Self>,
         ns: Namespace,
-        on_persisted: impl Fn(&Entry, Option<String>) + Send + 'static,
+        on_persisted: impl Fn(&Entry, Option<String>) + Send + Sync + 'static,
     ) {
         let mut backoff = std::time::Duration::from_millis(200);
         loop {
@@ -478,10 +491,10 @@ impl Journal {
             let mut failed = false;
             for e in &entries {
                 *self.uploading.lock().expect("journal lock poisoned") = Some(e.path.clone());
-                let result = self.upload(&ns, e).await;
+                let result = self.upload(&ns, e, &on_persisted).await;
                 *self.uploading.lock().expect("journal lock poisoned") = None;
                 match result {
-                    Ok(etag) => on_persisted(e, etag),
+                    Ok(()) => {}
                     Err(err) => {
                         tracing::warn!(path = %e.path, error = %err, "upload failed; will retry");
                         failed = true;

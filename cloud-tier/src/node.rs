@@ -342,12 +342,17 @@ impl CacheNode {
         if self.journal.is_tombstoned(path.as_str()) {
             return Err(NodeError::NotFound(path.to_string()));
         }
+        // Asked before the store: a write below `path` may finish uploading
+        // (and leave the journal) while the store is asked, and the store may
+        // have answered before the upload landed.
+        let prefix = if path.is_root() { "/".to_string() } else { format!("{path}/") };
+        let pending_below = self.journal.has_below(&prefix);
         match self.cache.stat(&path).await {
             Err(NodeError::NotFound(m)) => {
-                if self.pending_below(&path).is_empty() {
-                    Err(NodeError::NotFound(m))
-                } else {
+                if pending_below || self.journal.has_below(&prefix) {
                     Ok(pending_dir())
+                } else {
+                    Err(NodeError::NotFound(m))
                 }
             }
             Ok(mut info) => {

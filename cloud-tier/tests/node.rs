@@ -252,7 +252,7 @@ async fn concurrent_cold_readers_make_one_store_get() {
     put(&base, &StorePath::default(), "hot", body.clone()).await;
     let cfg = node_config(&dir.path().join("cache"), 16 << 20, 0);
     // Latency keeps the fetch in flight while the other readers arrive.
-    let faults = Faults { latency: Duration::from_millis(300), bandwidth: None };
+    let faults = Faults { latency: Duration::from_millis(300), bandwidth: None, ..Default::default() };
     let n = start_node(&certs, &cfg, "/", base, StorePath::default(), faults).await;
     let c = client(&certs, &[n.node.addr.to_string()]);
     // Warm the metadata so every reader goes straight for the page.
@@ -282,7 +282,7 @@ async fn node_prefetches_the_next_frames_of_a_reader_once_each() {
     // The default configuration prefetches with the shipped tree model.
     let cfg = node_config(&dir.path().join("cache"), 64 << 20, 0);
     assert_eq!(cfg.prefetch, "tree");
-    let faults = Faults { latency: Duration::from_millis(5), bandwidth: None };
+    let faults = Faults { latency: Duration::from_millis(5), bandwidth: None, ..Default::default() };
     let n = start_node(&certs, &cfg, "/data", base, StorePath::default(), faults).await;
     let c = client(&certs, &[n.node.addr.to_string()]);
     // One reader (one connection) goes through the frames in order.
