@@ -42,7 +42,7 @@ pub struct Edge {
 pub fn start(cfg: EdgeConfig) -> Result<Edge> {
     let client =
         ClientConfig { nodes: cfg.nodes.clone(), certs: cfg.certs.clone(), id: cfg.id.clone(), ..Default::default() };
-    let cluster = crate::read::connect(&client, &client.nodes)?;
+    let cluster = crate::read::connect_over(&client, &client.nodes, ferry_protocol::transport::Link::Robot)?;
     let receiver = (!cfg.models.mqtt.is_empty()).then(|| (cfg.models.clone(), cfg.id.clone(), cluster.clone()));
     if let Some((m, _, _)) = &receiver {
         ferry_edge_tier::models::load_key(&m.signing_key)?;

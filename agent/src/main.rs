@@ -9,6 +9,8 @@
 //! robot agent). `--no-default-features --features edge` builds the robot
 //! binary without FUSE or cache-node code.
 
+#[cfg(feature = "edge")]
+mod alloc;
 #[cfg(feature = "cloud")]
 mod bench;
 #[cfg(feature = "cloud")]
@@ -283,7 +285,15 @@ fn main() {
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    #[cfg(feature = "edge")]
+    if matches!(cli.command, Command::Edge { command: None, .. }) {
+        // The robot agent: small and long-running. Two workers carry its
+        // uploads (chunking runs on blocking threads), whatever the core count.
+        alloc::keep_memory_small();
+        builder.worker_threads(2);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ferry: cannot start the async runtime: {e}");

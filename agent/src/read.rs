@@ -53,10 +53,15 @@ pub fn cluster(config: &Path, explicit: bool, target: &Target) -> Result<Cluster
 
 /// A client presenting `cfg`'s identity to `nodes`.
 pub fn connect(cfg: &ClientConfig, nodes: &[String]) -> Result<Cluster> {
+    connect_over(cfg, nodes, transport::Link::Bulk)
+}
+
+/// A client presenting `cfg`'s identity to `nodes`, tuned for `link`.
+pub fn connect_over(cfg: &ClientConfig, nodes: &[String], link: transport::Link) -> Result<Cluster> {
     let id = NodeId::new(&cfg.id).map_err(anyhow::Error::msg)?;
     let tls = TlsMaterial::load_dir(&cfg.certs, &id)
         .with_context(|| format!("loading identity {id} from {} (see `ferry cert issue`)", cfg.certs.display()))?;
-    Ok(Cluster::new(transport::client_endpoint(&tls)?, nodes)?)
+    Ok(Cluster::new(transport::client_endpoint_for(&tls, link)?, nodes)?)
 }
 
 /// Formats a size for people.

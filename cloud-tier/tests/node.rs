@@ -14,7 +14,9 @@ use common::*;
 use ferry_cloud_tier::faulty::Faults;
 use ferry_cloud_tier::namespace::open_store;
 use ferry_cloud_tier::CloudConfig;
+use ferry_protocol::client::Cluster;
 use ferry_protocol::codec::EntryKind;
+use ferry_protocol::transport;
 use ferry_protocol::{ErrorCode, ProtocolError};
 
 const BIG: usize = 300 << 20;
@@ -130,6 +132,26 @@ async fn bulk_reads_use_the_large_mtu_of_loopback() {
         st.path.current_mtu,
         st.path.black_holes_detected
     );
+    n.node.shutdown().await;
+}
+
+/// A robot's endpoint keeps to Ethernet-sized datagrams both ways (its path
+/// MTU, and what it lets the node send), even on loopback where 64 KB would
+/// pass: quinn sizes a robot's receive buffers and send batches by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robot_links_keep_to_ethernet_sized_datagrams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let FileNode { certs, base, prefix, node: n } = file_node(dir.path()).await;
+    let body = data(8 << 20, 22);
+    put(&base, &prefix, "model.bin", body.clone()).await;
+    let ep = transport::client_endpoint_for(&tls_of(&certs, "client"), transport::Link::Robot).expect("endpoint");
+    let c = Cluster::new(ep, &[n.node.addr.to_string()]).expect("cluster");
+    assert!(read_all(&c, "/model.bin").await.expect("read") == body);
+    let stats = c.stats().await;
+    let st = &stats.first().expect("a connection").1;
+    assert!(st.path.current_mtu <= transport::ROBOT_MTU_UPPER_BOUND, "path MTU {}", st.path.current_mtu);
+    let rx = st.udp_rx.bytes / st.udp_rx.datagrams.max(1);
+    assert!(rx > 1000 && rx <= u64::from(transport::ROBOT_MTU_UPPER_BOUND), "received datagrams average {rx} B");
     n.node.shutdown().await;
 }
 

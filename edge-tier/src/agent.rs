@@ -116,8 +116,22 @@ pub fn cut(
 }
 
 /// Encodes a chunk for the wire: zstd unless that does not make it smaller.
+///
+/// One compression context (about a megabyte) serves the whole process
+/// rather than one made and freed per chunk.
 pub fn encode(raw: &[u8]) -> (ChunkCodec, Vec<u8>) {
-    match zstd::bulk::compress(raw, ZSTD_LEVEL) {
+    static CONTEXT: Mutex<Option<zstd::bulk::Compressor<'static>>> = Mutex::new(None);
+    let compressed = {
+        let mut context = CONTEXT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if context.is_none() {
+            *context = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        match context.as_mut() {
+            Some(c) => c.compress(raw),
+            None => zstd::bulk::compress(raw, ZSTD_LEVEL),
+        }
+    };
+    match compressed {
         Ok(z) if z.len() < raw.len() / 20 * 19 => (ChunkCodec::Zstd, z),
         _ => (ChunkCodec::Raw, raw.to_vec()),
     }

@@ -18,6 +18,12 @@
 //!   MTU black hole, dropping to 1200-byte packets for good;
 //! - MTU discovery runs again a second after a black hole was detected
 //!   (quinn's default is a minute), since congestion alone can look like one.
+//!
+//! A robot's endpoint ([`Link::Robot`]) keeps to Ethernet-sized datagrams
+//! and windows sized for a cellular or Wi-Fi uplink: its paths carry 1500
+//! bytes, and quinn sizes its receive buffer (and its send batches) by the
+//! largest datagram the endpoint accepts — 64 KB datagrams cost a robot
+//! megabytes it does not use.
 
 use std::io;
 use std::net::SocketAddr;
@@ -44,16 +50,58 @@ pub const CONNECTION_WINDOW: u32 = 128 << 20;
 /// Socket buffer size asked of the kernel.
 pub const SOCKET_BUFFER: usize = 16 << 20;
 
-/// The transport parameters used by every ferry endpoint.
+/// Largest UDP payload a robot's endpoint accepts and probes for: an
+/// Ethernet frame less the IPv6 and UDP headers.
+pub const ROBOT_MTU_UPPER_BOUND: u16 = 1452;
+/// A robot's per-stream receive window.
+pub const ROBOT_STREAM_WINDOW: u32 = 4 << 20;
+/// A robot's per-connection receive and send window: several seconds of a
+/// fast uplink in flight.
+pub const ROBOT_CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// Which links an endpoint is tuned for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Nodes and clients in a data centre (or on one machine): large
+    /// datagrams where the path carries them, large windows.
+    Bulk,
+    /// A robot's agent: Ethernet-sized datagrams and smaller windows, so
+    /// that its memory stays small.
+    Robot,
+}
+
+impl Link {
+    fn mtu_upper_bound(self) -> u16 {
+        match self {
+            Link::Bulk => MTU_UPPER_BOUND,
+            Link::Robot => ROBOT_MTU_UPPER_BOUND,
+        }
+    }
+
+    fn windows(self) -> (u32, u32) {
+        match self {
+            Link::Bulk => (STREAM_WINDOW, CONNECTION_WINDOW),
+            Link::Robot => (ROBOT_STREAM_WINDOW, ROBOT_CONNECTION_WINDOW),
+        }
+    }
+}
+
+/// The transport parameters used by every ferry endpoint of the data centre.
 pub fn transport_config() -> TransportConfig {
+    transport_config_for(Link::Bulk)
+}
+
+/// The transport parameters for an endpoint on `link`.
+pub fn transport_config_for(link: Link) -> TransportConfig {
     let mut t = TransportConfig::default();
     let mut mtu = MtuDiscoveryConfig::default();
-    mtu.upper_bound(MTU_UPPER_BOUND);
+    mtu.upper_bound(link.mtu_upper_bound());
     mtu.black_hole_cooldown(BLACK_HOLE_COOLDOWN);
     t.mtu_discovery_config(Some(mtu));
-    t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
-    t.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
-    t.send_window(u64::from(CONNECTION_WINDOW));
+    let (stream, connection) = link.windows();
+    t.stream_receive_window(VarInt::from_u32(stream));
+    t.receive_window(VarInt::from_u32(connection));
+    t.send_window(u64::from(connection));
     t.max_concurrent_bidi_streams(VarInt::from_u32(1024));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     // Pages are whole responses; interleaving streams packet by packet buys nothing.
@@ -135,7 +183,11 @@ impl AsyncUdpSocket for BoundedGso {
     }
 }
 
-fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint, ProtocolError> {
+fn endpoint(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    link: Link,
+) -> Result<quinn::Endpoint, ProtocolError> {
     let socket = udp_socket(addr)?;
     let runtime = quinn::default_runtime().ok_or_else(|| ProtocolError::Connection("no async runtime".into()))?;
     let socket = Arc::new(BoundedGso(runtime.wrap_udp_socket(socket)?));
@@ -143,7 +195,7 @@ fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<qui
     // (1472) would cap MTU discovery no matter the upper bound.
     let mut config = EndpointConfig::default();
     config
-        .max_udp_payload_size(MTU_UPPER_BOUND)
+        .max_udp_payload_size(link.mtu_upper_bound())
         .map_err(|e| ProtocolError::Connection(format!("max UDP payload: {e}")))?;
     quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime).map_err(ProtocolError::Io)
 }
@@ -153,16 +205,21 @@ pub fn server_endpoint(addr: SocketAddr, tls: &TlsMaterial) -> Result<quinn::End
     let crypto = QuicServerConfig::try_from(tls.server_config()?).map_err(|e| ProtocolError::Tls(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
-    endpoint(addr, Some(cfg))
+    endpoint(addr, Some(cfg), Link::Bulk)
 }
 
 /// A client endpoint presenting `tls`'s identity.
 pub fn client_endpoint(tls: &TlsMaterial) -> Result<quinn::Endpoint, ProtocolError> {
+    client_endpoint_for(tls, Link::Bulk)
+}
+
+/// A client endpoint presenting `tls`'s identity, tuned for `link`.
+pub fn client_endpoint_for(tls: &TlsMaterial, link: Link) -> Result<quinn::Endpoint, ProtocolError> {
     let crypto = QuicClientConfig::try_from(tls.client_config()?).map_err(|e| ProtocolError::Tls(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
+    cfg.transport_config(Arc::new(transport_config_for(link)));
     let bind: SocketAddr = "0.0.0.0:0".parse().expect("literal socket address");
-    let mut ep = endpoint(bind, None)?;
+    let mut ep = endpoint(bind, None, link)?;
     ep.set_default_client_config(cfg);
     Ok(ep)
 }
