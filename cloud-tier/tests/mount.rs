@@ -40,6 +40,7 @@ struct Mounted {
     n: TestNode,
     mnt: PathBuf,
     session: fuser::BackgroundSession,
+    fs: Arc<MountFs>,
 }
 
 async fn mounted(dir: &Path, objects: &[(&str, &[u8])]) -> Mounted {
@@ -56,8 +57,9 @@ async fn mounted(dir: &Path, objects: &[(&str, &[u8])]) -> Mounted {
     let fs = MountFs::with_local_copies(c, dir.join("staging"), 1 << 30).await.expect("fs");
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).expect("mkdir mnt");
-    let session = fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current()).expect("mount");
-    Mounted { base, n, mnt, session }
+    let fs = Arc::new(fs);
+    let session = fuse::mount(fs.clone(), &mnt, tokio::runtime::Handle::current()).expect("mount");
+    Mounted { base, n, mnt, session, fs }
 }
 
 /// What the store holds at `name` once the node has uploaded every write.
@@ -79,7 +81,7 @@ async fn mount_reads_lists_and_writes_checkpoints() {
     let dir = tempfile::tempdir().expect("tempdir");
     let big = data(7 * PAGE as usize + 333, 1);
     let small = b"label,0\n".to_vec();
-    let Mounted { base, n, mnt, session } =
+    let Mounted { base, n, mnt, session, .. } =
         mounted(dir.path(), &[("datasets/train/shard-0.bin", &big), ("datasets/train/labels.csv", &small)]).await;
 
     let m = mnt.clone();
@@ -245,7 +247,7 @@ async fn writes_after_fsync_on_the_same_host_keep_every_version_whole() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let Mounted { base, n, mnt, session } = mounted(dir.path(), &[]).await;
+    let Mounted { base, n, mnt, session, .. } = mounted(dir.path(), &[]).await;
 
     let first = data(2 * PAGE as usize + 17, 3);
     let m = mnt.clone();
@@ -379,7 +381,7 @@ async fn writers_open_files_others_hold_open() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let old = data(2 * PAGE as usize + 9, 11);
-    let Mounted { base, n, mnt, session } = mounted(dir.path(), &[("latest.pt", &old)]).await;
+    let Mounted { base, n, mnt, session, .. } = mounted(dir.path(), &[("latest.pt", &old)]).await;
 
     // An evaluation job reads the current checkpoint from its local copy...
     let (m, o) = (mnt.clone(), old.clone());
@@ -451,6 +453,43 @@ async fn writers_open_files_others_hold_open() {
     let stored = uploaded(&n, &base, "two.pt").await;
     assert!(stored[..] == c[..]);
 
+    unmount(session, n).await;
+}
+
+/// Walking a dataset leaves no inode per file behind for the mount's
+/// lifetime: what the kernel forgets, the mount forgets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inodes_the_kernel_forgets_are_forgotten() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files: Vec<(String, Vec<u8>)> =
+        (0..300).map(|i| (format!("frames/f{i:04}.jpg"), data(100 + i, i as u64))).collect();
+    let objects: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
+    let Mounted { n, mnt, session, fs, .. } = mounted(dir.path(), &objects).await;
+    let before = fs.inode_count();
+    let walk = |m: PathBuf, files: Vec<(String, Vec<u8>)>| {
+        blocking(move || {
+            assert_eq!(std::fs::read_dir(m.join("frames")).expect("readdir").count(), files.len());
+            for (p, body) in &files {
+                assert!(std::fs::read(m.join(p)).expect("read") == *body, "{p}");
+            }
+        })
+    };
+    walk(mnt.clone(), files.clone()).await;
+    let walked = fs.inode_count();
+    assert!(walked > before + 300, "{walked} inodes after looking up 300 files ({before} before)");
+    // The kernel drops unused dentries and inodes under memory pressure, or
+    // when told to, and sends FORGET for each (no reply, so wait for them).
+    blocking(|| std::fs::write("/proc/sys/vm/drop_caches", "2").expect("drop the kernel's dentries (as root)")).await;
+    let t0 = std::time::Instant::now();
+    while fs.inode_count() > before + 2 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{} inodes still known ({before} before)", fs.inode_count());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Looked up again under new inodes: the same files.
+    walk(mnt.clone(), files).await;
     unmount(session, n).await;
 }
 

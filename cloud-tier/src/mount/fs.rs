@@ -369,10 +369,55 @@ enum Handle {
 struct Inodes {
     by_ino: HashMap<u64, String>,
     by_path: HashMap<String, u64>,
+    /// References the kernel holds to each inode (one per entry replied,
+    /// less those it forgot); an inode it holds none of is dropped.
+    lookups: HashMap<u64, u64>,
     next: u64,
 }
 
 impl Inodes {
+    /// The kernel took one more reference to `ino`, the inode of `path`
+    /// (an entry was replied). Puts the inode back if a forget raced it.
+    fn remember(&mut self, ino: u64, path: &str) {
+        *self.lookups.entry(ino).or_insert(0) += 1;
+        self.by_ino.entry(ino).or_insert_with(|| path.to_string());
+        self.by_path.entry(path.to_string()).or_insert(ino);
+    }
+
+    /// The kernel dropped `n` references to `ino`; at none left it is
+    /// forgotten here too (a later lookup of its path makes a new inode).
+    fn forget(&mut self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let left = self.lookups.get_mut(&ino).map_or(0, |c| {
+            *c = c.saturating_sub(n);
+            *c
+        });
+        if left > 0 {
+            return;
+        }
+        self.lookups.remove(&ino);
+        if let Some(path) = self.by_ino.remove(&ino) {
+            if self.by_path.get(&path) == Some(&ino) {
+                self.by_path.remove(&path);
+            }
+        }
+    }
+
+    /// The inode a listing shows for `path`: its own when the kernel knows
+    /// it, else a number derived from the path (listings take no reference,
+    /// so they make no inode that nothing would ever forget).
+    fn listed(&self, path: &str) -> u64 {
+        if let Some(i) = self.by_path.get(path) {
+            return *i;
+        }
+        let h = blake3::hash(path.as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h.as_bytes()[..8]);
+        u64::from_le_bytes(b) | (1 << 63)
+    }
+
     fn ino(&mut self, path: &str) -> u64 {
         if let Some(i) = self.by_path.get(path) {
             return *i;
@@ -521,6 +566,24 @@ impl MountFs {
         self.inodes.lock().expect("inode lock poisoned").ino(path)
     }
 
+    /// `a`, the attributes of `path`, goes to the kernel as an entry: it
+    /// holds one more reference to the inode.
+    fn entry(&self, path: &str, a: Attr) -> Attr {
+        self.inodes.lock().expect("inode lock poisoned").remember(a.ino, path);
+        a
+    }
+
+    /// The kernel forgot `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.lock().expect("inode lock poisoned").forget(ino, n);
+    }
+
+    /// Inodes known here (the kernel's, the root, and a few in use by
+    /// handles or recent renames).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.lock().expect("inode lock poisoned").by_ino.len()
+    }
+
     fn dir_attr(&self, path: &str) -> Attr {
         Attr {
             ino: self.ino_of(path),
@@ -545,8 +608,12 @@ impl MountFs {
     }
 
     fn attr_of(&self, path: &str, info: &ObjectInfo) -> Attr {
+        self.attr_of_ino(self.ino_of(path), info)
+    }
+
+    fn attr_of_ino(&self, ino: u64, info: &ObjectInfo) -> Attr {
         Attr {
-            ino: self.ino_of(path),
+            ino,
             kind: info.kind,
             size: info.size,
             mtime: mtime(info.mtime_ms),
@@ -582,7 +649,8 @@ impl MountFs {
     /// Looks up `name` in directory `parent`.
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let path = child(&self.path_of(parent)?, name)?;
-        self.stat_path(&path).await
+        let a = self.stat_path(&path).await?;
+        Ok(self.entry(&path, a))
     }
 
     /// Attributes of `ino`.
@@ -599,8 +667,8 @@ impl MountFs {
                 .into_iter()
                 .map(|e| {
                     let p = child(&path, &e.name).unwrap_or_default();
-                    let a = self.attr_of(&p, &e.info);
-                    (e.name, a)
+                    let ino = self.inodes.lock().expect("inode lock poisoned").listed(&p);
+                    (e.name, self.attr_of_ino(ino, &e.info))
                 })
                 .collect(),
             Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. })
@@ -764,7 +832,8 @@ impl MountFs {
     pub async fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, Opened)> {
         let path = child(&self.path_of(parent)?, name)?;
         let (fh, w) = self.new_write_handle(&path, true, true).await?;
-        Ok((self.local_file_attr(&path, 0), self.write_opened(fh, &w)?))
+        let opened = self.write_opened(fh, &w)?;
+        Ok((self.entry(&path, self.local_file_attr(&path, 0)), opened))
     }
 
     /// Opens `ino` for writing on the file the kernel already passes the
@@ -1225,7 +1294,7 @@ impl MountFs {
             return Err(FsError::new(libc::EEXIST, format!("{path} exists")));
         }
         self.made_dirs.lock().expect("dirs lock poisoned").insert(path.clone());
-        Ok(self.dir_attr(&path))
+        Ok(self.entry(&path, self.dir_attr(&path)))
     }
 
     /// Removes empty directory `name` from `parent`.
@@ -1247,5 +1316,62 @@ impl MountFs {
     /// Block size reported to readers (`st_blksize`): the page size.
     pub fn block_size(&self) -> u32 {
         u32::try_from(self.page_size).unwrap_or(1 << 20)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inodes() -> Inodes {
+        let mut i = Inodes { next: ROOT_INO, ..Default::default() };
+        i.by_ino.insert(ROOT_INO, "/".into());
+        i.by_path.insert("/".into(), ROOT_INO);
+        i
+    }
+
+    #[test]
+    fn an_inode_lives_until_the_kernel_forgets_every_reference() {
+        let mut i = inodes();
+        let a = i.ino("/a");
+        i.remember(a, "/a");
+        i.remember(a, "/a");
+        i.forget(a, 1);
+        assert_eq!(i.by_ino.get(&a).map(String::as_str), Some("/a"));
+        i.forget(a, 1);
+        assert!(!i.by_ino.contains_key(&a) && !i.by_path.contains_key("/a"));
+        // Looked up again: a new inode for the same path.
+        let b = i.ino("/a");
+        assert_ne!(a, b);
+        // The root is never forgotten.
+        i.forget(ROOT_INO, 5);
+        assert_eq!(i.by_ino.get(&ROOT_INO).map(String::as_str), Some("/"));
+    }
+
+    #[test]
+    fn a_forget_racing_a_lookup_reply_leaves_the_replied_inode_known() {
+        let mut i = inodes();
+        let a = i.ino("/a");
+        i.remember(a, "/a");
+        // A lookup found `a`; the kernel's forget of its last reference is
+        // handled before the lookup's reply takes the new one.
+        let found = i.ino("/a");
+        i.forget(a, 1);
+        i.remember(found, "/a");
+        assert_eq!(i.by_ino.get(&a).map(String::as_str), Some("/a"));
+        assert_eq!(i.by_path.get("/a"), Some(&a));
+        i.forget(a, 1);
+        assert!(!i.by_ino.contains_key(&a));
+    }
+
+    #[test]
+    fn listings_make_no_inodes() {
+        let mut i = inodes();
+        let listed = i.listed("/x/y");
+        assert_eq!(listed, i.listed("/x/y"));
+        assert_ne!(listed, i.listed("/x/z"));
+        assert_eq!(i.by_ino.len(), 1);
+        let y = i.ino("/x/y");
+        assert_eq!(i.listed("/x/y"), y);
     }
 }

@@ -271,6 +271,10 @@ impl Filesystem for FuseAdapter {
         }
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.reply_attr(reply, move |fs| async move { fs.getattr(ino.0).await });
     }
@@ -416,6 +420,7 @@ impl Filesystem for FuseAdapter {
                         }
                         Way::Refused => {
                             fs.discard(fh);
+                            fs.forget(a.ino, 1); // the kernel takes no entry
                             reply.error(errno(&busy(a.ino)))
                         }
                     }
