@@ -341,6 +341,73 @@ async fn client_falls_back_when_an_owner_is_down() {
     n.node.shutdown().await;
 }
 
+/// Relays UDP between clients and `to` until `silent` is set, then drops
+/// everything both ways, as a killed node (or its vanished host) would.
+async fn relay(to: std::net::SocketAddr, silent: Arc<std::sync::atomic::AtomicBool>) -> std::net::SocketAddr {
+    let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind relay"));
+    let addr = sock.local_addr().expect("relay address");
+    tokio::spawn(async move {
+        let mut client = None;
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            if silent.load(Ordering::SeqCst) {
+                continue;
+            }
+            let dest = if from == to { client } else { Some(to) };
+            if from != to {
+                client = Some(from);
+            }
+            if let Some(d) = dest {
+                let _ = sock.send_to(&buf[..n], d).await;
+            }
+        }
+    });
+    addr
+}
+
+/// A node that goes silent mid-job (killed, or its host gone) costs its
+/// readers the idle limit of 10 s, not the robot's 30 s, before the next
+/// replica serves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_leave_a_silent_node_for_the_next_replica() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    // Pages are spread over the nodes: with 32 of them, both own some.
+    let body = data(32 * PAGE as usize, 5);
+    put(&base, &StorePath::default(), "f", body.clone()).await;
+    let a = start_node(
+        &certs,
+        &node_config(&dir.path().join("a"), 64 << 20, 0),
+        "/",
+        base.clone(),
+        StorePath::default(),
+        Faults::default(),
+    )
+    .await;
+    let b = start_node(
+        &certs,
+        &node_config(&dir.path().join("b"), 64 << 20, 0),
+        "/",
+        base,
+        StorePath::default(),
+        Faults::default(),
+    )
+    .await;
+    let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let via = relay(a.node.addr, silent.clone()).await;
+    let c = client(&certs, &[via.to_string(), b.node.addr.to_string()]);
+    assert!(read_all(&c, "/f").await.expect("read from both nodes") == body);
+    silent.store(true, Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    let again = tokio::time::timeout(Duration::from_secs(25), read_all(&c, "/f")).await;
+    let again = again.unwrap_or_else(|_| panic!("still waiting for the silent node after {:?}", t0.elapsed()));
+    assert!(again.expect("read with one node silent") == body);
+    eprintln!("read with one node silent took {:?}", t0.elapsed());
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_errors_are_reported_and_retried_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");

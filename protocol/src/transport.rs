@@ -78,6 +78,17 @@ impl Link {
         }
     }
 
+    /// How often an idle connection is pinged, and how long a connection
+    /// that hears nothing lives. A data-centre client gives up on a node
+    /// that went silent (killed, its host gone) after 10 s and reads from
+    /// the next replica; a robot's uplink may drop out for longer than that.
+    fn liveness(self) -> (Duration, Duration) {
+        match self {
+            Link::Bulk => (Duration::from_secs(2), Duration::from_secs(10)),
+            Link::Robot => (Duration::from_secs(5), Duration::from_secs(30)),
+        }
+    }
+
     fn windows(self) -> (u32, u32) {
         match self {
             Link::Bulk => (STREAM_WINDOW, CONNECTION_WINDOW),
@@ -106,8 +117,20 @@ pub fn transport_config_for(link: Link) -> TransportConfig {
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     // Pages are whole responses; interleaving streams packet by packet buys nothing.
     t.send_fairness(false);
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    t.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
+    let (ping, idle) = link.liveness();
+    t.keep_alive_interval(Some(ping));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(idle).expect("idle timeout within QUIC's range")));
+    t
+}
+
+/// The transport parameters of a node: those of the data centre, except
+/// that it accepts the longest idle time any of its clients asks for (the
+/// shorter of the two sides' applies, so each client's own setting decides).
+fn server_transport_config() -> TransportConfig {
+    let mut t = transport_config_for(Link::Bulk);
+    let (ping, idle) = Link::Robot.liveness();
+    t.keep_alive_interval(Some(ping));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(idle).expect("idle timeout within QUIC's range")));
     t
 }
 
@@ -204,7 +227,7 @@ fn endpoint(
 pub fn server_endpoint(addr: SocketAddr, tls: &TlsMaterial) -> Result<quinn::Endpoint, ProtocolError> {
     let crypto = QuicServerConfig::try_from(tls.server_config()?).map_err(|e| ProtocolError::Tls(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
+    cfg.transport_config(Arc::new(server_transport_config()));
     endpoint(addr, Some(cfg), Link::Bulk)
 }
 
