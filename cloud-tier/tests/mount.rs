@@ -456,6 +456,37 @@ async fn writers_open_files_others_hold_open() {
     unmount(session, n).await;
 }
 
+/// A page whose fetch failed (a store error, a node restarting) is fetched
+/// again by the next read through the same open file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_page_is_fetched_again_by_the_next_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let body = data(3 * PAGE as usize, 6);
+    base.put(&StorePath::from("f"), PutPayload::from(body.clone())).await.expect("put");
+    // No prefetch anywhere, so the one failure meets the reader's own fetch.
+    let cfg = ferry_cloud_tier::CloudConfig {
+        prefetch: "none".into(),
+        ..node_config(&dir.path().join("cache"), 64 << 20, 0)
+    };
+    let n = start_node(&certs, &cfg, "/", base, StorePath::default(), Faults::default()).await;
+    let fs = MountFs::new(client(&certs, &[n.node.addr.to_string()]), dir.path().join("staging")).await.expect("fs");
+    fs.set_readahead(0);
+    let attr = fs.lookup(ferry_cloud_tier::mount::fs::ROOT_INO, "f").await.expect("lookup");
+    let fh = match fs.open(attr.ino, false, false).await.expect("open") {
+        ferry_cloud_tier::mount::fs::Opened::Handle(fh) => fh,
+        _ => panic!("no local copy exists yet: reads go through the handle"),
+    };
+    n.store.fail_next(1);
+    fs.read(fh, 0, 4096, 1).await.expect_err("the store failed the page's fetch");
+    let again = fs.read(fh, 0, 4096, 1).await.expect("read again");
+    assert!(again[..] == body[..4096]);
+    let later = fs.read(fh, PAGE - 10, 4096, 1).await.expect("read across pages");
+    assert!(later[..] == body[PAGE as usize - 10..PAGE as usize + 4086]);
+    n.node.shutdown().await;
+}
+
 /// Walking a dataset leaves no inode per file behind for the mount's
 /// lifetime: what the kernel forgets, the mount forgets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

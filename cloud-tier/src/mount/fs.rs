@@ -276,6 +276,15 @@ impl LocalFiles {
 /// A read handle's pages by number (and whether each was prefetched), oldest first in the list.
 type HandlePages = (HashMap<u64, (PageFuture, bool)>, Vec<u64>);
 
+/// Drops page `page` from a handle's pages if its fetch failed (a node
+/// restarting, a store error): the error went to the read that waited for
+/// it, and the next read fetches the page again.
+fn forget_failed(pages: &mut HashMap<u64, (PageFuture, bool)>, page: u64) {
+    if matches!(pages.get(&page).and_then(|(f, _)| f.peek()), Some(Err(_))) {
+        pages.remove(&page);
+    }
+}
+
 #[derive(Debug)]
 struct ReadHandle {
     path: String,
@@ -926,9 +935,16 @@ impl MountFs {
     }
 
     /// Page `page` if the handle or the prefetched pages hold it.
+    /// Page `page` if the handle or the prefetched pages hold it. A fetch
+    /// that failed is not held: the next read asks again.
     fn held_page(&self, h: &ReadHandle, page: u64) -> Option<(PageFuture, Source)> {
-        match h.pages.lock().expect("page lock poisoned").0.get(&page) {
-            Some((f, prefetched)) => Some((f.clone(), if *prefetched { Source::Prefetched } else { Source::Handle })),
+        let held = {
+            let mut guard = h.pages.lock().expect("page lock poisoned");
+            forget_failed(&mut guard.0, page);
+            guard.0.get(&page).map(|(f, prefetched)| (f.clone(), *prefetched))
+        };
+        match held {
+            Some((f, prefetched)) => Some((f, if prefetched { Source::Prefetched } else { Source::Handle })),
             None => self.prefetch.as_ref()?.take(&h.path, &h.etag, page).map(|f| (f, Source::Prefetched)),
         }
     }
@@ -936,6 +952,7 @@ impl MountFs {
     fn page(&self, h: &Arc<ReadHandle>, page: u64) -> (PageFuture, Source) {
         let mut guard = h.pages.lock().expect("page lock poisoned");
         let (map, order) = &mut *guard;
+        forget_failed(map, page);
         if let Some((f, prefetched)) = map.get(&page) {
             return (f.clone(), if *prefetched { Source::Prefetched } else { Source::Handle });
         }
@@ -944,6 +961,7 @@ impl MountFs {
             None => (fetch_page(&self.cluster, &h.path, page, self.page_size, h.size), Source::Fetched),
         };
         map.insert(page, (shared.clone(), source == Source::Prefetched));
+        order.retain(|p| *p != page); // a failed fetch of it may still be listed
         order.push(page);
         while order.len() > HANDLE_PAGES {
             let old = order.remove(0);
