@@ -115,6 +115,17 @@ pub fn cut(
     Ok((chunks, tail))
 }
 
+/// Whether a file of `size` bytes, last committed at `committed` bytes
+/// `since` ago, is committed now: once it has settled, or while it grows,
+/// when `interval` has passed and it has grown by a quarter since (or was
+/// cut short). Each commit rewrites the whole object in the store, so
+/// committing a growing file every interval would cost the square of its
+/// size; a quarter's growth between commits bounds the rewrites of a file
+/// that ends at N bytes to about 5N.
+pub fn commit_due(settled: bool, since: Duration, interval: Duration, committed: u64, size: u64) -> bool {
+    settled || (since >= interval && (size < committed || size >= committed + committed / 4))
+}
+
 /// Encodes a chunk for the wire: zstd unless that does not make it smaller.
 ///
 /// One compression context (about a megabyte) serves the whole process
@@ -449,8 +460,8 @@ impl EdgeAgent {
             }
             return Ok(());
         }
-        let due = settled || now - f.committed_ms >= self.cfg.commit_interval.as_millis() as i64;
-        if !due {
+        let since = Duration::from_millis((now - f.committed_ms).max(0) as u64);
+        if !commit_due(settled, since, self.cfg.commit_interval, f.committed_size.max(0) as u64, size) {
             return Ok(());
         }
         let mut hashes: Vec<ChunkHash> = self.spool().chunks(f.id)?.iter().map(|r| r.hash).collect();
@@ -662,6 +673,32 @@ mod tests {
         for (off, len, hash) in &all {
             assert_eq!(blake3::hash(&body[*off as usize..(*off + u64::from(*len)) as usize]).as_bytes(), hash);
         }
+    }
+
+    #[test]
+    fn a_growing_file_is_committed_as_it_grows_by_a_quarter() {
+        let interval = Duration::from_secs(30);
+        // A log growing by 10 MB a minute for ten hours, checked every 10 s.
+        let (mut committed, mut since, mut rewritten, mut commits) = (0u64, Duration::ZERO, 0u64, 0u32);
+        for step in 1..=3600u64 {
+            since += Duration::from_secs(10);
+            let size = step * 10_000_000 / 6;
+            if commit_due(false, since, interval, committed, size) {
+                rewritten += size;
+                commits += 1;
+                committed = size;
+                since = Duration::ZERO;
+            }
+        }
+        let last = 3600 * 10_000_000 / 6;
+        assert!(rewritten <= 5 * last, "{rewritten} bytes rewritten for a {last}-byte file");
+        assert!(committed >= last / 5 * 4, "the store lags the file by more than a quarter: {committed} of {last}");
+        assert!(commits > 10, "{commits} commits");
+        // A settled file is committed at once; a file cut short at the next interval.
+        assert!(commit_due(true, Duration::ZERO, interval, 100, 101));
+        assert!(!commit_due(false, interval / 2, interval, 100, 200));
+        assert!(commit_due(false, interval, interval, 100, 50));
+        assert!(!commit_due(false, interval, interval, 100, 110));
     }
 
     #[test]

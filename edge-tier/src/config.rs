@@ -7,7 +7,7 @@
 //! spool = "ferry-edge/spool.db"   # the SQLite spool
 //! prefix = "/logs"                # objects go to PREFIX/ID/WATCH_NAME/RELATIVE_PATH
 //! settle = "5s"                   # a file unchanged this long is complete
-//! commit_interval = "30s"         # a growing file is committed at most this often
+//! commit_interval = "30s"         # a growing file is committed at most this often (and once it grew by a quarter)
 //! scan_interval = "2s"            # rescan even without file events
 //! budget = "0"                    # most bytes of watched files kept on disk; 0 = no limit
 //! retention = "keep"              # over budget: "keep" never deletes what is not uploaded,
