@@ -76,7 +76,8 @@ impl Limiter {
     }
 
     pub(crate) async fn take(&self, n: u64) {
-        let minute = (SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) % 86_400 / 60) as u32;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let minute = self.cfg.timezone.minute_of_day(now);
         let rate = self.cfg.rate_at(minute);
         if rate == 0 {
             return;

@@ -15,7 +15,8 @@
 //!
 //! [bandwidth]
 //! rate = "0"                      # bytes per second on the wire; 0 = no cap
-//! schedule = [{ from = "08:00", to = "18:00", rate = "1MiB" }]   # UTC time-of-day overrides
+//! schedule = [{ from = "08:00", to = "18:00", rate = "1MiB" }]   # time-of-day overrides
+//! timezone = "utc"                # what the schedule's times are: "utc" or "local" (the robot's clock)
 //!
 //! [[watch]]
 //! dir = "/var/log/robot"
@@ -106,7 +107,7 @@ impl WatchConfig {
     }
 }
 
-/// A rate that applies during part of the day (UTC).
+/// A rate that applies during part of the day (in `BandwidthConfig::timezone`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateWindow {
@@ -126,6 +127,31 @@ pub struct BandwidthConfig {
     pub rate: ByteSize,
     /// Time-of-day overrides.
     pub schedule: Vec<RateWindow>,
+    /// What the schedule's times of day are.
+    pub timezone: Timezone,
+}
+
+/// The clock a bandwidth schedule's times of day are read on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Timezone {
+    /// Coordinated universal time (the same for a whole fleet).
+    #[default]
+    Utc,
+    /// The robot's local time (its /etc/localtime, with daylight saving).
+    Local,
+}
+
+impl Timezone {
+    /// The minute of the day (0..1440) at `utc_secs` seconds since the epoch.
+    pub fn minute_of_day(self, utc_secs: i64) -> u32 {
+        let offset = match self {
+            Timezone::Utc => 0,
+            Timezone::Local => chrono::DateTime::from_timestamp(utc_secs, 0)
+                .map_or(0, |t| i64::from(t.with_timezone(&chrono::Local).offset().local_minus_utc())),
+        };
+        ((utc_secs + offset).rem_euclid(86_400) / 60) as u32
+    }
 }
 
 fn minute_of_day(s: &str) -> Result<u32, String> {
@@ -139,7 +165,7 @@ fn minute_of_day(s: &str) -> Result<u32, String> {
 }
 
 impl BandwidthConfig {
-    /// The cap at `minute` (of the UTC day) in bytes per second; 0 = none.
+    /// The cap at `minute` (of the day in `timezone`) in bytes per second; 0 = none.
     pub fn rate_at(&self, minute: u32) -> u64 {
         for w in &self.schedule {
             let (Ok(a), Ok(b)) = (minute_of_day(&w.from), minute_of_day(&w.to)) else { continue };
@@ -253,6 +279,7 @@ mod tests {
                 RateWindow { from: "08:00".into(), to: "18:00".into(), rate: ByteSize::mib(1) },
                 RateWindow { from: "22:00".into(), to: "02:00".into(), rate: ByteSize::b(0) },
             ],
+            ..Default::default()
         };
         assert_eq!(b.rate_at(7 * 60 + 59), 10 << 20);
         assert_eq!(b.rate_at(8 * 60), 1 << 20);
@@ -261,6 +288,19 @@ mod tests {
         assert_eq!(b.rate_at(23 * 60), 0);
         assert_eq!(b.rate_at(60), 0);
         assert_eq!(b.rate_at(2 * 60), 10 << 20);
+    }
+
+    #[test]
+    fn schedules_read_utc_or_the_robots_local_clock() {
+        // 2023-11-14 22:13:20 UTC.
+        assert_eq!(Timezone::Utc.minute_of_day(1_700_000_000), 22 * 60 + 13);
+        assert_eq!(Timezone::Utc.minute_of_day(-60), 23 * 60 + 59);
+        let parse = |t: &str| serde_json::from_str::<BandwidthConfig>(&format!("{{\"timezone\": {t:?}}}"));
+        assert_eq!(parse("local").expect("local").timezone, Timezone::Local);
+        assert_eq!(parse("utc").expect("utc").timezone, Timezone::Utc);
+        assert_eq!(BandwidthConfig::default().timezone, Timezone::Utc);
+        let e = parse("mars").expect_err("unknown timezone").to_string();
+        assert!(e.contains("utc") && e.contains("local"), "{e}");
     }
 
     #[test]

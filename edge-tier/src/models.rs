@@ -338,7 +338,7 @@ impl Receiver {
             off += u64::from(c.len);
         }
         let limiter =
-            crate::agent::Limiter::new(crate::config::BandwidthConfig { rate: self.cfg.rate, schedule: Vec::new() });
+            crate::agent::Limiter::new(crate::config::BandwidthConfig { rate: self.cfg.rate, ..Default::default() });
         let limiter = &limiter;
         let mut work = futures::stream::iter(jobs.into_iter().map(|(off, len, hash, local)| {
             let file = file.clone();
