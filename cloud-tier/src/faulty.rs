@@ -64,6 +64,13 @@ impl Counters {
     }
 }
 
+/// Waits `d`, if there is anything to wait.
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
 /// The wrapper store.
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
@@ -108,9 +115,7 @@ impl FaultyStore {
     }
 
     async fn before(&self) -> Result<()> {
-        if !self.faults.latency.is_zero() {
-            tokio::time::sleep(self.faults.latency).await;
-        }
+        pause(self.faults.latency).await;
         let failed = self.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if failed {
             return Err(object_store::Error::Generic { store: "faulty", source: "injected fault".into() });
@@ -166,14 +171,14 @@ impl ObjectStore for FaultyStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.counters.puts.fetch_add(1, Ordering::SeqCst);
         self.before().await?;
-        tokio::time::sleep(self.faults.write_latency).await;
+        pause(self.faults.write_latency).await;
         self.inner.put_opts(location, payload, opts).await
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
         self.counters.puts.fetch_add(1, Ordering::SeqCst);
         self.before().await?;
-        tokio::time::sleep(self.faults.write_latency).await;
+        pause(self.faults.write_latency).await;
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -204,7 +209,7 @@ impl ObjectStore for FaultyStore {
         self.counters.lists.fetch_add(1, Ordering::SeqCst);
         self.before().await?;
         let res = self.inner.list_with_delimiter(prefix).await;
-        tokio::time::sleep(self.faults.reply_latency).await;
+        pause(self.faults.reply_latency).await;
         res
     }
 

@@ -31,7 +31,7 @@
 //! object from the journal (read-your-writes) and reports it as not yet
 //! persisted.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,7 +64,8 @@ pub struct Entry {
 pub struct Journal {
     dir: PathBuf,
     next_seq: AtomicU64,
-    pending: Mutex<HashMap<String, Entry>>,
+    /// By path, in order: the entries below a directory are one range.
+    pending: Mutex<BTreeMap<String, Entry>>,
     wake: Notify,
     /// Signalled whenever an entry leaves the journal (uploaded, discarded, replaced).
     left: Notify,
@@ -139,7 +140,7 @@ impl Journal {
     /// Opens (creating) a journal directory and finds the entries committed before a restart.
     pub fn open(dir: &Path) -> Result<Journal, NodeError> {
         std::fs::create_dir_all(dir)?;
-        let mut best: HashMap<String, Entry> = HashMap::new();
+        let mut best: BTreeMap<String, Entry> = BTreeMap::new();
         let mut max_seq = 0;
         let mut stale = Vec::new();
         for e in std::fs::read_dir(dir)?.flatten() {
@@ -338,7 +339,11 @@ impl Journal {
 
     /// Whether a pending entry lies below directory `prefix` (which ends in `/`).
     pub fn has_below(&self, prefix: &str) -> bool {
-        self.pending.lock().expect("journal lock poisoned").keys().any(|p| p.starts_with(prefix))
+        let pending = self.pending.lock().expect("journal lock poisoned");
+        pending
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .next()
+            .is_some_and(|(p, _)| p.starts_with(prefix))
     }
 
     /// The data file of an entry.

@@ -94,6 +94,15 @@ fn parse_path(p: &str) -> Result<NsPath, NodeError> {
     NsPath::parse(p).map_err(NodeError::InvalidInput)
 }
 
+/// `dir` as the start of the paths below it.
+fn dir_prefix(dir: &NsPath) -> String {
+    if dir.is_root() {
+        "/".to_string()
+    } else {
+        format!("{dir}/")
+    }
+}
+
 /// A directory that exists only because writes below it are pending.
 fn pending_dir() -> ObjectInfo {
     ObjectInfo {
@@ -310,7 +319,7 @@ impl CacheNode {
 
     /// Whether some pending write lies below `dir`.
     fn pending_below(&self, dir: &NsPath) -> Vec<(String, ObjectInfo)> {
-        let prefix = if dir.is_root() { "/".to_string() } else { format!("{dir}/") };
+        let prefix = dir_prefix(dir);
         let mut out = Vec::new();
         for e in self.journal.entries() {
             if let Some(rest) = e.path.strip_prefix(&prefix) {
@@ -345,7 +354,7 @@ impl CacheNode {
         // Asked before the store: a write below `path` may finish uploading
         // (and leave the journal) while the store is asked, and the store may
         // have answered before the upload landed.
-        let prefix = if path.is_root() { "/".to_string() } else { format!("{path}/") };
+        let prefix = dir_prefix(&path);
         let pending_below = self.journal.has_below(&prefix);
         match self.cache.stat(&path).await {
             Err(NodeError::NotFound(m)) => {

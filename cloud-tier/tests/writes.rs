@@ -146,11 +146,6 @@ async fn write_through_mount_acknowledges_once_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_stays_visible_while_its_first_file_uploads() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = certs(dir.path());
-    let root = dir.path().join("store");
-    std::fs::create_dir_all(&root).expect("mkdir");
-    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
-    let cfg = node_config(&dir.path().join("cache"), 16 << 20, 64 << 20);
     // A listing tells the store as it was when asked but arrives 500 ms later;
     // the upload of the directory's only file lands (and leaves the journal)
     // 100 ms after it was acknowledged, in between.
@@ -159,7 +154,7 @@ async fn a_directory_stays_visible_while_its_first_file_uploads() {
         reply_latency: Duration::from_millis(500),
         ..Default::default()
     };
-    let n = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), faults).await;
+    let FileNode { certs, base, prefix, node: n } = file_node_with(dir.path(), faults).await;
     let c = client(&certs, &[n.node.addr.to_string()]);
     let body = data(1000, 5);
     assert!(!c.put_file("/run-7/step-1.pt", &local(dir.path(), "s", &body)).await.expect("put").persisted);

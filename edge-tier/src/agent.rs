@@ -133,15 +133,9 @@ pub fn commit_due(settled: bool, since: Duration, interval: Duration, committed:
 /// rather than one made and freed per chunk.
 pub fn encode(raw: &[u8]) -> (ChunkCodec, Vec<u8>) {
     static CONTEXT: Mutex<Option<zstd::bulk::Compressor<'static>>> = Mutex::new(None);
-    let compressed = {
-        let mut context = CONTEXT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if context.is_none() {
-            *context = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
-        }
-        match context.as_mut() {
-            Some(c) => c.compress(raw),
-            None => zstd::bulk::compress(raw, ZSTD_LEVEL),
-        }
+    let compressed = match &mut *CONTEXT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+        Some(c) => c.compress(raw),
+        slot => zstd::bulk::Compressor::new(ZSTD_LEVEL).and_then(|c| slot.insert(c).compress(raw)),
     };
     match compressed {
         Ok(z) if z.len() < raw.len() / 20 * 19 => (ChunkCodec::Zstd, z),

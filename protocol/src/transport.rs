@@ -97,11 +97,6 @@ impl Link {
     }
 }
 
-/// The transport parameters used by every ferry endpoint of the data centre.
-pub fn transport_config() -> TransportConfig {
-    transport_config_for(Link::Bulk)
-}
-
 /// The transport parameters for an endpoint on `link`.
 pub fn transport_config_for(link: Link) -> TransportConfig {
     let mut t = TransportConfig::default();
@@ -117,10 +112,14 @@ pub fn transport_config_for(link: Link) -> TransportConfig {
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     // Pages are whole responses; interleaving streams packet by packet buys nothing.
     t.send_fairness(false);
+    set_liveness(&mut t, link);
+    t
+}
+
+fn set_liveness(t: &mut TransportConfig, link: Link) {
     let (ping, idle) = link.liveness();
     t.keep_alive_interval(Some(ping));
     t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(idle).expect("idle timeout within QUIC's range")));
-    t
 }
 
 /// The transport parameters of a node: those of the data centre, except
@@ -128,9 +127,7 @@ pub fn transport_config_for(link: Link) -> TransportConfig {
 /// shorter of the two sides' applies, so each client's own setting decides).
 fn server_transport_config() -> TransportConfig {
     let mut t = transport_config_for(Link::Bulk);
-    let (ping, idle) = Link::Robot.liveness();
-    t.keep_alive_interval(Some(ping));
-    t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(idle).expect("idle timeout within QUIC's range")));
+    set_liveness(&mut t, Link::Robot);
     t
 }
 

@@ -279,9 +279,10 @@ type HandlePages = (HashMap<u64, (PageFuture, bool)>, Vec<u64>);
 /// Drops page `page` from a handle's pages if its fetch failed (a node
 /// restarting, a store error): the error went to the read that waited for
 /// it, and the next read fetches the page again.
-fn forget_failed(pages: &mut HashMap<u64, (PageFuture, bool)>, page: u64) {
-    if matches!(pages.get(&page).and_then(|(f, _)| f.peek()), Some(Err(_))) {
-        pages.remove(&page);
+fn forget_failed((map, order): &mut HandlePages, page: u64) {
+    if matches!(map.get(&page).and_then(|(f, _)| f.peek()), Some(Err(_))) {
+        map.remove(&page);
+        order.retain(|p| *p != page);
     }
 }
 
@@ -385,6 +386,14 @@ struct Inodes {
 }
 
 impl Inodes {
+    /// Just the root.
+    fn new() -> Inodes {
+        let mut i = Inodes { next: ROOT_INO, ..Default::default() };
+        i.by_ino.insert(ROOT_INO, "/".into());
+        i.by_path.insert("/".into(), ROOT_INO);
+        i
+    }
+
     /// The kernel took one more reference to `ino`, the inode of `path`
     /// (an entry was replied). Puts the inode back if a forget raced it.
     fn remember(&mut self, ino: u64, path: &str) {
@@ -524,14 +533,11 @@ impl MountFs {
         } else {
             None
         };
-        let mut inodes = Inodes { next: ROOT_INO, ..Default::default() };
-        inodes.by_ino.insert(ROOT_INO, "/".into());
-        inodes.by_path.insert("/".into(), ROOT_INO);
         Ok(MountFs {
             cluster,
             page_size,
             staging,
-            inodes: Mutex::new(inodes),
+            inodes: Mutex::new(Inodes::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             writing: Mutex::new(HashMap::new()),
@@ -934,13 +940,12 @@ impl MountFs {
         }))
     }
 
-    /// Page `page` if the handle or the prefetched pages hold it.
     /// Page `page` if the handle or the prefetched pages hold it. A fetch
     /// that failed is not held: the next read asks again.
     fn held_page(&self, h: &ReadHandle, page: u64) -> Option<(PageFuture, Source)> {
         let held = {
             let mut guard = h.pages.lock().expect("page lock poisoned");
-            forget_failed(&mut guard.0, page);
+            forget_failed(&mut guard, page);
             guard.0.get(&page).map(|(f, prefetched)| (f.clone(), *prefetched))
         };
         match held {
@@ -951,8 +956,8 @@ impl MountFs {
 
     fn page(&self, h: &Arc<ReadHandle>, page: u64) -> (PageFuture, Source) {
         let mut guard = h.pages.lock().expect("page lock poisoned");
+        forget_failed(&mut guard, page);
         let (map, order) = &mut *guard;
-        forget_failed(map, page);
         if let Some((f, prefetched)) = map.get(&page) {
             return (f.clone(), if *prefetched { Source::Prefetched } else { Source::Handle });
         }
@@ -961,7 +966,6 @@ impl MountFs {
             None => (fetch_page(&self.cluster, &h.path, page, self.page_size, h.size), Source::Fetched),
         };
         map.insert(page, (shared.clone(), source == Source::Prefetched));
-        order.retain(|p| *p != page); // a failed fetch of it may still be listed
         order.push(page);
         while order.len() > HANDLE_PAGES {
             let old = order.remove(0);
@@ -1341,16 +1345,9 @@ impl MountFs {
 mod tests {
     use super::*;
 
-    fn inodes() -> Inodes {
-        let mut i = Inodes { next: ROOT_INO, ..Default::default() };
-        i.by_ino.insert(ROOT_INO, "/".into());
-        i.by_path.insert("/".into(), ROOT_INO);
-        i
-    }
-
     #[test]
     fn an_inode_lives_until_the_kernel_forgets_every_reference() {
-        let mut i = inodes();
+        let mut i = Inodes::new();
         let a = i.ino("/a");
         i.remember(a, "/a");
         i.remember(a, "/a");
@@ -1368,7 +1365,7 @@ mod tests {
 
     #[test]
     fn a_forget_racing_a_lookup_reply_leaves_the_replied_inode_known() {
-        let mut i = inodes();
+        let mut i = Inodes::new();
         let a = i.ino("/a");
         i.remember(a, "/a");
         // A lookup found `a`; the kernel's forget of its last reference is
@@ -1384,7 +1381,7 @@ mod tests {
 
     #[test]
     fn listings_make_no_inodes() {
-        let mut i = inodes();
+        let mut i = Inodes::new();
         let listed = i.listed("/x/y");
         assert_eq!(listed, i.listed("/x/y"));
         assert_ne!(listed, i.listed("/x/z"));

@@ -187,6 +187,11 @@ pub struct FileNode {
 }
 
 pub async fn file_node(dir: &Path) -> FileNode {
+    file_node_with(dir, ferry_cloud_tier::faulty::Faults::default()).await
+}
+
+/// Like [`file_node`], with `faults` injected at the store.
+pub async fn file_node_with(dir: &Path, faults: ferry_cloud_tier::faulty::Faults) -> FileNode {
     let certs = certs(dir);
     let root = dir.join("store");
     std::fs::create_dir_all(&root).expect("mkdir");
@@ -194,7 +199,6 @@ pub async fn file_node(dir: &Path) -> FileNode {
         ferry_cloud_tier::namespace::open_store(&format!("file://{}", root.display()), &Default::default())
             .expect("open");
     let cfg = node_config(&dir.join("cache"), 16 << 20, 64 << 20);
-    let node =
-        start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), ferry_cloud_tier::faulty::Faults::default()).await;
+    let node = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), faults).await;
     FileNode { certs, base, prefix, node }
 }
