@@ -14,9 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use ferry_cloud_tier::clock::SystemClock;
 use ferry_cloud_tier::config::CacheConfig;
-use ferry_cloud_tier::faulty::{Faults, FaultyStore};
 use ferry_cloud_tier::metrics::Metrics;
 use ferry_cloud_tier::namespace::Namespace;
+use ferry_cloud_tier::testing::faulty::{Faults, FaultyStore};
 use ferry_cloud_tier::{CloudConfig, RunningNode};
 use ferry_protocol::client::Cluster;
 use ferry_protocol::ids::{NodeId, Role};
@@ -312,16 +312,16 @@ async fn train(
         let store =
             Arc::new(FaultyStore::new(base, Faults { latency, bandwidth: Some(bandwidth), ..Default::default() }));
         let (node, cluster) = bench_node(&run_root, store, 8 << 30, 0).await?;
-        let mut fs = ferry_cloud_tier::mount::fs::MountFs::with_local_copies(cluster, run_root.join("staging"), copies)
+        let mut fs = ferry_mount::MountFs::with_local_copies(cluster, run_root.join("staging"), copies)
             .await
-            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            .map_err(anyhow::Error::from)?;
         fs.set_readahead(readahead);
-        let opts = ferry_cloud_tier::mount::prefetch::PrefetchOptions { predictor: predictor.into(), budget: 1 << 30 };
-        fs.enable_prefetch(&opts).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let opts = ferry_mount::prefetch::PrefetchOptions { predictor: predictor.into(), budget: 1 << 30 };
+        fs.enable_prefetch(&opts).map_err(anyhow::Error::from)?;
         let fs = Arc::new(fs);
         let mnt = run_root.join("mnt");
         std::fs::create_dir_all(&mnt)?;
-        let session = ferry_cloud_tier::mount::fuse::mount(fs.clone(), &mnt, tokio::runtime::Handle::current())?;
+        let session = ferry_mount::fuse::mount(fs.clone(), &mnt, tokio::runtime::Handle::current())?;
         for e in 0..epochs {
             let m = mnt.clone();
             let sp = ShapeSpec { ..spec };
@@ -457,10 +457,10 @@ async fn checkpoint(size: u64, files: usize, rounds: usize, dir: Option<PathBuf>
     ));
     let (node, cluster) = bench_node(&root, store, 1 << 30, 4 << 30).await?;
     // As `ferry mount` runs by default: 8 GiB of local copies.
-    let fs = ferry_cloud_tier::mount::fs::MountFs::with_local_copies(cluster, root.join("staging"), 8 << 30)
+    let fs = ferry_mount::MountFs::with_local_copies(cluster, root.join("staging"), 8 << 30)
         .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let session = ferry_cloud_tier::mount::fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current())?;
+        .map_err(anyhow::Error::from)?;
+    let session = ferry_mount::fuse::mount(Arc::new(fs), &mnt, tokio::runtime::Handle::current())?;
 
     eprintln!(
         "bench checkpoint: {files} file(s) of {} with fsync, {rounds} round(s) alternating local disk and the mount",

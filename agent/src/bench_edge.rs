@@ -481,7 +481,7 @@ pub async fn fleet(size: u64, device_rate: u64, counts: &[usize], dir: Option<Pa
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
-    use ferry_cloud_tier::faulty::{Faults, FaultyStore};
+    use ferry_cloud_tier::testing::faulty::{Faults, FaultyStore};
     use ferry_protocol::client::Cluster;
     use ferry_protocol::manifest::chunk_path;
     use futures::StreamExt;

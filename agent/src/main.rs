@@ -369,10 +369,8 @@ async fn run(command: Command) -> Result<()> {
             let c = read::cluster(&client.config, client.explicit(), &t)?;
             let staging =
                 staging.unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-staging-{}", std::process::id())));
-            let prefetch = ferry_cloud_tier::mount::prefetch::PrefetchOptions {
-                predictor: prefetch,
-                budget: prefetch_budget.as_u64(),
-            };
+            let prefetch =
+                ferry_mount::prefetch::PrefetchOptions { predictor: prefetch, budget: prefetch_budget.as_u64() };
             mount::run(c, &dir, &staging, local_copies.as_u64(), &prefetch).await
         }
         Command::Cat { target, client } => {

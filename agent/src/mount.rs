@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ferry_cloud_tier::mount::fs::MountFs;
-use ferry_cloud_tier::mount::fuse;
-use ferry_cloud_tier::mount::prefetch::PrefetchOptions;
+use ferry_mount::fuse;
+use ferry_mount::prefetch::PrefetchOptions;
+use ferry_mount::MountFs;
 use ferry_protocol::client::Cluster;
 
 /// A live mount.
@@ -99,9 +99,9 @@ pub async fn start(
     }
     let mut fs = MountFs::with_local_copies(cluster, staging.to_path_buf(), local_copies)
         .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))
+        .map_err(anyhow::Error::from)
         .context("cannot reach the cache nodes")?;
-    fs.enable_prefetch(prefetch).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    fs.enable_prefetch(prefetch).map_err(anyhow::Error::from)?;
     let session = fuse::mount(Arc::new(fs), dir, tokio::runtime::Handle::current())?;
     Ok(Mounted { session: Some(session), dir: dir.to_path_buf(), staging: staging.to_path_buf() })
 }

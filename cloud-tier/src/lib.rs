@@ -14,9 +14,10 @@
 //!   objects are committed.
 //! - [`node`]: request handling ([`node::CacheNode`], plain async logic) and
 //!   the thin QUIC adapter that serves it.
-//! - [`faulty`]: an object store wrapper adding latency, a bandwidth cap
-//!   and injected errors, for tests and benchmarks.
-//! - [`mount`]: the FUSE filesystem of `ferry mount` (thin adapter over async logic).
+//! - `testing` (feature `test-support`, never in a shipped binary): an
+//!   object store wrapper adding latency, a bandwidth cap and injected
+//!   errors, and helpers that start nodes and clients for tests and
+//!   benchmarks.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`clock`]: the injected wall clock.
 //! - [`payload`]: GET results as streams of large chunks.
@@ -29,15 +30,15 @@ pub mod chunks;
 pub mod clock;
 pub mod config;
 pub mod error;
-pub mod faulty;
 pub mod journal;
 pub mod metrics;
-pub mod mount;
 pub mod namespace;
 pub mod node;
 pub mod payload;
 pub mod prefetch;
 pub mod recorder;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use config::CloudConfig;
 pub use error::{ConfigError, NodeError};

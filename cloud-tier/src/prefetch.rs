@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ferry_predictor::online::Online;
 use ferry_predictor::PrefetchConfig;
-use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo};
+use ferry_protocol::codec::{listed_files, DirEntry, ObjectInfo};
 use ferry_protocol::ids::NsPath;
 
 use crate::cache::PageCache;
@@ -154,26 +154,5 @@ impl NodePrefetch {
     /// Adds a listed folder to the catalog.
     pub fn add_dir(&self, dir: &str, entries: Result<Vec<DirEntry>, String>) {
         self.brain.lock().expect("prefetch lock poisoned").listed(dir, listed_files(dir, entries));
-    }
-}
-
-/// A folder's files (name, size, version tag) as [`Online::listed`] takes
-/// them, or `None` (logged) when the folder could not be listed.
-pub fn listed_files(
-    dir: &str,
-    entries: Result<Vec<DirEntry>, impl std::fmt::Display>,
-) -> Option<Vec<(String, u64, String)>> {
-    match entries {
-        Ok(entries) => Some(
-            entries
-                .into_iter()
-                .filter(|e| e.info.kind == EntryKind::File)
-                .map(|e| (e.name, e.info.size, e.info.etag))
-                .collect(),
-        ),
-        Err(e) => {
-            tracing::debug!(%dir, error = %e, "no listing for prefetch");
-            None
-        }
     }
 }

@@ -11,7 +11,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use common::*;
-use ferry_cloud_tier::faulty::Faults;
+use ferry_cloud_tier::testing::faulty::Faults;
 use ferry_protocol::client::Cluster;
 use ferry_protocol::codec::{ChunkCodec, ChunkHash};
 use ferry_protocol::ids::{NodeId, Role};

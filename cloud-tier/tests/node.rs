@@ -11,8 +11,8 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use common::*;
-use ferry_cloud_tier::faulty::Faults;
 use ferry_cloud_tier::namespace::open_store;
+use ferry_cloud_tier::testing::faulty::Faults;
 use ferry_cloud_tier::CloudConfig;
 use ferry_protocol::client::Cluster;
 use ferry_protocol::codec::EntryKind;

@@ -10,8 +10,8 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use common::*;
-use ferry_cloud_tier::faulty::Faults;
 use ferry_cloud_tier::namespace::open_store;
+use ferry_cloud_tier::testing::faulty::Faults;
 use ferry_protocol::codec::EntryKind;
 use ferry_protocol::{ErrorCode, ProtocolError};
 
@@ -117,7 +117,7 @@ async fn write_through_mount_acknowledges_once_stored() {
     let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let mut cfg = node_config(&dir.path().join("cache"), 16 << 20, 64 << 20);
     cfg.mounts.clear();
-    let store = Arc::new(ferry_cloud_tier::faulty::FaultyStore::new(base.clone(), Faults::default()));
+    let store = Arc::new(ferry_cloud_tier::testing::faulty::FaultyStore::new(base.clone(), Faults::default()));
     let mut ns = ferry_cloud_tier::namespace::Namespace::empty(Arc::new(ferry_cloud_tier::metrics::Metrics::new()));
     ns.add("/wt", store, StorePath::default(), 0).expect("mount");
     ns.set_write_through("/wt", true);

@@ -545,6 +545,27 @@ impl Response {
     }
 }
 
+/// A folder's files (name, size, version tag) as the predictor's catalog takes
+/// them, or `None` (logged) when the folder could not be listed.
+pub fn listed_files(
+    dir: &str,
+    entries: Result<Vec<DirEntry>, impl std::fmt::Display>,
+) -> Option<Vec<(String, u64, String)>> {
+    match entries {
+        Ok(entries) => Some(
+            entries
+                .into_iter()
+                .filter(|e| e.info.kind == EntryKind::File)
+                .map(|e| (e.name, e.info.size, e.info.etag))
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::debug!(%dir, error = %e, "no listing for prefetch");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,6 @@
-//! The kernel side: turns FUSE requests into [`MountFs`] calls. No logic.
+//! The kernel side: turns FUSE requests into [`MountFs`] calls and
+//! [`Passthrough`] decisions, and their results into replies. The rules
+//! live in those two; this file only forwards.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -11,137 +13,25 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::fs::{Attr, FsError, MountFs, Opened};
+use ferry_protocol::client::Cluster;
 use ferry_protocol::codec::EntryKind;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+
+use crate::error::FsError;
+use crate::fs::{Attr, MountFs, Opened};
+use crate::nodes::Nodes;
+use crate::passthrough::{Passthrough, Way};
 
 /// How long the kernel may cache attributes and entries.
 pub const ATTR_TTL: Duration = Duration::from_secs(1);
 
-/// Kernel passthrough bookkeeping. The kernel wants every open of an inode
-/// that has a backing file to be a passthrough open of that same file, and
-/// refuses (EIO) a passthrough open while the inode is open through its page
-/// cache (and refuses any other open of an inode with a backing file); so
-/// each open is decided against what is open already.
-#[derive(Debug, Default)]
-struct Passthrough {
-    enabled: AtomicBool,
-    opens: Mutex<Opens>,
-}
-
-#[derive(Debug, Default)]
-struct Opens {
-    inodes: HashMap<u64, InodeOpens>,
-    /// Each handle's inode, and whether it is a passthrough open.
-    by_fh: HashMap<u64, (u64, bool)>,
-}
-
-/// How the kernel is told to open one handle.
-#[derive(Debug)]
-enum Way {
-    /// Reads and writes go straight to this backing file.
-    Passthrough(Arc<fuser::BackingId>),
-    /// Through the inode's page cache.
-    Cached,
-    /// Not opened: another handle's file backs the inode, and this writer
-    /// may not write into it.
-    Refused,
-}
-
-/// The open handles of one inode.
-#[derive(Debug, Default)]
-struct InodeOpens {
-    /// The backing file's id while any passthrough open lasts.
-    backing: Option<Arc<fuser::BackingId>>,
-    passthrough: usize,
-    /// Opens through the page cache.
-    cached: usize,
-}
-
-impl Passthrough {
-    /// Whether a backing file serves inode `ino` now.
-    fn backed(&self, ino: u64) -> bool {
-        let o = self.opens.lock().expect("passthrough lock poisoned");
-        o.inodes.get(&ino).is_some_and(|i| i.backing.is_some())
-    }
-
-    /// How handle `fh` of inode `ino` opens. `offer` is the file the
-    /// filesystem offers for passthrough (a local copy, or a write handle's
-    /// staging file). `join`: the handle may use the file already backing the
-    /// inode, whatever it was offered (readers; writers opened with
-    /// [`MountFs::open_shared`]); other writers only ever use their own file.
-    fn decide(
-        &self,
-        ino: u64,
-        fh: u64,
-        offer: Option<&std::fs::File>,
-        join: bool,
-        open: impl FnOnce(&std::fs::File) -> std::io::Result<fuser::BackingId>,
-    ) -> Way {
-        let mut o = self.opens.lock().expect("passthrough lock poisoned");
-        let i = o.inodes.entry(ino).or_default();
-        let way = if !self.enabled.load(Ordering::SeqCst) {
-            Way::Cached
-        } else if let Some(id) = &i.backing {
-            if join {
-                Way::Passthrough(id.clone())
-            } else {
-                Way::Refused
-            }
-        } else if i.cached > 0 {
-            Way::Cached
-        } else if let Some(file) = offer {
-            match open(file) {
-                Ok(id) => Way::Passthrough(Arc::new(id)),
-                Err(e) => {
-                    tracing::info!(error = %e, "kernel refused FUSE passthrough; reads and writes stay on the normal path");
-                    self.enabled.store(false, Ordering::SeqCst);
-                    Way::Cached
-                }
-            }
-        } else {
-            Way::Cached
-        };
-        match &way {
-            Way::Passthrough(id) => {
-                i.backing = Some(id.clone());
-                i.passthrough += 1;
-            }
-            Way::Cached => i.cached += 1,
-            Way::Refused => return way,
-        }
-        o.by_fh.insert(fh, (ino, matches!(way, Way::Passthrough(_))));
-        way
-    }
-
-    fn release(&self, fh: u64) {
-        let mut o = self.opens.lock().expect("passthrough lock poisoned");
-        let Some((ino, passthrough)) = o.by_fh.remove(&fh) else { return };
-        let Some(i) = o.inodes.get_mut(&ino) else { return };
-        if passthrough {
-            i.passthrough -= 1;
-            if i.passthrough == 0 {
-                i.backing = None;
-            }
-        } else {
-            i.cached -= 1;
-        }
-        if i.passthrough == 0 && i.cached == 0 {
-            o.inodes.remove(&ino);
-        }
-    }
-}
-
 /// The adapter handed to fuser.
 #[derive(Debug)]
-pub struct FuseAdapter {
-    fs: Arc<MountFs>,
+pub struct FuseAdapter<N: Nodes = Cluster> {
+    fs: Arc<MountFs<N>>,
     rt: tokio::runtime::Handle,
     uid: u32,
     gid: u32,
-    pass: Arc<Passthrough>,
+    pass: Arc<Passthrough<fuser::BackingId>>,
 }
 
 /// Turns [`Attr`]s into kernel attributes; `Copy`, so replies can carry it into tasks.
@@ -178,13 +68,13 @@ impl AttrMaker {
     }
 }
 
-impl FuseAdapter {
+impl<N: Nodes> FuseAdapter<N> {
     fn maker(&self) -> AttrMaker {
         AttrMaker { uid: self.uid, gid: self.gid, blksize: self.fs.block_size() }
     }
 
     /// Runs `op` on the runtime and answers with an entry.
-    fn reply_entry<F>(&self, reply: ReplyEntry, op: impl FnOnce(Arc<MountFs>) -> F)
+    fn reply_entry<F>(&self, reply: ReplyEntry, op: impl FnOnce(Arc<MountFs<N>>) -> F)
     where
         F: std::future::Future<Output = Result<Attr, FsError>> + Send + 'static,
     {
@@ -199,7 +89,7 @@ impl FuseAdapter {
     }
 
     /// Runs `op` on the runtime and answers with attributes.
-    fn reply_attr<F>(&self, reply: ReplyAttr, op: impl FnOnce(Arc<MountFs>) -> F)
+    fn reply_attr<F>(&self, reply: ReplyAttr, op: impl FnOnce(Arc<MountFs<N>>) -> F)
     where
         F: std::future::Future<Output = Result<Attr, FsError>> + Send + 'static,
     {
@@ -214,7 +104,7 @@ impl FuseAdapter {
     }
 
     /// Runs `op` on the runtime and answers ok or an errno.
-    fn reply_empty<F>(&self, reply: ReplyEmpty, op: impl FnOnce(Arc<MountFs>) -> F)
+    fn reply_empty<F>(&self, reply: ReplyEmpty, op: impl FnOnce(Arc<MountFs<N>>) -> F)
     where
         F: std::future::Future<Output = Result<(), FsError>> + Send + 'static,
     {
@@ -234,22 +124,23 @@ fn busy(ino: u64) -> FsError {
         libc::ETXTBSY,
         format!("inode {ino} is open through a file this writer cannot share; retry once it is closed"),
     );
-    tracing::warn!(error = %e.message, "write open refused");
+    tracing::warn!(error = %e, "write open refused");
     e
 }
 
 fn errno(e: &FsError) -> Errno {
-    if e.errno != libc::ENOENT {
-        tracing::debug!(errno = e.errno, error = %e.message, "filesystem call failed");
+    let n = e.errno();
+    if n != libc::ENOENT {
+        tracing::debug!(errno = n, error = %e, "filesystem call failed");
     }
-    Errno::from_i32(e.errno)
+    Errno::from_i32(n)
 }
 
 fn name_str(name: &OsStr) -> Result<String, Errno> {
     name.to_str().map(str::to_string).ok_or(Errno::from_i32(libc::EINVAL))
 }
 
-impl Filesystem for FuseAdapter {
+impl<N: Nodes> Filesystem for FuseAdapter<N> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // O_TRUNC arrives with the open, so overwriting a file does not first
         // copy its old bytes into the staging file (the kernel would otherwise
@@ -259,7 +150,7 @@ impl Filesystem for FuseAdapter {
         // without it (or without CAP_SYS_ADMIN) keep every read on the normal path.
         if config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok() {
             let _ = config.set_max_stack_depth(2);
-            self.pass.enabled.store(true, Ordering::SeqCst);
+            self.pass.enable();
         }
         Ok(())
     }
@@ -556,7 +447,11 @@ pub fn check_mountpoint(dir: &Path) -> Result<(), MountError> {
 }
 
 /// Mounts `fs` at `dir`; the returned session unmounts when dropped or on `umount_and_join`.
-pub fn mount(fs: Arc<MountFs>, dir: &Path, rt: tokio::runtime::Handle) -> Result<fuser::BackgroundSession, MountError> {
+pub fn mount<N: Nodes>(
+    fs: Arc<MountFs<N>>,
+    dir: &Path,
+    rt: tokio::runtime::Handle,
+) -> Result<fuser::BackgroundSession, MountError> {
     use std::os::unix::fs::MetadataExt;
     check_mountpoint(dir)?;
     let meta = std::fs::metadata(dir).map_err(|e| MountError::Mountpoint(e.to_string()))?;

@@ -1,8 +1,6 @@
 //! The FUSE mount against a real kernel mount: reads, listings, concurrent
 //! readers, checkpoint writes (create, write, fsync, rename, unlink).
 
-mod common;
-
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,22 +9,15 @@ use std::time::Duration;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use common::*;
-use ferry_cloud_tier::faulty::Faults;
-use ferry_cloud_tier::mount::fs::MountFs;
-use ferry_cloud_tier::mount::fuse::{self, MountError};
 use ferry_cloud_tier::namespace::open_store;
+use ferry_cloud_tier::testing::faulty::Faults;
+use ferry_cloud_tier::testing::*;
+use ferry_mount::fuse::{self, MountError};
+use ferry_mount::MountFs;
 
 /// FUSE is needed; under CI its absence is a failure.
 fn fuse_available() -> bool {
-    if Path::new("/dev/fuse").exists() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("/dev/fuse missing: scripts/test.sh installs fuse3");
-    }
-    eprintln!("SKIPPED: /dev/fuse missing");
-    false
+    available(Path::new("/dev/fuse").exists(), "/dev/fuse missing: scripts/test.sh installs fuse3")
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -473,9 +464,9 @@ async fn a_failed_page_is_fetched_again_by_the_next_read() {
     let n = start_node(&certs, &cfg, "/", base, StorePath::default(), Faults::default()).await;
     let fs = MountFs::new(client(&certs, &[n.node.addr.to_string()]), dir.path().join("staging")).await.expect("fs");
     fs.set_readahead(0);
-    let attr = fs.lookup(ferry_cloud_tier::mount::fs::ROOT_INO, "f").await.expect("lookup");
+    let attr = fs.lookup(ferry_mount::ROOT_INO, "f").await.expect("lookup");
     let fh = match fs.open(attr.ino, false, false).await.expect("open") {
-        ferry_cloud_tier::mount::fs::Opened::Handle(fh) => fh,
+        ferry_mount::Opened::Handle(fh) => fh,
         _ => panic!("no local copy exists yet: reads go through the handle"),
     };
     n.store.fail_next(1);
@@ -492,6 +483,11 @@ async fn a_failed_page_is_fetched_again_by_the_next_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inodes_the_kernel_forgets_are_forgotten() {
     if !fuse_available() {
+        return;
+    }
+    // Telling the kernel to drop its dentries needs root (a writable drop_caches).
+    let may_drop = std::fs::OpenOptions::new().write(true).open("/proc/sys/vm/drop_caches").is_ok();
+    if !available(may_drop, "/proc/sys/vm/drop_caches is not writable (the test needs root)") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -551,7 +547,7 @@ async fn writes_after_an_adoption_leave_the_adopted_bytes_alone() {
     let journal = n.node.node.journal().clone();
 
     let first = data(2 * PAGE as usize + 5, 3);
-    let (attr, opened) = fs.create(ferry_cloud_tier::mount::fs::ROOT_INO, "ck.pt").await.expect("create");
+    let (attr, opened) = fs.create(ferry_mount::ROOT_INO, "ck.pt").await.expect("create");
     let fh = opened.fh();
     fs.write(fh, 0, &first).expect("write");
     fs.fsync(fh).await.expect("fsync");

@@ -18,20 +18,23 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 
 use ferry_predictor::online::{Online, Want};
 use ferry_predictor::{PrefetchConfig, ANY_READER};
-use ferry_protocol::client::Cluster;
+use ferry_protocol::codec::listed_files;
 
-use super::fs::FsError;
+use crate::error::{Context, FsError};
+use crate::nodes::Nodes;
 
 /// A page being fetched or fetched, shared by whoever needs it.
 pub type PageFuture = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
 
 /// Page `page` (of `page_size` bytes) of the `size`-byte file `path`, fetched once
 /// for whoever awaits it.
-pub fn fetch_page(cluster: &Cluster, path: &str, page: u64, page_size: u64, size: u64) -> PageFuture {
-    let (cluster, path) = (cluster.clone(), path.to_string());
+pub fn fetch_page<N: Nodes>(nodes: &N, path: &str, page: u64, page_size: u64, size: u64) -> PageFuture {
+    let (nodes, path) = (nodes.clone(), path.to_string());
     let (start, end) = (page * page_size, ((page + 1) * page_size).min(size));
-    let fut: BoxFuture<'static, Result<Bytes, FsError>> =
-        async move { cluster.read_page(&path, page, page_size, start, end).await.map_err(FsError::from) }.boxed();
+    let fut: BoxFuture<'static, Result<Bytes, FsError>> = async move {
+        nodes.read_page(&path, page, page_size, start, end).await.context(|| format!("read page {page} of {path}"))
+    }
+    .boxed();
     fut.shared()
 }
 
@@ -138,8 +141,8 @@ pub enum Source {
 }
 
 /// The mount's prefetcher, page store and counters.
-pub struct MountPrefetch {
-    cluster: Cluster,
+pub struct MountPrefetch<N> {
+    cluster: N,
     page_size: u64,
     budget: u64,
     name: String,
@@ -148,15 +151,15 @@ pub struct MountPrefetch {
     counters: Counters,
 }
 
-impl std::fmt::Debug for MountPrefetch {
+impl<N> std::fmt::Debug for MountPrefetch<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MountPrefetch").field("predictor", &self.name).field("budget", &self.budget).finish()
     }
 }
 
-impl MountPrefetch {
+impl<N: Nodes> MountPrefetch<N> {
     /// A prefetcher with `opts` over `cluster`; an unknown or unreadable model is an error.
-    pub fn new(cluster: Cluster, page_size: u64, opts: &PrefetchOptions) -> Result<Arc<MountPrefetch>, String> {
+    pub fn new(cluster: N, page_size: u64, opts: &PrefetchOptions) -> Result<Arc<MountPrefetch<N>>, String> {
         let predictor = ferry_predictor::models::by_name(&opts.predictor).map_err(|e| e.to_string())?;
         let name = predictor.name().to_string();
         // Training jobs read many files at once: look further along an announced order.
@@ -265,7 +268,7 @@ impl MountPrefetch {
     }
 
     async fn list(&self, dir: &str) {
-        let files = crate::prefetch::listed_files(dir, self.cluster.list(dir).await);
+        let files = listed_files(dir, self.cluster.list(dir).await);
         self.brain.lock().expect("prefetch lock poisoned").listed(dir, files);
     }
 

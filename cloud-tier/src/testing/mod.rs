@@ -1,0 +1,224 @@
+//! Helpers for tests and benchmarks of anything that talks to a cache
+//! node: certificates, nodes over wrapper stores, clients, a real S3 server
+//! (moto), and the rule that under CI a missing component is a failure.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytesize::ByteSize;
+use object_store::ObjectStore;
+
+use crate::clock::SystemClock;
+use crate::config::CacheConfig;
+use crate::metrics::Metrics;
+use crate::namespace::Namespace;
+use crate::testing::faulty::{Faults, FaultyStore};
+use crate::{CloudConfig, RunningNode};
+use ferry_protocol::client::Cluster;
+use ferry_protocol::ids::{NodeId, Role};
+use ferry_protocol::tls::{self, TlsMaterial};
+use ferry_protocol::transport;
+
+pub mod faulty;
+
+/// Page size of the nodes started here.
+pub const PAGE: u64 = 1 << 20;
+
+/// Whether this runs under CI: `CI` set to anything but the empty string
+/// (`true`, `1`, `yes` all count).
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Whether a component a test needs is here (`present`). If it is not, the
+/// test is skipped (it prints `SKIPPED:` and the summary of scripts/test.sh
+/// counts it), except under CI, where its absence fails the test. `missing`
+/// says what is missing and what installs it.
+pub fn available(present: bool, missing: &str) -> bool {
+    if !present {
+        assert!(!under_ci(), "{missing}");
+        eprintln!("SKIPPED: {missing}");
+    }
+    present
+}
+
+/// A CA with a cloud identity and a client identity.
+pub fn certs(dir: &Path) -> PathBuf {
+    let c = dir.join("certs");
+    tls::init_ca(&c, "test").expect("init CA");
+    tls::issue(&c, Role::Cloud, &NodeId::new("cloud-1").expect("id")).expect("issue cloud");
+    tls::issue(&c, Role::Client, &NodeId::new("client").expect("id")).expect("issue client");
+    c
+}
+
+pub fn tls_of(certs: &Path, id: &str) -> TlsMaterial {
+    TlsMaterial::load_dir(certs, &NodeId::new(id).expect("id")).expect("load identity")
+}
+
+#[derive(Debug)]
+pub struct TestNode {
+    pub node: RunningNode,
+    pub store: Arc<FaultyStore>,
+}
+
+pub fn node_config(cache_dir: &Path, memory: u64, disk: u64) -> CloudConfig {
+    CloudConfig {
+        listen: "127.0.0.1:0".parse().expect("literal address"),
+        metrics_listen: String::new(),
+        page_size: ByteSize::b(PAGE),
+        cache: CacheConfig { memory: ByteSize::b(memory), disk: ByteSize::b(disk), disk_dir: cache_dir.to_path_buf() },
+        ..CloudConfig::default()
+    }
+}
+
+/// Starts a node whose namespace mounts `base` (wrapped for counting and faults) at `mount`.
+pub async fn start_node(
+    certs: &Path,
+    cfg: &CloudConfig,
+    mount: &str,
+    base: Arc<dyn ObjectStore>,
+    prefix: object_store::path::Path,
+    faults: Faults,
+) -> TestNode {
+    let store = Arc::new(FaultyStore::new(base, faults));
+    let mut ns = Namespace::empty(Arc::new(Metrics::new()));
+    ns.add(mount, store.clone(), prefix, 0).expect("add mount");
+    let node =
+        RunningNode::start_with(cfg, ns, tls_of(certs, "cloud-1"), Arc::new(SystemClock)).await.expect("start node");
+    TestNode { node, store }
+}
+
+pub fn client(certs: &Path, nodes: &[String]) -> Cluster {
+    let ep = transport::client_endpoint(&tls_of(certs, "client")).expect("client endpoint");
+    Cluster::new(ep, nodes).expect("cluster")
+}
+
+pub async fn read_all(c: &Cluster, path: &str) -> Result<Vec<u8>, ferry_protocol::ProtocolError> {
+    let mut out = Vec::new();
+    c.read_to(path, 0, None, &mut out).await?;
+    Ok(out)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// A moto S3 server on a free loopback port, stopped on drop.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+    port: u16,
+}
+
+fn moto_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FERRY_MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    if local.exists() {
+        return Some(local);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("moto_server")).find(|p| p.is_file()))
+}
+
+impl Moto {
+    /// Starts moto, or returns `None` outside CI when it is not installed.
+    /// Under CI a missing moto is a failure.
+    pub fn start() -> Option<Moto> {
+        let Some(bin) = moto_binary() else {
+            available(false, "moto_server not found (scripts/test.sh installs it into .venv)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}"), port };
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "moto did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(moto)
+    }
+
+    /// Creates a bucket with a plain HTTP PUT.
+    pub fn create_bucket(&self, name: &str) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect moto");
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("send");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+    }
+
+    /// object_store options for this server.
+    pub fn options(&self) -> BTreeMap<String, String> {
+        [
+            ("aws_endpoint", self.endpoint.as_str()),
+            ("aws_allow_http", "true"),
+            ("aws_region", "us-east-1"),
+            ("aws_access_key_id", "test"),
+            ("aws_secret_access_key", "test"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node over a fresh local-files store in `dir/store` (memory 16 MiB, disk 64 MiB).
+#[derive(Debug)]
+pub struct FileNode {
+    pub certs: PathBuf,
+    pub base: Arc<dyn object_store::ObjectStore>,
+    pub prefix: object_store::path::Path,
+    pub node: TestNode,
+}
+
+pub async fn file_node(dir: &Path) -> FileNode {
+    file_node_with(dir, crate::testing::faulty::Faults::default()).await
+}
+
+/// Like [`file_node`], with `faults` injected at the store.
+pub async fn file_node_with(dir: &Path, faults: crate::testing::faulty::Faults) -> FileNode {
+    let certs = certs(dir);
+    let root = dir.join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let (base, prefix) =
+        crate::namespace::open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    let cfg = node_config(&dir.join("cache"), 16 << 20, 64 << 20);
+    let node = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), faults).await;
+    FileNode { certs, base, prefix, node }
+}

@@ -1,0 +1,466 @@
+//! The filesystem: namespace calls (lookup, attributes, listings,
+//! directories, rename, unlink) and the dispatch of each handle's calls to
+//! its kind: reads ([`crate::read`]), writes ([`crate::write`]) and the
+//! control files ([`crate::control`]).
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use ferry_protocol::client::Cluster;
+use ferry_protocol::codec::{EntryKind, ObjectInfo};
+use ferry_protocol::ids::NsPath;
+
+use crate::error::{FsError, FsResult};
+use crate::inodes::Inodes;
+use crate::local::LocalFiles;
+use crate::nodes::Nodes;
+use crate::prefetch::{MountPrefetch, PrefetchOptions};
+use crate::read::{ReadHandle, READAHEAD_PAGES};
+use crate::write::WriteHandle;
+use ferry_protocol::{ErrorCode, ProtocolError};
+
+/// Attributes of a file or directory, as the kernel needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: SystemTime,
+    /// The object's version tag ("" for directories and files being written).
+    pub etag: String,
+    /// The journal version tag the object was uploaded from, if the node knows it.
+    pub origin: String,
+}
+
+/// What `open` produced.
+#[derive(Debug)]
+pub enum Opened {
+    /// Reads and writes come through this handle.
+    Handle(u64),
+    /// The kernel may read (and, for a write handle, write) `file` directly
+    /// (FUSE passthrough): a complete local copy, or the staging file of a
+    /// write handle whose node runs on this host. `fh` works as a normal
+    /// handle as well, for kernels that refuse passthrough; a write handle
+    /// goes over to passthrough only through [`MountFs::passthrough_writes`].
+    Passthrough {
+        /// The handle.
+        fh: u64,
+        /// The local copy or staging file.
+        file: std::fs::File,
+    },
+    /// A control file: reads and writes bypass the kernel's page cache.
+    Direct(u64),
+}
+
+impl Opened {
+    /// The handle, whatever the kind.
+    pub fn fh(&self) -> u64 {
+        match self {
+            Opened::Handle(fh) | Opened::Direct(fh) | Opened::Passthrough { fh, .. } => *fh,
+        }
+    }
+
+    /// The file offered for passthrough, if any.
+    pub fn file(&self) -> Option<&std::fs::File> {
+        match self {
+            Opened::Passthrough { file, .. } => Some(file),
+            Opened::Handle(_) | Opened::Direct(_) => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Handle {
+    Read(Arc<ReadHandle>),
+    Write(Arc<WriteHandle>),
+    /// `.ferry-announce` open for writing: what was written so far.
+    Announce(Arc<Mutex<Vec<u8>>>),
+    /// `.ferry-stats`: the counters when it was opened.
+    Stats(Bytes),
+}
+
+/// The filesystem.
+#[derive(Debug)]
+pub struct MountFs<N: Nodes = Cluster> {
+    pub(crate) cluster: N,
+    pub(crate) page_size: u64,
+    pub(crate) staging: PathBuf,
+    pub(crate) inodes: Mutex<Inodes>,
+    pub(crate) handles: Mutex<HashMap<u64, Handle>>,
+    pub(crate) next_fh: AtomicU64,
+    /// Paths open for writing and their current size.
+    pub(crate) writing: Mutex<HashMap<String, u64>>,
+    /// Directories made with mkdir that hold nothing yet.
+    pub(crate) made_dirs: Mutex<HashSet<String>>,
+    /// Local whole-file copies for passthrough; `None` when disabled.
+    pub(crate) local: Option<Arc<LocalFiles>>,
+    /// Pages fetched ahead of a sequential reader.
+    pub(crate) readahead: AtomicU64,
+    /// Inboxes of same-host nodes already cleared of dead mounts' files.
+    pub(crate) swept: Mutex<HashSet<PathBuf>>,
+    /// Prefetch across files; `None` when disabled.
+    pub(crate) prefetch: Option<Arc<MountPrefetch<N>>>,
+}
+
+pub(crate) fn child(parent: &str, name: &str) -> FsResult<String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(FsError::new(libc::EINVAL, format!("invalid name {name:?}")));
+    }
+    let p = if parent == "/" { format!("/{name}") } else { format!("{parent}/{name}") };
+    NsPath::parse(&p).map_err(|e| FsError::new(libc::EINVAL, e))?;
+    Ok(p)
+}
+
+fn mtime(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+impl<N: Nodes> MountFs<N> {
+    /// A filesystem over `cluster`, staging writes in `staging` (created, emptied).
+    pub async fn new(cluster: N, staging: PathBuf) -> FsResult<MountFs<N>> {
+        Self::with_local_copies(cluster, staging, 0).await
+    }
+
+    /// Like [`MountFs::new`], also keeping up to `budget` bytes of whole-file
+    /// copies (under `staging/files`) of files read to the end, which later
+    /// opens may serve through FUSE passthrough at local-disk speed.
+    pub async fn with_local_copies(cluster: N, staging: PathBuf, budget: u64) -> FsResult<MountFs<N>> {
+        let page_size = cluster.page_size().await?;
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        std::fs::create_dir_all(&staging)?;
+        let local = if budget > 0 { Some(Arc::new(LocalFiles::new(staging.join("files"), budget)?)) } else { None };
+        Ok(MountFs {
+            cluster,
+            page_size,
+            staging,
+            inodes: Mutex::new(Inodes::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            writing: Mutex::new(HashMap::new()),
+            made_dirs: Mutex::new(HashSet::new()),
+            local,
+            readahead: AtomicU64::new(READAHEAD_PAGES),
+            swept: Mutex::new(HashSet::new()),
+            prefetch: None,
+        })
+    }
+
+    /// Prefetches across files with `opts` (a model that cannot be loaded is an error).
+    pub fn enable_prefetch(&mut self, opts: &PrefetchOptions) -> FsResult<()> {
+        let p = MountPrefetch::new(self.cluster.clone(), self.page_size, opts)
+            .map_err(|e| FsError::new(libc::EINVAL, format!("prefetch: {e}")))?;
+        self.prefetch = Some(p);
+        Ok(())
+    }
+
+    /// The prefetch counters (as `.ferry-stats` shows them), when prefetch is on.
+    pub fn prefetch_stats(&self) -> Option<serde_json::Value> {
+        self.prefetch.as_ref().map(|p| p.stats())
+    }
+
+    pub(crate) fn path_of(&self, ino: u64) -> FsResult<String> {
+        self.inodes
+            .lock()
+            .expect("inode lock poisoned")
+            .by_ino
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::ENOENT, format!("unknown inode {ino}")))
+    }
+
+    pub(crate) fn ino_of(&self, path: &str) -> u64 {
+        self.inodes.lock().expect("inode lock poisoned").ino(path)
+    }
+
+    /// `a`, the attributes of `path`, goes to the kernel as an entry: it
+    /// holds one more reference to the inode.
+    pub(crate) fn entry(&self, path: &str, a: Attr) -> Attr {
+        self.inodes.lock().expect("inode lock poisoned").remember(a.ino, path);
+        a
+    }
+
+    /// The kernel forgot `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.lock().expect("inode lock poisoned").forget(ino, n);
+    }
+
+    /// Inodes known here (the kernel's, the root, and a few in use by
+    /// handles or recent renames).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.lock().expect("inode lock poisoned").by_ino.len()
+    }
+
+    pub(crate) fn dir_attr(&self, path: &str) -> Attr {
+        Attr {
+            ino: self.ino_of(path),
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime: UNIX_EPOCH,
+            etag: String::new(),
+            origin: String::new(),
+        }
+    }
+
+    /// Attributes of a file that exists only here so far (being written, or a control file).
+    pub(crate) fn local_file_attr(&self, path: &str, size: u64) -> Attr {
+        Attr {
+            ino: self.ino_of(path),
+            kind: EntryKind::File,
+            size,
+            mtime: SystemTime::now(),
+            etag: String::new(),
+            origin: String::new(),
+        }
+    }
+
+    pub(crate) fn attr_of(&self, path: &str, info: &ObjectInfo) -> Attr {
+        self.attr_of_ino(self.ino_of(path), info)
+    }
+
+    pub(crate) fn attr_of_ino(&self, ino: u64, info: &ObjectInfo) -> Attr {
+        Attr {
+            ino,
+            kind: info.kind,
+            size: info.size,
+            mtime: mtime(info.mtime_ms),
+            etag: info.etag.clone(),
+            origin: info.origin.clone(),
+        }
+    }
+
+    pub(crate) async fn stat_path(&self, path: &str) -> FsResult<Attr> {
+        if path == "/" {
+            return Ok(self.dir_attr(path));
+        }
+        if self.control(path) {
+            return Ok(self.local_file_attr(path, 0));
+        }
+        let writing = self.writing.lock().expect("writing lock poisoned").get(path).copied();
+        if let Some(size) = writing {
+            // Passthrough writes bypass `write`: their files tell the size.
+            let written = self.passthrough_files(path).iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).max();
+            return Ok(self.local_file_attr(path, size.max(written.unwrap_or(0))));
+        }
+        match self.cluster.stat(path).await {
+            Ok(info) => Ok(self.attr_of(path, &info)),
+            Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. })
+                if self.made_dirs.lock().expect("dirs lock poisoned").contains(path) =>
+            {
+                Ok(self.dir_attr(path))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Looks up `name` in directory `parent`.
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let path = child(&self.path_of(parent)?, name)?;
+        let a = self.stat_path(&path).await?;
+        Ok(self.entry(&path, a))
+    }
+
+    /// Attributes of `ino`.
+    pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let path = self.path_of(ino)?;
+        self.stat_path(&path).await
+    }
+
+    /// Entries of directory `ino` (without `.` and `..`).
+    pub async fn readdir(&self, ino: u64) -> FsResult<Vec<(String, Attr)>> {
+        let path = self.path_of(ino)?;
+        let mut out: Vec<(String, Attr)> = match self.cluster.list(&path).await {
+            Ok(entries) => entries
+                .into_iter()
+                .map(|e| {
+                    let p = child(&path, &e.name).unwrap_or_default();
+                    let ino = self.inodes.lock().expect("inode lock poisoned").listed(&p);
+                    (e.name, self.attr_of_ino(ino, &e.info))
+                })
+                .collect(),
+            Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. })
+                if self.made_dirs.lock().expect("dirs lock poisoned").contains(&path) =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
+        let extra: Vec<String> = {
+            let dirs = self.made_dirs.lock().expect("dirs lock poisoned");
+            let writing = self.writing.lock().expect("writing lock poisoned");
+            dirs.iter()
+                .chain(writing.keys())
+                .filter_map(|p| p.strip_prefix(&prefix))
+                .filter(|r| !r.contains('/'))
+                .map(str::to_string)
+                .collect()
+        };
+        for name in extra {
+            if !out.iter().any(|(n, _)| *n == name) {
+                let p = child(&path, &name)?;
+                if let Ok(a) = self.stat_path(&p).await {
+                    out.push((name, a));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::SeqCst);
+        self.handles.lock().expect("handle lock poisoned").insert(fh, h);
+        fh
+    }
+
+    pub(crate) fn handle(&self, fh: u64) -> FsResult<Option<Handle>> {
+        Ok(self.handles.lock().expect("handle lock poisoned").get(&fh).map(|h| match h {
+            Handle::Read(r) => Handle::Read(r.clone()),
+            Handle::Write(w) => Handle::Write(w.clone()),
+            Handle::Announce(a) => Handle::Announce(a.clone()),
+            Handle::Stats(b) => Handle::Stats(b.clone()),
+        }))
+    }
+
+    /// Opens `ino`; `write` for write access, `truncate` for O_TRUNC.
+    pub async fn open(&self, ino: u64, write: bool, truncate: bool) -> FsResult<Opened> {
+        let path = self.path_of(ino)?;
+        if self.control(&path) {
+            return self.open_control(&path, write);
+        }
+        let attr = self.stat_path(&path).await?;
+        if attr.kind == EntryKind::Dir {
+            return Err(FsError::new(libc::EISDIR, format!("{path} is a directory")));
+        }
+        if write {
+            return self.open_write(&path, &attr, truncate).await;
+        }
+        Ok(self.open_read(path, attr))
+    }
+
+    /// Creates and opens `name` in `parent` for writing.
+    pub async fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, Opened)> {
+        let path = child(&self.path_of(parent)?, name)?;
+        let (fh, w) = self.new_write_handle(&path, true, true).await?;
+        let opened = self.write_opened(fh, &w)?;
+        Ok((self.entry(&path, self.local_file_attr(&path, 0)), opened))
+    }
+
+    /// `flush` (each close) and `fsync`: make written bytes durable on the node.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        match self.handle(fh)? {
+            Some(Handle::Write(w)) => self.persist(&w).await,
+            Some(Handle::Announce(a)) => self.announce(&a).await,
+            Some(Handle::Read(_) | Handle::Stats(_)) => Ok(()),
+            None => Err(FsError::new(libc::EBADF, format!("unknown handle {fh}"))),
+        }
+    }
+
+    /// Closes a handle for good.
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let h = self.handles.lock().expect("handle lock poisoned").remove(&fh);
+        if let Some(Handle::Read(r)) = &h {
+            self.read_to_the_end(r);
+        }
+        if let Some(Handle::Write(w)) = h {
+            self.release_write(&w).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes file `name` from `parent`.
+    pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        let path = child(&self.path_of(parent)?, name)?;
+        // Handles still open on the file write nowhere from now on (POSIX
+        // unlink semantics): a late flush or release must not bring it back.
+        let open: Vec<Arc<WriteHandle>> = self.write_handles_of(&path);
+        for w in &open {
+            w.staged().dirty = false;
+            w.path.lock().expect("path lock poisoned").clear();
+        }
+        if let Some(local) = &self.local {
+            local.forget(&path);
+        }
+        let was_writing = self.writing.lock().expect("writing lock poisoned").remove(&path).is_some();
+        match self.cluster.delete(&path).await {
+            Ok(()) => {}
+            // Created here but never sent to the node: nothing to delete there.
+            Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. }) if was_writing => {}
+            Err(e) => return Err(e.into()),
+        }
+        // A file made again under this name is a new inode: the kernel may
+        // still hold the old one open (with a backing file of its own).
+        self.inodes.lock().expect("inode lock poisoned").by_path.remove(&path);
+        Ok(())
+    }
+
+    /// Renames `name` in `parent` to `newname` in `newparent`.
+    pub async fn rename(&self, parent: u64, name: &str, newparent: u64, newname: &str) -> FsResult<()> {
+        let from = child(&self.path_of(parent)?, name)?;
+        let to = child(&self.path_of(newparent)?, newname)?;
+        // Bytes still only on this machine go to the node first.
+        let open = self.write_handles_of(&from);
+        for w in &open {
+            self.persist(w).await?;
+        }
+        if self.made_dirs.lock().expect("dirs lock poisoned").contains(&from) {
+            return Err(FsError::new(libc::EXDEV, "renaming directories is not supported"));
+        }
+        self.cluster.rename(&from, &to).await?;
+        for w in &open {
+            *w.path.lock().expect("path lock poisoned") = to.clone();
+        }
+        let mut writing = self.writing.lock().expect("writing lock poisoned");
+        if let Some(s) = writing.remove(&from) {
+            writing.insert(to.clone(), s);
+        }
+        drop(writing);
+        if let Some(local) = &self.local {
+            local.forget(&to);
+            local.rename(&from, &to);
+        }
+        self.inodes.lock().expect("inode lock poisoned").rename(&from, &to);
+        Ok(())
+    }
+
+    /// Makes directory `name` in `parent`.
+    pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let path = child(&self.path_of(parent)?, name)?;
+        if self.stat_path(&path).await.is_ok() {
+            return Err(FsError::new(libc::EEXIST, format!("{path} exists")));
+        }
+        self.made_dirs.lock().expect("dirs lock poisoned").insert(path.clone());
+        Ok(self.entry(&path, self.dir_attr(&path)))
+    }
+
+    /// Removes empty directory `name` from `parent`.
+    pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        let path = child(&self.path_of(parent)?, name)?;
+        let ino = self.ino_of(&path);
+        if !self.readdir(ino).await?.is_empty() {
+            return Err(FsError::new(libc::ENOTEMPTY, format!("{path} is not empty")));
+        }
+        self.made_dirs.lock().expect("dirs lock poisoned").remove(&path);
+        Ok(())
+    }
+
+    /// Sets how many pages are fetched ahead of a sequential reader (0: none).
+    pub fn set_readahead(&self, pages: u64) {
+        self.readahead.store(pages, Ordering::Relaxed);
+    }
+
+    /// Block size reported to readers (`st_blksize`): the page size.
+    pub fn block_size(&self) -> u32 {
+        u32::try_from(self.page_size).unwrap_or(1 << 20)
+    }
+}
