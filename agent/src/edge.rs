@@ -131,10 +131,7 @@ pub fn print_status(config: &Path, json: bool) -> Result<()> {
     }
     println!("retention:  {} uploaded file(s) deleted, {} dropped before upload", s.files_deleted, s.files_dropped);
     if s.updated_ms > 0 {
-        let age =
-            (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-                - s.updated_ms)
-                .max(0);
+        let age = (ferry_protocol::clock::Clock::now_ms(&ferry_protocol::clock::SystemClock) - s.updated_ms).max(0);
         println!(
             "agent:      last seen {} ago",
             humantime::format_duration(std::time::Duration::from_secs((age / 1000) as u64))

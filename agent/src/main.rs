@@ -1,32 +1,35 @@
-//! `ferry`: one binary for every role — cache node, robot agent, reader, operator.
+//! `ferry`: one binary for every role — cache node, training host, robot
+//! agent, reader, operator.
 //!
 //! Modules: `config` (TOML + `FERRY_CLOUD_*` / `FERRY_CLIENT_*` /
 //! `FERRY_EDGE_*` overrides), `certs` (`ferry cert`), `read` (`cat`, `ls`,
-//! `stat`, `load`), `edge` (`ferry edge`), `mount`, `up` (the
-//! embedded-default stack), `bench` (benchmark scenarios that print ratios).
+//! `stat`, `load`), `edge` (`ferry edge`), `model` (`ferry model`), `mount`,
+//! `predictor` (`ferry predictor`), `up` (the embedded-default stack).
 //!
-//! Features: `cloud` (cache node, mount, `up`, benchmarks) and `edge` (the
-//! robot agent). `--no-default-features --features edge` builds the robot
-//! binary without FUSE or cache-node code.
+//! Features, one per machine: `cloud` (cache node), `mount` (training host),
+//! `edge` (robot), `operator` (certificates, model push, predictor
+//! training, progress bars), and `up` (all of them, the default).
+//! `--no-default-features --features edge` builds the robot binary: no FUSE,
+//! no cache node, no predictor, no certificate issuing, no model pusher.
+//! Benchmarks are a separate binary (`ferry-bench`).
 
 #[cfg(feature = "edge")]
 mod alloc;
-#[cfg(feature = "cloud")]
-mod bench;
-#[cfg(feature = "cloud")]
-mod bench_edge;
+#[cfg(feature = "operator")]
 mod certs;
 mod config;
 #[cfg(feature = "edge")]
 mod edge;
-#[cfg(feature = "edge")]
+#[cfg(feature = "operator")]
 mod model;
-#[cfg(feature = "cloud")]
+#[cfg(feature = "mount")]
 mod mount;
+#[cfg(feature = "operator")]
 mod predictor;
 mod read;
+#[cfg(any(feature = "cloud", feature = "mount", feature = "edge"))]
 mod signal;
-#[cfg(feature = "cloud")]
+#[cfg(feature = "up")]
 mod up;
 
 use std::path::PathBuf;
@@ -36,6 +39,7 @@ use clap::{Parser, Subcommand};
 use tokio::io::AsyncWriteExt;
 
 use ferry_protocol::codec::EntryKind;
+#[cfg(feature = "operator")]
 use ferry_protocol::ids::Role;
 
 /// Move data between robots, object storage and GPU training machines.
@@ -53,7 +57,7 @@ struct Cli {
 enum Command {
     /// Run a local stack on embedded defaults: CA, a cache node over DIR/store, the mount at DIR/mnt,
     /// an edge agent uploading DIR/robot, DIR/client.toml.
-    #[cfg(feature = "cloud")]
+    #[cfg(feature = "up")]
     Up {
         /// Working directory for the stack's data, certificates and configs.
         #[arg(long, env = "FERRY_DATA", default_value = "ferry-data")]
@@ -76,7 +80,7 @@ enum Command {
         config: PathBuf,
     },
     /// FUSE-mount the namespace at DIR (an existing, empty directory) until Ctrl-C or SIGTERM.
-    #[cfg(feature = "cloud")]
+    #[cfg(feature = "mount")]
     Mount {
         /// Where to mount.
         dir: PathBuf,
@@ -123,6 +127,7 @@ enum Command {
         client: ClientArgs,
     },
     /// Preload a file or directory into the cache.
+    #[cfg(feature = "progress")]
     Load {
         /// `ferry://HOST:PORT/PATH`, or `/PATH` with the nodes from --config.
         target: String,
@@ -130,23 +135,19 @@ enum Command {
         client: ClientArgs,
     },
     /// Fleet CA and node identities.
+    #[cfg(feature = "operator")]
     Cert {
         #[command(subcommand)]
         command: CertCommand,
     },
-    /// Benchmark scenarios; each prints its figures beside a baseline measured in the same run.
-    #[cfg(feature = "cloud")]
-    Bench {
-        #[command(subcommand)]
-        scenario: bench::Scenario,
-    },
     /// Access traces and prefetch predictors: generate, train, evaluate.
+    #[cfg(feature = "operator")]
     Predictor {
         #[command(subcommand)]
         command: predictor::PredictorCommand,
     },
     /// Model versions to fleets: push, status, rollback, promote.
-    #[cfg(feature = "edge")]
+    #[cfg(feature = "operator")]
     Model {
         #[command(subcommand)]
         command: ModelCommand,
@@ -162,7 +163,7 @@ enum Command {
     },
 }
 
-#[cfg(feature = "edge")]
+#[cfg(feature = "operator")]
 #[derive(Debug, Subcommand)]
 enum ModelCommand {
     /// Chunk a model file, store its chunks through the cache, sign its manifest and announce it to the fleet.
@@ -218,7 +219,7 @@ enum ModelCommand {
     },
 }
 
-#[cfg(feature = "edge")]
+#[cfg(feature = "operator")]
 fn parse_percent(s: &str) -> Result<u8, String> {
     let n: u8 = s.trim_end_matches('%').parse().map_err(|_| format!("{s:?} is not a percentage"))?;
     if n > 100 {
@@ -251,6 +252,7 @@ impl ClientArgs {
     }
 }
 
+#[cfg(feature = "operator")]
 #[derive(Debug, Subcommand)]
 enum CertCommand {
     /// Create a fleet CA and the fleet's model-signing key.
@@ -309,7 +311,7 @@ fn main() {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        #[cfg(feature = "cloud")]
+        #[cfg(feature = "up")]
         Command::Up { data, listen, metrics_listen, mqtt_listen } => {
             up::run(&data, listen, metrics_listen, mqtt_listen).await
         }
@@ -317,8 +319,9 @@ async fn run(command: Command) -> Result<()> {
         Command::Edge { config, command: None } => edge::run(&config).await,
         #[cfg(feature = "edge")]
         Command::Edge { config, command: Some(EdgeCommand::Status { json }) } => edge::print_status(&config, json),
+        #[cfg(feature = "operator")]
         Command::Predictor { command } => predictor::run(command),
-        #[cfg(feature = "edge")]
+        #[cfg(feature = "operator")]
         Command::Model { command } => {
             let load = |c: &ClientArgs| {
                 config::ClientConfig::load(
@@ -363,7 +366,7 @@ async fn run(command: Command) -> Result<()> {
             node.shutdown().await;
             Ok(())
         }
-        #[cfg(feature = "cloud")]
+        #[cfg(feature = "mount")]
         Command::Mount { dir, staging, local_copies, prefetch, prefetch_budget, client } => {
             let t = read::Target { node: None, path: "/".into() };
             let c = read::cluster(&client.config, client.explicit(), &t)?;
@@ -406,6 +409,7 @@ async fn run(command: Command) -> Result<()> {
             println!("persisted: {}", if info.persisted { "yes" } else { "no (write pending)" });
             Ok(())
         }
+        #[cfg(feature = "progress")]
         Command::Load { target, client } => {
             let t = read::parse_target(&target)?;
             let c = read::cluster(&client.config, client.explicit(), &t)?;
@@ -416,6 +420,7 @@ async fn run(command: Command) -> Result<()> {
             println!("loaded {objects} object(s), {} into the cache", read::human(bytes));
             Ok(())
         }
+        #[cfg(feature = "operator")]
         Command::Cert { command } => match command {
             CertCommand::Init { dir, fleet } => {
                 certs::init(&dir, &fleet)?;
@@ -429,7 +434,5 @@ async fn run(command: Command) -> Result<()> {
                 Ok(())
             }
         },
-        #[cfg(feature = "cloud")]
-        Command::Bench { scenario } => bench::run(scenario).await,
     }
 }

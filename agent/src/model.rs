@@ -10,11 +10,12 @@ use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 
-use ferry_edge_tier::models::{mqtt_options, BrokerAccess};
 use ferry_protocol::client::Cluster;
+use ferry_protocol::clock::{Clock, SystemClock};
 use ferry_protocol::manifest::{
     chunk_path, model_topic, Announcement, DeviceStatus, Manifest, ManifestChunk, SignedManifest,
 };
+use ferry_protocol::mqtt::{mqtt_options, BrokerAccess};
 
 use crate::config::ClientConfig;
 
@@ -36,10 +37,6 @@ fn load_signing_key(certs: &Path) -> Result<ed25519_dalek::SigningKey> {
     let pem = std::fs::read_to_string(&path)
         .with_context(|| format!("the fleet's signing key {} (made by `ferry cert init`)", path.display()))?;
     ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("reading {}", path.display()))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Connects to the broker of `cfg`.
@@ -124,7 +121,7 @@ pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, cana
     let cluster = crate::read::connect(cfg, &cfg.nodes)?;
 
     let path = file.to_path_buf();
-    let (chunks, _) = tokio::task::spawn_blocking(move || ferry_edge_tier::agent::cut(&path, 0, size, true)).await??;
+    let (chunks, _) = tokio::task::spawn_blocking(move || ferry_protocol::chunk::cut(&path, 0, size, true)).await??;
     let bar = indicatif::ProgressBar::new(size).with_message(format!("{model} {version}"));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
@@ -163,7 +160,7 @@ pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, cana
         version: version.clone(),
         file: file_name,
         size,
-        created_ms: now_ms(),
+        created_ms: SystemClock.now_ms(),
         chunks: chunks.iter().map(|(_, len, h)| ManifestChunk::new(h, *len)).collect(),
     };
     let signed = manifest.sign(&key);

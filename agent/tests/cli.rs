@@ -22,19 +22,12 @@ fn help_for_every_command() {
         &["mount", "--help"],
         &["cert", "init", "--help"],
         &["cert", "issue", "--help"],
-        &["bench", "read", "--help"],
-        &["bench", "checkpoint", "--help"],
-        &["bench", "train", "--help"],
         &["edge", "--help"],
         &["edge", "status", "--help"],
         &["model", "push", "--help"],
         &["model", "status", "--help"],
         &["model", "rollback", "--help"],
         &["model", "promote", "--help"],
-        &["bench", "edge", "--help"],
-        &["bench", "edge-link", "--help"],
-        &["bench", "edge-crash", "--help"],
-        &["bench", "fleet", "--help"],
         &["predictor", "gen", "--help"],
         &["predictor", "train", "--help"],
         &["predictor", "eval", "--help"],
@@ -147,10 +140,13 @@ fn up_serves_the_data_directory_and_stops_cleanly() {
     let text = String::from_utf8_lossy(&stat.stdout);
     assert!(text.contains(&format!("size:      {}", body.len())), "{text}");
 
-    // The stack mounts the namespace at DIR/mnt.
+    // The stack mounts the namespace at DIR/mnt (when the kernel has FUSE).
     let mnt = up.data.join("mnt");
-    assert_eq!(std::fs::read(mnt.join("datasets/hello.txt")).expect("read through the mount"), b"hello from ferry\n");
-    assert!(std::fs::read(mnt.join("datasets/scenes/lidar.bin")).expect("read through the mount") == body);
+    if fuse_available() {
+        let hello = std::fs::read(mnt.join("datasets/hello.txt")).expect("read through the mount");
+        assert_eq!(hello, b"hello from ferry\n");
+        assert!(std::fs::read(mnt.join("datasets/scenes/lidar.bin")).expect("read through the mount") == body);
+    }
 
     // The stack's robot: a file dropped into DIR/robot arrives in the store.
     let log: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
@@ -306,9 +302,11 @@ fn predictor_gen_train_eval() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(model.join("model.json").is_file());
 
-    // Held-out traces: the committed fixtures, seeds not used above.
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/traces/clip-1.trace");
-    let o = run(&["predictor", "eval", "--traces", path(&fixtures), "--model", path(&model), "--json"]);
+    // A held-out trace: the same shape, a seed the model was not trained on.
+    let held_out = dir.path().join("held-out");
+    let o = run(&["predictor", "gen", "--shape", "clip", "--seed", "7", "--size", "small", "--out", path(&held_out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["predictor", "eval", "--traces", path(&held_out), "--model", path(&model), "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).expect("one JSON array");
     let names: Vec<&str> = rows.iter().filter_map(|r| r["predictor"].as_str()).collect();
@@ -624,7 +622,9 @@ fn a_pytorch_dataloader_reads_the_mount_in_its_announced_order() {
         seen.sort();
         assert_eq!(seen, want.keys().cloned().collect::<Vec<_>>(), "epoch {e}: every sample exactly once");
     }
-    // The workers' reads were prefetched in the order the sampler announced.
+    // The sampler's announcement reached the mount, and pages prefetched
+    // for it were read by the workers (what was fetched ahead, in which
+    // order, is checked against the oracle in the predictor's own tests).
     let stats = &out["stats"];
     assert!(stats["prefetch_hits"].as_u64().expect("prefetch_hits") > 0, "no prefetch hits: {stats}");
     assert!(stats["useful_bytes"].as_u64().expect("useful_bytes") > 0, "nothing prefetched was used: {stats}");

@@ -243,35 +243,6 @@ fn over_budget_uploaded_files_go_first_and_the_rest_stay() {
     }
 }
 
-/// Root, `ip`, `tc` and `nft` build the lossy link; under CI their absence is a failure.
-fn netns_available() -> bool {
-    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let tools = ["ip", "tc", "nft"].iter().all(|t| {
-        std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    available(
-        root && tools,
-        "network namespaces need root, ip, tc and nft (scripts/test.sh installs iproute2 and nftables)",
-    )
-}
-
-#[test]
-fn upload_over_a_slow_lossy_link_completes_intact() {
-    if !netns_available() {
-        return;
-    }
-    // 10 Mbit/s with 2 % of packets dropped each way, between two network namespaces;
-    // the scenario fails unless the object arrives byte for byte.
-    let o = run(&["bench", "edge-link", "--size", "2MiB", "--rate-mbit", "10", "--loss", "2"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = String::from_utf8_lossy(&o.stdout);
-    let json: serde_json::Value = serde_json::from_str(out.lines().last().expect("a JSON line")).expect("JSON");
-    assert_eq!(json["intact"], true, "{out}");
-}
-
 #[test]
 fn a_real_mcap_log_uploads_and_reads_back_with_an_mcap_reader() {
     let dir = tempfile::tempdir().expect("tempdir");

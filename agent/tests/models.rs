@@ -244,7 +244,7 @@ fn tampered_chunks_and_foreign_signatures_leave_the_running_version() {
     // v2 shares nothing with v1; one of its chunks is already in the store, corrupted.
     let other: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(40503) >> 5) as u8).collect();
     std::fs::write(&v2, &other).expect("write");
-    let (chunks, _) = ferry_edge_tier::agent::cut(&v2, 0, other.len() as u64, true).expect("cut");
+    let (chunks, _) = ferry_protocol::chunk::cut(&v2, 0, other.len() as u64, true).expect("cut");
     let (off, len, hash) = chunks[chunks.len() / 2];
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     let stored = dir.path().join("store/models/chunks").join(hex);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use ferry_protocol::codec::{ChunkCodec, ChunkHash, MAX_CHUNK};
+use ferry_protocol::codec::ChunkHash;
 
 use crate::error::NodeError;
 
@@ -23,29 +23,6 @@ pub struct ChunkStore {
     budget: AtomicU64,
     used: AtomicU64,
     next_tmp: AtomicU64,
-}
-
-/// Decodes a chunk's wire bytes and checks them against `hash` and `raw_len`.
-pub fn decode(hash: &ChunkHash, raw_len: u32, codec: ChunkCodec, wire: &[u8]) -> Result<Vec<u8>, NodeError> {
-    if raw_len > MAX_CHUNK {
-        return Err(NodeError::InvalidInput(format!("chunk of {raw_len} bytes exceeds {MAX_CHUNK}")));
-    }
-    let raw = match codec {
-        ChunkCodec::Raw => wire.to_vec(),
-        ChunkCodec::Zstd => zstd::bulk::decompress(wire, raw_len as usize)
-            .map_err(|e| NodeError::InvalidInput(format!("chunk {} does not decompress: {e}", hex::encode(hash))))?,
-    };
-    if raw.len() != raw_len as usize {
-        return Err(NodeError::InvalidInput(format!(
-            "chunk {} decodes to {} bytes, not the announced {raw_len}",
-            hex::encode(hash),
-            raw.len()
-        )));
-    }
-    if blake3::hash(&raw).as_bytes() != hash {
-        return Err(NodeError::Corrupt(format!("chunk {} does not match its hash", hex::encode(hash))));
-    }
-    Ok(raw)
 }
 
 impl ChunkStore {

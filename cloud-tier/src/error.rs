@@ -23,6 +23,9 @@ pub enum NodeError {
     /// Local disk I/O failed.
     #[error("disk: {0}")]
     Io(#[from] std::io::Error),
+    /// A chunk's wire bytes are not the chunk they claim to be.
+    #[error(transparent)]
+    Chunk(#[from] ferry_protocol::chunk::ChunkError),
     /// The peer may not do this.
     #[error("{0}")]
     Unauthorized(String),
@@ -37,6 +40,8 @@ impl NodeError {
             NodeError::Store(_) | NodeError::Changed(_) => ErrorCode::Unavailable,
             NodeError::Corrupt(_) => ErrorCode::Corrupted,
             NodeError::Io(_) => ErrorCode::Internal,
+            NodeError::Chunk(ferry_protocol::chunk::ChunkError::Hash(_)) => ErrorCode::Corrupted,
+            NodeError::Chunk(_) => ErrorCode::InvalidInput,
             NodeError::Unauthorized(_) => ErrorCode::Unauthorized,
         }
     }

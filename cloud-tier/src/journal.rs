@@ -43,6 +43,7 @@ use tokio::sync::Notify;
 
 use ferry_protocol::ids::NsPath;
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::NodeError;
 use crate::namespace::Namespace;
 
@@ -86,11 +87,13 @@ pub fn journal_etag(seq: u64) -> String {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemClock.now_ms()
 }
 
-fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+/// A first sequence number above any this journal gave out before a
+/// restart that lost its entries (milliseconds, in microsecond units).
+fn seq_floor() -> u64 {
+    u64::try_from(SystemClock.now_ms()).unwrap_or(0).saturating_mul(1000)
 }
 
 /// Object size up to which an upload is one PUT; larger ones go in parts of this size.
@@ -206,7 +209,7 @@ impl Journal {
         }
         Ok(Journal {
             dir: dir.to_path_buf(),
-            next_seq: AtomicU64::new((max_seq + 1).max(now_us())),
+            next_seq: AtomicU64::new((max_seq + 1).max(seq_floor())),
             pending: Mutex::new(best),
             wake: Notify::new(),
             left: Notify::new(),

@@ -27,7 +27,7 @@
 
 pub mod cache;
 pub mod chunks;
-pub mod clock;
+pub use ferry_protocol::clock;
 pub mod config;
 pub mod error;
 pub mod journal;

@@ -7,41 +7,33 @@
 //! listing). The node's metrics count what prefetch fetched, what of it was
 //! read, and what demand reads found (`ferry_prefetch_*`).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use ferry_predictor::ledger::{Demand, Ledger};
 use ferry_predictor::online::Online;
 use ferry_predictor::PrefetchConfig;
 use ferry_protocol::codec::{listed_files, DirEntry, ObjectInfo};
 use ferry_protocol::ids::NsPath;
 
 use crate::cache::PageCache;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
-
-/// A prefetched page not read within this long was a wrong guess.
-const STALE: Duration = Duration::from_secs(30);
-
-#[derive(Default)]
-struct Issued {
-    /// Prefetched pages not read yet: bytes and when they were asked for.
-    pages: HashMap<(String, u64), (u64, Instant)>,
-    held: u64,
-}
 
 /// The node's prefetcher.
 pub struct NodePrefetch {
     cache: Arc<PageCache>,
     metrics: Arc<Metrics>,
-    budget: u64,
+    clock: Arc<dyn Clock>,
     name: String,
     brain: Mutex<Online>,
-    issued: Mutex<Issued>,
+    /// Prefetched pages not read yet (a page read leaves the ledger: the
+    /// page cache holds its bytes).
+    issued: Mutex<Ledger<(String, u64)>>,
 }
 
 impl std::fmt::Debug for NodePrefetch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodePrefetch").field("predictor", &self.name).field("budget", &self.budget).finish()
+        f.debug_struct("NodePrefetch").field("predictor", &self.name).finish()
     }
 }
 
@@ -51,19 +43,20 @@ impl NodePrefetch {
     pub fn new(
         cache: Arc<PageCache>,
         metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
         predictor: &str,
         budget: u64,
-    ) -> Result<NodePrefetch, String> {
-        let p = ferry_predictor::models::by_name(predictor).map_err(|e| e.to_string())?;
+    ) -> Result<NodePrefetch, ferry_predictor::models::ModelError> {
+        let p = ferry_predictor::models::by_name(predictor)?;
         let name = p.name().to_string();
         let page_size = cache.page_size();
         Ok(NodePrefetch {
             cache,
             metrics,
-            budget,
+            clock,
             name,
             brain: Mutex::new(Online::new(p, PrefetchConfig::default(), page_size)),
-            issued: Mutex::new(Issued::default()),
+            issued: Mutex::new(Ledger::new(budget)),
         })
     }
 
@@ -85,12 +78,18 @@ impl NodePrefetch {
             let mut issued = self.issued.lock().expect("prefetch lock poisoned");
             for page in offset / ps..=(end - 1) / ps {
                 self.metrics.prefetch_demand_pages.inc();
-                if let Some((bytes, _)) = issued.pages.remove(&(path.as_str().to_string(), page)) {
-                    issued.held -= bytes;
-                    self.metrics.prefetch_useful_bytes.inc_by(bytes);
+                let key = (path.as_str().to_string(), page);
+                let useful = issued.counts().useful_bytes;
+                if issued.read(&key) {
+                    issued.forget(&key);
+                    issued.demand(Demand::Prefetched);
+                    self.metrics.prefetch_useful_bytes.inc_by(issued.counts().useful_bytes - useful);
                     self.metrics.prefetch_hits.inc();
                 } else if !self.cache.holds(path, info, page) {
+                    issued.demand(Demand::Fetched);
                     self.metrics.prefetch_demand_misses.inc();
+                } else {
+                    issued.demand(Demand::Readahead);
                 }
             }
         }
@@ -121,30 +120,22 @@ impl NodePrefetch {
     /// within the budget); returns them.
     fn claim(&self, path: &str, size: u64, pages: &[u64]) -> Vec<u64> {
         let ps = self.cache.page_size();
+        let now = self.clock.now_ms();
         let mut issued = self.issued.lock().expect("prefetch lock poisoned");
         let mut out = Vec::new();
         for &page in pages {
             let bytes = size.saturating_sub(page * ps).min(ps);
             let key = (path.to_string(), page);
-            if bytes == 0 || issued.pages.contains_key(&key) {
+            if bytes == 0 || issued.contains(&key) {
                 continue;
             }
-            if issued.held + bytes > self.budget {
-                // Wrong guesses make room once they are stale.
-                let stale: Vec<(String, u64)> =
-                    issued.pages.iter().filter(|(_, (_, at))| at.elapsed() > STALE).map(|(k, _)| k.clone()).collect();
-                for k in stale {
-                    if let Some((b, _)) = issued.pages.remove(&k) {
-                        issued.held -= b;
-                        self.metrics.prefetch_wasted_bytes.inc_by(b);
-                    }
-                }
-                if issued.held + bytes > self.budget {
-                    break;
-                }
+            let wasted = issued.counts().wasted_bytes;
+            // Wrong guesses make room once they are stale.
+            let fits = issued.issue(key, bytes, now).is_some();
+            self.metrics.prefetch_wasted_bytes.inc_by(issued.counts().wasted_bytes - wasted);
+            if !fits {
+                break;
             }
-            issued.pages.insert(key, (bytes, Instant::now()));
-            issued.held += bytes;
             self.metrics.prefetch_bytes.inc_by(bytes);
             out.push(page);
         }

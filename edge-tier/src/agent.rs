@@ -3,117 +3,34 @@
 //! bandwidth cap), commit objects, and keep the disk within its budget.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use globset::GlobMatcher;
 use tokio::sync::Notify;
 
+use ferry_protocol::chunk::{cut, encode};
 use ferry_protocol::client::Cluster;
-use ferry_protocol::codec::{ChunkCodec, ChunkHash};
+use ferry_protocol::clock::{Clock, SystemClock};
+use ferry_protocol::codec::ChunkHash;
 use ferry_protocol::ids::NsPath;
-use ferry_protocol::ProtocolError;
 
-use crate::config::{BandwidthConfig, EdgeConfig, Retention, WatchConfig};
+use crate::bandwidth::Limiter;
+use crate::config::{EdgeConfig, Retention, WatchConfig};
+pub use crate::error::EdgeError;
 use crate::spool::{ChunkRow, FileRow, Spool};
 
-/// Content-defined chunk sizes: minimum, average (the target) and maximum.
-pub const CHUNK_MIN: u32 = 16 << 10;
-/// Average chunk size.
-pub const CHUNK_AVG: u32 = 64 << 10;
-/// Maximum chunk size.
-pub const CHUNK_MAX: u32 = 256 << 10;
-/// zstd level for chunks.
-const ZSTD_LEVEL: i32 = 3;
 /// Chunks sent concurrently.
 const SEND_WINDOW: usize = 8;
 /// Chunks asked about in one `HasChunks`.
 const ASK_BATCH: usize = 1024;
 
-/// Why the agent failed.
-#[derive(Debug, thiserror::Error)]
-pub enum EdgeError {
-    /// The spool database.
-    #[error("spool: {0}")]
-    Spool(#[from] rusqlite::Error),
-    /// A local file.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// Talking to the cache nodes.
-    #[error(transparent)]
-    Protocol(#[from] ProtocolError),
-    /// Bad configuration.
-    #[error("{0}")]
-    Config(String),
-    /// Bytes under a recorded chunk changed: the file was rewritten.
-    #[error("the file changed under a recorded chunk")]
-    Rewritten,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 fn mtime_ns(m: &std::fs::Metadata) -> i64 {
     m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
-}
-
-/// A token bucket over the configured (time-of-day) rate.
-#[derive(Debug)]
-pub(crate) struct Limiter {
-    cfg: BandwidthConfig,
-    state: tokio::sync::Mutex<(Instant, f64)>,
-}
-
-impl Limiter {
-    pub(crate) fn new(cfg: BandwidthConfig) -> Limiter {
-        Limiter { cfg, state: tokio::sync::Mutex::new((Instant::now(), 0.0)) }
-    }
-
-    pub(crate) async fn take(&self, n: u64) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let minute = self.cfg.timezone.minute_of_day(now);
-        let rate = self.cfg.rate_at(minute);
-        if rate == 0 {
-            return;
-        }
-        let burst = (rate as f64 / 4.0).max(f64::from(CHUNK_MAX));
-        let mut st = self.state.lock().await;
-        let now = Instant::now();
-        st.1 = (st.1 + now.duration_since(st.0).as_secs_f64() * rate as f64).min(burst);
-        st.0 = now;
-        st.1 -= n as f64;
-        if st.1 < 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(-st.1 / rate as f64)).await;
-        }
-    }
-}
-
-/// Cuts `[from, to)` of a file into content-defined chunks. When `last_is_final`
-/// is false the last chunk (cut only by the end of the data seen so far) is
-/// returned apart as the tail.
-#[allow(clippy::type_complexity)]
-pub fn cut(
-    path: &Path,
-    from: u64,
-    to: u64,
-    last_is_final: bool,
-) -> std::io::Result<(Vec<(u64, u32, ChunkHash)>, Option<(u64, u32)>)> {
-    let mut f = std::fs::File::open(path)?;
-    f.seek(SeekFrom::Start(from))?;
-    let source = f.take(to.saturating_sub(from));
-    let mut chunks = Vec::new();
-    for c in fastcdc::v2020::StreamCDC::new(source, CHUNK_MIN as usize, CHUNK_AVG as usize, CHUNK_MAX as usize) {
-        let c = c.map_err(|e| std::io::Error::other(format!("chunking {}: {e}", path.display())))?;
-        chunks.push((from + c.offset, c.length as u32, *blake3::hash(&c.data).as_bytes()));
-    }
-    let tail = if last_is_final { None } else { chunks.pop().map(|(o, l, _)| (o, l)) };
-    Ok((chunks, tail))
 }
 
 /// Whether a file of `size` bytes, last committed at `committed` bytes
@@ -125,22 +42,6 @@ pub fn cut(
 /// that ends at N bytes to about 5N.
 pub fn commit_due(settled: bool, since: Duration, interval: Duration, committed: u64, size: u64) -> bool {
     settled || (since >= interval && (size < committed || size >= committed + committed / 4))
-}
-
-/// Encodes a chunk for the wire: zstd unless that does not make it smaller.
-///
-/// One compression context (about a megabyte) serves the whole process
-/// rather than one made and freed per chunk.
-pub fn encode(raw: &[u8]) -> (ChunkCodec, Vec<u8>) {
-    static CONTEXT: Mutex<Option<zstd::bulk::Compressor<'static>>> = Mutex::new(None);
-    let compressed = match &mut *CONTEXT.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
-        Some(c) => c.compress(raw),
-        slot => zstd::bulk::Compressor::new(ZSTD_LEVEL).and_then(|c| slot.insert(c).compress(raw)),
-    };
-    match compressed {
-        Ok(z) if z.len() < raw.len() / 20 * 19 => (ChunkCodec::Zstd, z),
-        _ => (ChunkCodec::Raw, raw.to_vec()),
-    }
 }
 
 /// What one pass did.
@@ -264,7 +165,7 @@ impl EdgeAgent {
 
     /// Records every watched file in the spool; files gone from disk are marked.
     fn scan(&self) -> Result<(), EdgeError> {
-        let now = now_ms();
+        let now = SystemClock.now_ms();
         let spool_files: HashSet<PathBuf> = ["", "-wal", "-shm", "-journal"]
             .iter()
             .map(|s| PathBuf::from(format!("{}{s}", self.cfg.spool.display())))
@@ -349,7 +250,7 @@ impl EdgeAgent {
         };
         let spool = self.spool();
         spool.set_status("rate_bps", &format!("{rate:.0}"))?;
-        spool.set_status("updated_ms", &now_ms().to_string())?;
+        spool.set_status("updated_ms", &SystemClock.now_ms().to_string())?;
         Ok(())
     }
 
@@ -386,7 +287,7 @@ impl EdgeAgent {
         if size != f.size || mtime != f.mtime_ns {
             return Ok(()); // changed since the scan; the next pass sees it
         }
-        let now = now_ms();
+        let now = SystemClock.now_ms();
         let settled = now - f.changed_ms >= self.cfg.settle.as_millis() as i64;
         let mut stable_offset = f.stable_offset;
         if size < stable_offset {
@@ -482,7 +383,7 @@ impl EdgeAgent {
             return Ok(());
         }
         let spool = self.spool();
-        spool.committed(f.id, size, mtime, now_ms(), settled)?;
+        spool.committed(f.id, size, mtime, SystemClock.now_ms(), settled)?;
         if settled {
             Self::count_uploaded(&spool, f, size)?;
         }
@@ -607,7 +508,7 @@ pub fn status(spool: &Spool) -> Result<Status, EdgeError> {
     let pending = spool.pending()?;
     let queued: u64 = pending.iter().map(|f| f.size.saturating_sub(f.committed_size.max(0) as u64)).sum();
     let rate: f64 = spool.status("rate_bps")?.and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let now = now_ms();
+    let now = SystemClock.now_ms();
     let oldest = pending
         .iter()
         .min_by_key(|f| f.changed_ms)
@@ -631,44 +532,6 @@ pub fn status(spool: &Spool) -> Result<Status, EdgeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
-    #[test]
-    fn cutting_resumes_at_a_boundary_and_finds_the_same_chunks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("log.bin");
-        let body = bytes(3 << 20, 1);
-        std::fs::write(&p, &body).expect("write");
-        let (all, tail) = cut(&p, 0, body.len() as u64, true).expect("cut");
-        assert!(tail.is_none());
-        assert_eq!(all.iter().map(|c| u64::from(c.1)).sum::<u64>(), body.len() as u64);
-        assert!(all.iter().all(|c| c.1 >= CHUNK_MIN || c.0 + u64::from(c.1) == body.len() as u64));
-        assert!(all.iter().all(|c| c.1 <= CHUNK_MAX));
-        // A file seen half-written: the last chunk is only a tail...
-        let half = body.len() as u64 / 2;
-        let (first, tail) = cut(&p, 0, half, false).expect("cut");
-        let (toff, tlen) = tail.expect("a tail");
-        assert_eq!(toff + u64::from(tlen), half);
-        // ...and resuming after the stable chunks finds exactly the whole file's chunks.
-        let resume = first.last().map_or(0, |c| c.0 + u64::from(c.1));
-        let (rest, _) = cut(&p, resume, body.len() as u64, true).expect("cut");
-        let joined: Vec<_> = first.into_iter().chain(rest).collect();
-        assert_eq!(joined, all);
-        for (off, len, hash) in &all {
-            assert_eq!(blake3::hash(&body[*off as usize..(*off + u64::from(*len)) as usize]).as_bytes(), hash);
-        }
-    }
 
     #[test]
     fn a_growing_file_is_committed_as_it_grows_by_a_quarter() {
@@ -694,33 +557,5 @@ mod tests {
         assert!(!commit_due(false, interval / 2, interval, 100, 200));
         assert!(commit_due(false, interval, interval, 100, 50));
         assert!(!commit_due(false, interval, interval, 100, 110));
-    }
-
-    #[test]
-    fn inserted_bytes_change_only_nearby_chunks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let body = bytes(4 << 20, 2);
-        let mut edited = body.clone();
-        edited.splice(1 << 20..1 << 20, b"inserted".iter().copied());
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::write(&a, &body).expect("write");
-        std::fs::write(&b, &edited).expect("write");
-        let ha: HashSet<ChunkHash> = cut(&a, 0, body.len() as u64, true).expect("cut").0.iter().map(|c| c.2).collect();
-        let cb = cut(&b, 0, edited.len() as u64, true).expect("cut").0;
-        let new = cb.iter().filter(|c| !ha.contains(&c.2)).count();
-        assert!(new <= 3, "{new} of {} chunks changed after one insertion", cb.len());
-    }
-
-    #[test]
-    fn encoding_compresses_what_compresses_and_round_trips() {
-        let text = b"timestamp=1 topic=/imu value=0.0\n".repeat(2000);
-        let (codec, wire) = encode(&text);
-        assert_eq!(codec, ChunkCodec::Zstd);
-        assert!(wire.len() < text.len() / 5);
-        assert_eq!(zstd::bulk::decompress(&wire, text.len()).expect("decompress"), text);
-        let noise = bytes(64 << 10, 3);
-        let (codec, wire) = encode(&noise);
-        assert_eq!(codec, ChunkCodec::Raw);
-        assert_eq!(wire, noise);
     }
 }

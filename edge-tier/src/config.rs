@@ -248,7 +248,7 @@ impl EdgeConfig {
             );
         }
         if !self.models.mqtt.is_empty() {
-            crate::models::broker(&self.models.mqtt).map_err(|e| e.to_string())?;
+            ferry_protocol::mqtt::broker(&self.models.mqtt).map_err(|e| e.to_string())?;
             ferry_protocol::ids::NodeId::new(&self.models.fleet).map_err(|e| format!("models.fleet: {e}"))?;
         }
         for w in &self.watch {
@@ -295,6 +295,12 @@ mod tests {
         // 2023-11-14 22:13:20 UTC.
         assert_eq!(Timezone::Utc.minute_of_day(1_700_000_000), 22 * 60 + 13);
         assert_eq!(Timezone::Utc.minute_of_day(-60), 23 * 60 + 59);
+        // The robot's own clock: the wall-clock time its time zone shows then.
+        use chrono::Timelike;
+        for t in [1_700_000_000, 1_719_000_000, 0] {
+            let wall = chrono::DateTime::from_timestamp(t, 0).expect("a time").with_timezone(&chrono::Local);
+            assert_eq!(Timezone::Local.minute_of_day(t), wall.hour() * 60 + wall.minute(), "at {t}");
+        }
         let parse = |t: &str| serde_json::from_str::<BandwidthConfig>(&format!("{{\"timezone\": {t:?}}}"));
         assert_eq!(parse("local").expect("local").timezone, Timezone::Local);
         assert_eq!(parse("utc").expect("utc").timezone, Timezone::Utc);

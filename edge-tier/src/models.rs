@@ -15,15 +15,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde::{Deserialize, Serialize};
 
 use ferry_protocol::client::Cluster;
+use ferry_protocol::clock::{Clock, SystemClock};
 use ferry_protocol::manifest::{
     chunk_path, in_canary, status_topic, Announcement, DeviceStatus, Manifest, SignedManifest,
 };
 
-use crate::agent::EdgeError;
+use ferry_protocol::mqtt::{mqtt_options, BrokerAccess};
+
+use crate::error::EdgeError;
 
 /// Chunks fetched concurrently.
 const FETCH_WINDOW: usize = 8;
@@ -70,58 +73,6 @@ impl Default for ModelsConfig {
             rate: bytesize::ByteSize::b(0),
         }
     }
-}
-
-/// Splits `host:port`.
-pub fn broker(addr: &str) -> Result<(String, u16), EdgeError> {
-    let (h, p) = addr.rsplit_once(':').ok_or_else(|| EdgeError::Config(format!("mqtt {addr:?} is not HOST:PORT")))?;
-    let port = p.parse().map_err(|_| EdgeError::Config(format!("mqtt {addr:?}: bad port")))?;
-    Ok((h.trim_matches(['[', ']']).to_string(), port))
-}
-
-/// How to reach an MQTT broker.
-#[derive(Debug, Clone, Copy)]
-pub struct BrokerAccess<'a> {
-    /// `host:port`.
-    pub addr: &'a str,
-    /// User name (empty: none).
-    pub user: &'a str,
-    /// Password.
-    pub password: &'a str,
-    /// CA of a TLS broker (empty path: plain TCP).
-    pub ca: &'a Path,
-}
-
-/// MQTT options for client `id`.
-pub fn mqtt_options(id: &str, b: BrokerAccess<'_>) -> Result<MqttOptions, EdgeError> {
-    let (host, port) = broker(b.addr)?;
-    let mut o = MqttOptions::new(id, host, port);
-    o.set_keep_alive(Duration::from_secs(15));
-    o.set_max_packet_size(4 << 20, 4 << 20);
-    if !b.user.is_empty() {
-        o.set_credentials(b.user, b.password);
-    }
-    if !b.ca.as_os_str().is_empty() {
-        use rustls_pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::CertificateDer::pem_file_iter(b.ca)
-            .map_err(|e| EdgeError::Config(format!("mqtt CA {}: {e}", b.ca.display())))?
-        {
-            let cert = cert.map_err(|e| EdgeError::Config(format!("mqtt CA {}: {e}", b.ca.display())))?;
-            roots.add(cert).map_err(|e| EdgeError::Config(format!("mqtt CA {}: {e}", b.ca.display())))?;
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| EdgeError::Config(format!("TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(cfg))));
-    }
-    Ok(o)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Reads the fleet's public key (PEM, as `ferry cert init` writes it).
@@ -230,7 +181,7 @@ impl Receiver {
             fetched: outcome.fetched,
             reused: outcome.reused,
             error: error.to_string(),
-            at_ms: now_ms(),
+            at_ms: SystemClock.now_ms(),
         };
         let topic = status_topic(&self.cfg.fleet, model, &self.device);
         let payload = serde_json::to_vec(&status).expect("status serializes");
@@ -337,8 +288,10 @@ impl Receiver {
             jobs.push((off, c.len, *h, local.get(&c.hash).cloned()));
             off += u64::from(c.len);
         }
-        let limiter =
-            crate::agent::Limiter::new(crate::config::BandwidthConfig { rate: self.cfg.rate, ..Default::default() });
+        let limiter = crate::bandwidth::Limiter::new(crate::config::BandwidthConfig {
+            rate: self.cfg.rate,
+            ..Default::default()
+        });
         let limiter = &limiter;
         let mut work = futures::stream::iter(jobs.into_iter().map(|(off, len, hash, local)| {
             let file = file.clone();

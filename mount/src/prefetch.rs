@@ -8,16 +8,16 @@
 //! announce its read order (`.ferry-announce` at the mount root); every
 //! reader without an order of its own follows it.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
+use ferry_predictor::ledger::{Demand, Ledger};
 use ferry_predictor::online::{Online, Want};
 use ferry_predictor::{PrefetchConfig, ANY_READER};
+use ferry_protocol::clock::{Clock, SystemClock};
 use ferry_protocol::codec::listed_files;
 
 use crate::error::{Context, FsError};
@@ -54,79 +54,18 @@ impl Default for PrefetchOptions {
     }
 }
 
-/// A prefetched page not read within this long is a wrong guess; its bytes may go.
-const STALE: Duration = Duration::from_secs(30);
-
-struct Slot {
-    page: PageFuture,
-    etag: String,
-    bytes: u64,
-    /// Read at least once (its bytes counted as useful).
-    used: bool,
-    at: Instant,
-}
-
-#[derive(Default)]
+/// The prefetched pages: their fetches, and the ledger that accounts for them.
 struct Store {
-    slots: HashMap<(String, u64), Slot>,
-    /// Insertion order: pages read or stale go first when room is needed.
-    order: VecDeque<(String, u64)>,
-    held: u64,
+    pages: HashMap<(String, u64), (PageFuture, String)>,
+    ledger: Ledger<(String, u64)>,
 }
 
 impl Store {
-    /// Drops pages already read, then stale ones, oldest first, until
-    /// `bytes` more fit in `budget`; false if they cannot.
-    fn make_room(&mut self, bytes: u64, budget: u64, wasted: &AtomicU64) -> bool {
-        if self.held + bytes <= budget {
-            return true;
+    fn forget(&mut self, keys: Vec<(String, u64)>) {
+        for k in keys {
+            self.pages.remove(&k);
         }
-        let mut kept = VecDeque::with_capacity(self.order.len());
-        while let Some(k) = self.order.pop_front() {
-            if self.held + bytes <= budget {
-                kept.push_back(k);
-                continue;
-            }
-            let Some(slot) = self.slots.get(&k) else { continue };
-            if slot.used || slot.at.elapsed() > STALE {
-                if !slot.used {
-                    wasted.fetch_add(slot.bytes, Ordering::Relaxed);
-                }
-                self.held -= slot.bytes;
-                self.slots.remove(&k);
-            } else {
-                kept.push_back(k);
-            }
-        }
-        self.order = kept;
-        self.held + bytes <= budget
     }
-
-    /// Drops every page not read yet (an announcement replaced the order).
-    fn drop_unread(&mut self, wasted: &AtomicU64) {
-        let held = &mut self.held;
-        self.slots.retain(|_, s| {
-            if !s.used {
-                wasted.fetch_add(s.bytes, Ordering::Relaxed);
-                *held -= s.bytes;
-            }
-            s.used
-        });
-        let slots = &self.slots;
-        self.order.retain(|k| slots.contains_key(k));
-    }
-}
-
-/// Counters of `.ferry-stats`.
-#[derive(Debug, Default)]
-struct Counters {
-    issued_bytes: AtomicU64,
-    useful_bytes: AtomicU64,
-    wasted_bytes: AtomicU64,
-    demand_pages: AtomicU64,
-    prefetch_hits: AtomicU64,
-    readahead_hits: AtomicU64,
-    fetched_pages: AtomicU64,
 }
 
 /// Where a demand page came from.
@@ -144,16 +83,15 @@ pub enum Source {
 pub struct MountPrefetch<N> {
     cluster: N,
     page_size: u64,
-    budget: u64,
     name: String,
+    clock: Arc<dyn Clock>,
     brain: Mutex<Online>,
     store: Mutex<Store>,
-    counters: Counters,
 }
 
 impl<N> std::fmt::Debug for MountPrefetch<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MountPrefetch").field("predictor", &self.name).field("budget", &self.budget).finish()
+        f.debug_struct("MountPrefetch").field("predictor", &self.name).finish()
     }
 }
 
@@ -167,46 +105,39 @@ impl<N: Nodes> MountPrefetch<N> {
         Ok(Arc::new(MountPrefetch {
             cluster,
             page_size,
-            budget: opts.budget,
             name,
+            clock: Arc::new(SystemClock),
             brain: Mutex::new(Online::new(predictor, config, page_size)),
-            store: Mutex::new(Store::default()),
-            counters: Counters::default(),
+            store: Mutex::new(Store { pages: HashMap::new(), ledger: Ledger::new(opts.budget) }),
         }))
     }
 
     /// Counts one demand page and where it came from.
     pub fn count(&self, source: Source) {
-        let c = &self.counters;
-        c.demand_pages.fetch_add(1, Ordering::Relaxed);
-        match source {
-            Source::Handle => c.readahead_hits.fetch_add(1, Ordering::Relaxed),
-            Source::Prefetched => c.prefetch_hits.fetch_add(1, Ordering::Relaxed),
-            Source::Fetched => c.fetched_pages.fetch_add(1, Ordering::Relaxed),
+        let d = match source {
+            Source::Handle => Demand::Readahead,
+            Source::Prefetched => Demand::Prefetched,
+            Source::Fetched => Demand::Fetched,
         };
+        self.store.lock().expect("prefetch lock poisoned").ledger.demand(d);
     }
 
     /// Page `page` of `path` (version `etag`), if it was prefetched.
     pub fn take(&self, path: &str, etag: &str, page: u64) -> Option<PageFuture> {
         let mut st = self.store.lock().expect("prefetch lock poisoned");
         let key = (path.to_string(), page);
-        let slot = st.slots.get_mut(&key)?;
-        let failed = matches!(slot.page.peek(), Some(Err(_)));
-        if failed || (!etag.is_empty() && !slot.etag.is_empty() && slot.etag != etag) {
+        let (fut, tag) = st.pages.get(&key)?;
+        let failed = matches!(fut.peek(), Some(Err(_)));
+        if failed || (!etag.is_empty() && !tag.is_empty() && tag != etag) {
             // A failed prefetch is retried by the reader itself; other bytes
             // were fetched for another version of the file.
-            let slot = st.slots.remove(&key).expect("just found");
-            st.held -= slot.bytes;
-            if !slot.used {
-                self.counters.wasted_bytes.fetch_add(slot.bytes, Ordering::Relaxed);
-            }
+            st.pages.remove(&key);
+            st.ledger.forget(&key);
             return None;
         }
-        if !slot.used {
-            slot.used = true;
-            self.counters.useful_bytes.fetch_add(slot.bytes, Ordering::Relaxed);
-        }
-        Some(slot.page.clone())
+        let fut = fut.clone();
+        st.ledger.read(&key);
+        Some(fut)
     }
 
     /// A demand read of `[offset, end)` of `path` by `reader`: learn from
@@ -246,24 +177,18 @@ impl<N: Nodes> MountPrefetch<N> {
         }
         let key = (path.to_string(), page);
         let mut st = self.store.lock().expect("prefetch lock poisoned");
-        if st.slots.contains_key(&key) {
+        if st.pages.contains_key(&key) {
             return true;
         }
-        let bytes = end - start;
-        if !st.make_room(bytes, self.budget, &self.counters.wasted_bytes) {
-            return false;
-        }
+        let Some(dropped) = st.ledger.issue(key.clone(), end - start, self.clock.now_ms()) else { return false };
+        st.forget(dropped);
         let shared = fetch_page(&self.cluster, path, page, ps, size);
         // Fetch now, whether or not anyone asks yet.
         let s2 = shared.clone();
         tokio::spawn(async move {
             let _ = s2.await;
         });
-        st.slots
-            .insert(key.clone(), Slot { page: shared, etag: etag.to_string(), bytes, used: false, at: Instant::now() });
-        st.order.push_back(key);
-        st.held += bytes;
-        self.counters.issued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        st.pages.insert(key, (shared, etag.to_string()));
         true
     }
 
@@ -306,38 +231,35 @@ impl<N: Nodes> MountPrefetch<N> {
         let n = self.brain.lock().expect("prefetch lock poisoned").announce(ANY_READER, &wanted, &mut wants)?;
         // An old order's pages are of no use any more; the new one's first
         // entries are fetched before anyone reads.
-        self.store.lock().expect("prefetch lock poisoned").drop_unread(&self.counters.wasted_bytes);
+        let mut st = self.store.lock().expect("prefetch lock poisoned");
+        let dropped = st.ledger.drop_unread();
+        st.forget(dropped);
+        drop(st);
         self.start_all(&wants);
         Ok(n)
     }
 
     /// The counters as `.ferry-stats` shows them (one JSON object).
     pub fn stats(&self) -> serde_json::Value {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-        let (issued, useful) = (get(&c.issued_bytes), get(&c.useful_bytes));
-        let (demand, pre, ra, fetched) =
-            (get(&c.demand_pages), get(&c.prefetch_hits), get(&c.readahead_hits), get(&c.fetched_pages));
-        let (held, streams, files) = {
+        let (c, budget, held, streams, files) = {
             let st = self.store.lock().expect("prefetch lock poisoned");
             let b = self.brain.lock().expect("prefetch lock poisoned");
-            (st.held, b.streams(), b.files())
+            (st.ledger.counts(), st.ledger.budget(), st.ledger.held(), b.streams(), b.files())
         };
         serde_json::json!({
             "predictor": self.name,
-            "budget_bytes": self.budget,
+            "budget_bytes": budget,
             "held_bytes": held,
-            "prefetched_bytes": issued,
-            "useful_bytes": useful,
-            "wasted_bytes": get(&c.wasted_bytes),
-            "demand_pages": demand,
-            "prefetch_hits": pre,
-            "readahead_hits": ra,
-            "fetched_pages": fetched,
-            "precision": ratio(useful, issued),
-            "coverage": ratio(pre, pre + fetched),
-            "hit_ratio": ratio(pre + ra, demand),
+            "prefetched_bytes": c.issued_bytes,
+            "useful_bytes": c.useful_bytes,
+            "wasted_bytes": c.wasted_bytes,
+            "demand_pages": c.demand_pages,
+            "prefetch_hits": c.prefetch_hits,
+            "readahead_hits": c.readahead_hits,
+            "fetched_pages": c.fetched_pages,
+            "precision": c.precision(),
+            "coverage": c.coverage(),
+            "hit_ratio": c.hit_ratio(),
             "streams": streams,
             "catalog_files": files,
         })

@@ -9,11 +9,15 @@
 //! sees a stream's recent steps and says which steps come next; the
 //! [`Prefetcher`] turns those into pages to fetch, adds readahead inside the
 //! file being read, and follows an announced read order when a reader gave
-//! one. Nothing here reads a clock or does I/O: callers pass times in.
+//! one. [`ledger::Ledger`] accounts for what was fetched ahead (budget,
+//! staleness, precision, coverage) for the node's and the mount's
+//! prefetch alike. Nothing here reads a clock or does I/O: callers pass
+//! times in.
 
 pub mod catalog;
 pub mod eval;
 pub mod gen;
+pub mod ledger;
 pub mod models;
 pub mod online;
 pub mod trace;

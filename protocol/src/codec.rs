@@ -342,6 +342,42 @@ impl<'a> Writer<'a> {
 }
 
 impl Request {
+    /// The request's name in logs and metrics (`op` label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::Stat { .. } => "stat",
+            Request::List { .. } => "list",
+            Request::ReadRange { .. } => "read",
+            Request::Load { .. } => "load",
+            Request::Put { .. } => "put",
+            Request::Delete { .. } => "delete",
+            Request::Rename { .. } => "rename",
+            Request::Adopt { .. } => "adopt",
+            Request::HasChunks { .. } => "has_chunks",
+            Request::PutChunk { .. } => "put_chunk",
+            Request::Commit { .. } => "commit",
+        }
+    }
+
+    /// The namespace paths this request changes (none for reads).
+    pub fn written_paths(&self) -> Vec<&str> {
+        match self {
+            Request::Put { path, .. }
+            | Request::Adopt { path, .. }
+            | Request::Delete { path }
+            | Request::Commit { path, .. } => vec![path],
+            Request::Rename { from, to } => vec![from, to],
+            Request::Hello { .. }
+            | Request::Stat { .. }
+            | Request::List { .. }
+            | Request::ReadRange { .. }
+            | Request::Load { .. }
+            | Request::HasChunks { .. }
+            | Request::PutChunk { .. } => Vec::new(),
+        }
+    }
+
     /// Appends this request as one frame.
     pub fn encode(&self, buf: &mut BytesMut) {
         match self {

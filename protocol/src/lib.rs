@@ -14,12 +14,22 @@
 //! - [`ring`]: consistent hashing with virtual nodes (who owns a page).
 //! - [`client`]: a cluster-aware client: picks each page's owner itself and
 //!   falls back to the next owner when a node fails.
+//! - [`chunk`]: content-defined chunking (FastCDC) and the zstd encoding of
+//!   chunks, both directions, for logs, commits and model weights.
+//! - [`manifest`]: signed model manifests and fleet announcements.
+//! - [`clock`]: the one place that reads the wall clock; logic takes a
+//!   [`clock::Clock`].
+//! - `mqtt` (feature `mqtt`): options for reaching the fleet's broker.
 
+pub mod chunk;
 pub mod client;
+pub mod clock;
 pub mod codec;
 pub mod error;
 pub mod ids;
 pub mod manifest;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod ring;
 pub mod tls;
 pub mod transport;

@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[cfg(feature = "issue")]
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
@@ -48,6 +49,7 @@ fn tls_err(what: &str, e: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::Tls(format!("{what}: {e}"))
 }
 
+#[cfg(feature = "issue")]
 /// Creates a fleet CA in `dir` (`ca.pem`, `ca.key`). Refuses to overwrite.
 pub fn init_ca(dir: &Path, fleet_name: &str) -> Result<(), ProtocolError> {
     std::fs::create_dir_all(dir)?;
@@ -68,11 +70,13 @@ pub fn init_ca(dir: &Path, fleet_name: &str) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+#[cfg(feature = "issue")]
 /// Issues a node identity signed by the CA in `dir`, writing `ID.pem` and `ID.key`.
 pub fn issue(dir: &Path, role: Role, id: &NodeId) -> Result<(PathBuf, PathBuf), ProtocolError> {
     issue_for_hosts(dir, role, id, &[])
 }
 
+#[cfg(feature = "issue")]
 /// Like [`issue`], also naming `hosts` (DNS names or IP addresses) in the
 /// certificate, so it can serve TLS under those names (e.g. an MQTT broker).
 pub fn issue_for_hosts(

@@ -1,5 +1,5 @@
 //! Helpers shared by the end-to-end tests: the binary, ports, processes, a cache node.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,16 +24,9 @@ pub fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-/// Whether a component a test needs is here (`present`); if not, the test
-/// is skipped, except under `CI=true`, where its absence is a failure
-/// (`missing` says what is missing and what installs it).
-pub fn available(present: bool, missing: &str) -> bool {
-    if !present {
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{missing}");
-        eprintln!("SKIPPED: {missing}");
-    }
-    present
-}
+/// Whether a component a test needs is here; under CI (any non-empty `CI`)
+/// its absence is a failure.
+pub use ferry_cloud_tier::testing::available;
 
 pub struct Running(pub Child);
 

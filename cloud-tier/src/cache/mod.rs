@@ -159,6 +159,11 @@ fn quotas(ns: &Namespace) -> HashMap<Arc<str>, u64> {
 }
 
 impl PageCache {
+    /// The clock the cache reads time from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Opens the cache (reloading the disk tier and persisted metadata).
     pub fn open(ns: Namespace, opts: CacheOptions, clock: Arc<dyn Clock>) -> Result<PageCache, NodeError> {
         let metrics = ns.metrics().clone();

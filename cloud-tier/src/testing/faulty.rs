@@ -40,6 +40,30 @@ pub struct Faults {
     /// Added after the store answered a LIST: the answer tells the store as
     /// it was when asked, and arrives this much later.
     pub reply_latency: Duration,
+    /// GETs (not HEADs) wait until this gate opens, so a test decides when
+    /// a fetch in flight finishes.
+    pub gets_gate: Option<Gate>,
+}
+
+/// A gate requests wait at until a test opens it.
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn closed() -> Gate {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+
+    /// Lets every waiting and later request through.
+    pub fn open(&self) {
+        self.0.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+
+    async fn pass(&self) {
+        // The permit goes back at once: an open gate lets everyone through.
+        let _ = self.0.acquire().await;
+    }
 }
 
 /// Counts of what passed through.
@@ -187,6 +211,9 @@ impl ObjectStore for FaultyStore {
             self.counters.heads.fetch_add(1, Ordering::SeqCst);
         } else {
             self.counters.gets.fetch_add(1, Ordering::SeqCst);
+        }
+        if let (Some(gate), false) = (&self.faults.gets_gate, options.head) {
+            gate.pass().await;
         }
         self.before().await?;
         let res = self.inner.get_opts(location, options).await?;

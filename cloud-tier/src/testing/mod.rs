@@ -36,13 +36,21 @@ pub fn under_ci() -> bool {
 }
 
 /// Whether a component a test needs is here (`present`). If it is not, the
-/// test is skipped (it prints `SKIPPED:` and the summary of scripts/test.sh
-/// counts it), except under CI, where its absence fails the test. `missing`
+/// test is skipped (it prints `SKIPPED:`, and notes the skip in
+/// `$FERRY_SKIP_LOG`, which scripts/test.sh counts), except under CI, where its absence fails the test. `missing`
 /// says what is missing and what installs it.
 pub fn available(present: bool, missing: &str) -> bool {
     if !present {
         assert!(!under_ci(), "{missing}");
         eprintln!("SKIPPED: {missing}");
+        // scripts/test.sh counts skips from this file (test output is captured).
+        if let Some(log) = std::env::var_os("FERRY_SKIP_LOG") {
+            use std::io::Write as _;
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+                let _ = writeln!(f, "{test}: {missing}");
+            }
+        }
     }
     present
 }

@@ -1,5 +1,5 @@
-//! `ferry bench SCENARIO`: benchmarks that print each figure beside a
-//! baseline measured in the same run, and end with one JSON line.
+//! The cache node's and the mount's scenarios: `read`, `train`, `checkpoint`,
+//! each against a cache node and a mount started in this process.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytesize::ByteSize;
-use clap::Subcommand;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,141 +22,7 @@ use ferry_protocol::ids::{NodeId, Role};
 use ferry_protocol::tls::{self, TlsMaterial};
 use ferry_protocol::transport;
 
-/// Benchmark scenarios.
-#[derive(Debug, Subcommand)]
-pub enum Scenario {
-    /// Cold read vs direct store read (same throttled store); warm read vs plain TCP and local disk.
-    Read {
-        /// Object size.
-        #[arg(long, default_value = "1GiB")]
-        size: ByteSize,
-        /// Bandwidth cap of the simulated store, bytes per second.
-        #[arg(long, default_value = "200MB")]
-        bandwidth: ByteSize,
-        /// Latency the simulated store adds to every request.
-        #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
-        latency: Duration,
-        /// Working directory (default: a temporary directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// MLPerf-Storage-style training load through a FUSE mount: accelerator utilization per epoch.
-    Train {
-        /// Dataset and compute shape.
-        #[arg(long, value_enum, default_value = "unet3d")]
-        shape: Shape,
-        /// Simulated accelerators (reader threads).
-        #[arg(long, default_value_t = 2)]
-        accelerators: usize,
-        /// Epochs per mode (the first is cold).
-        #[arg(long, default_value_t = 2)]
-        epochs: usize,
-        /// Bandwidth cap of the simulated store.
-        #[arg(long, default_value = "100MB")]
-        bandwidth: ByteSize,
-        /// Latency the simulated store adds to every request.
-        #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
-        latency: Duration,
-        /// Scale of sample sizes and compute times (1 = MLPerf's sizes).
-        #[arg(long, default_value_t = 0.1)]
-        scale: f64,
-        /// Working directory (default: a temporary directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// Checkpoint files written with fsync through a FUSE mount vs to local disk; then read back.
-    Checkpoint {
-        /// Total bytes written.
-        #[arg(long, default_value = "2GiB")]
-        size: ByteSize,
-        /// Number of files.
-        #[arg(long, default_value_t = 4)]
-        files: usize,
-        /// Rounds, alternating which side goes first; the best time of each side counts.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Working directory (default: a temporary directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// Edge agent: compression, dedup of re-copied data, CPU per GB, idle memory, binary size.
-    Edge {
-        /// Bytes uploaded (half log lines, half random frames).
-        #[arg(long, default_value = "256MiB")]
-        size: ByteSize,
-        /// The agent binary to measure, e.g. the edge-only build (default: this binary).
-        #[arg(long)]
-        agent: Option<PathBuf>,
-        /// Working directory (default: a temporary directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// Edge upload goodput over a rate-limited link between network namespaces, clean and lossy (needs root).
-    EdgeLink {
-        /// Bytes uploaded (random).
-        #[arg(long, default_value = "8MiB")]
-        size: ByteSize,
-        /// Link rate in Mbit/s.
-        #[arg(long, default_value_t = 10)]
-        rate_mbit: u32,
-        /// Packets dropped in each direction, percent.
-        #[arg(long, default_value_t = 2)]
-        loss: u32,
-        /// Working directory (default: a temporary directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// 1, 10 and 50 simulated robots fetching one model version through a cache node.
-    Fleet {
-        /// Model size.
-        #[arg(long, default_value = "1GiB")]
-        size: ByteSize,
-        /// Each robot's link, bytes per second (0 = no cap).
-        #[arg(long, default_value = "10MiB")]
-        device_rate: ByteSize,
-        /// Robot counts, one round each.
-        #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
-        robots: Vec<usize>,
-        /// Working directory (default: a temporary directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// Kill -9 the edge agent at random points while logs grow; check every object afterwards.
-    EdgeCrash {
-        /// Kill iterations.
-        #[arg(long, default_value_t = 100)]
-        iterations: usize,
-        /// Working directory (default: a temporary directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-}
-
-/// Runs a scenario.
-pub async fn run(s: Scenario) -> Result<()> {
-    match s {
-        Scenario::Read { size, bandwidth, latency, dir } => read(size.as_u64(), bandwidth.as_u64(), latency, dir).await,
-        Scenario::Checkpoint { size, files, rounds, dir } => checkpoint(size.as_u64(), files, rounds, dir).await,
-        Scenario::Train { shape, accelerators, epochs, bandwidth, latency, scale, dir } => {
-            train(shape, accelerators, epochs, bandwidth.as_u64(), latency, scale, dir).await
-        }
-        Scenario::Edge { size, agent, dir } => {
-            tokio::task::spawn_blocking(move || crate::bench_edge::edge(size.as_u64(), agent, dir)).await?
-        }
-        Scenario::EdgeLink { size, rate_mbit, loss, dir } => {
-            tokio::task::spawn_blocking(move || crate::bench_edge::edge_link(size.as_u64(), rate_mbit, loss, dir))
-                .await?
-        }
-        Scenario::Fleet { size, device_rate, robots, dir } => {
-            crate::bench_edge::fleet(size.as_u64(), device_rate.as_u64(), &robots, dir).await
-        }
-        Scenario::EdgeCrash { iterations, dir } => {
-            tokio::task::spawn_blocking(move || crate::bench_edge::edge_crash(iterations, dir)).await?
-        }
-    }
-}
-
-/// Dataset and compute shapes of `ferry bench train`, after MLPerf Storage.
+/// Dataset and compute shapes of `ferry-bench train`, after MLPerf Storage.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Shape {
     /// One ~140 MiB sample per file, batch 7, 0.323 s of compute per batch.
@@ -267,7 +132,7 @@ fn epoch(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn train(
+pub(crate) async fn train(
     shape: Shape,
     accelerators: usize,
     epochs: usize,
@@ -432,7 +297,7 @@ fn read_files(dir: &std::path::Path, files: usize) -> std::io::Result<(Duration,
     Ok((t0.elapsed(), total))
 }
 
-async fn checkpoint(size: u64, files: usize, rounds: usize, dir: Option<PathBuf>) -> Result<()> {
+pub(crate) async fn checkpoint(size: u64, files: usize, rounds: usize, dir: Option<PathBuf>) -> Result<()> {
     if files == 0 {
         bail!("--files must be at least 1");
     }
@@ -593,7 +458,7 @@ async fn tcp_copy(size: u64) -> Result<Duration> {
     Ok(d)
 }
 
-async fn read(size: u64, bandwidth: u64, latency: Duration, dir: Option<PathBuf>) -> Result<()> {
+pub(crate) async fn read(size: u64, bandwidth: u64, latency: Duration, dir: Option<PathBuf>) -> Result<()> {
     let tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
     let root = tmp.path();
     let data = root.join("store");

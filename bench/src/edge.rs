@@ -1,6 +1,6 @@
-//! Edge benchmarks: `ferry bench edge` (dedup, compression, CPU, memory,
-//! binary size), `ferry bench edge-link` (goodput over a rate-limited, lossy
-//! link between network namespaces) and `ferry bench edge-crash` (kill -9
+//! Edge benchmarks: `ferry-bench edge` (dedup, compression, CPU, memory,
+//! binary size), `ferry-bench edge-link` (goodput over a rate-limited, lossy
+//! link between network namespaces) and `ferry-bench edge-crash` (kill -9
 //! loops). Each runs real `ferry cloud` and `ferry edge` processes.
 
 use std::io::{BufRead, BufReader};
@@ -13,6 +13,11 @@ use rand::Rng;
 
 use ferry_protocol::ids::{NodeId, Role};
 use ferry_protocol::tls;
+
+/// `n` bytes in binary units.
+fn human(n: u64) -> String {
+    bytesize::ByteSize::b(n).display().iec().to_string()
+}
 
 /// A process killed when dropped.
 struct Proc(Child);
@@ -115,7 +120,7 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(dir: &Path, agent: Option<PathBuf>, host: &str, edge_extra: &str) -> Result<Rig> {
+    fn new(ferry: &Path, dir: &Path, agent: Option<PathBuf>, host: &str, edge_extra: &str) -> Result<Rig> {
         let certs = dir.join("certs");
         tls::init_ca(&certs, "bench")?;
         tls::issue(&certs, Role::Cloud, &NodeId::new("cloud-1").map_err(anyhow::Error::msg)?)?;
@@ -142,7 +147,7 @@ impl Rig {
                  [[watch]]\ndir = \"robot\"\n"
             ),
         )?;
-        let exe = std::env::current_exe()?;
+        let exe = ferry.to_path_buf();
         Ok(Rig {
             dir: dir.to_path_buf(),
             agent: agent.unwrap_or_else(|| exe.clone()),
@@ -271,11 +276,11 @@ fn rss_bytes(pid: u32) -> Result<u64> {
     Ok(kb * 1024)
 }
 
-/// `ferry bench edge`: dedup, compression, CPU per GB, idle RSS, binary size.
-pub fn edge(size: u64, agent: Option<PathBuf>, dir: Option<PathBuf>) -> Result<()> {
+/// `ferry-bench edge`: dedup, compression, CPU per GB, idle RSS, binary size.
+pub fn edge(ferry: &Path, size: u64, agent: Option<PathBuf>, dir: Option<PathBuf>) -> Result<()> {
     let tmp =
         tempfile::Builder::new().prefix("ferry-bench-edge-").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
-    let rig = Rig::new(tmp.path(), agent, "127.0.0.1", "")?;
+    let rig = Rig::new(ferry, tmp.path(), agent, "127.0.0.1", "")?;
     let _cloud = rig.cloud(None)?;
     let edge = rig.edge(None)?;
     let pid = edge.0.id();
@@ -283,11 +288,7 @@ pub fn edge(size: u64, agent: Option<PathBuf>, dir: Option<PathBuf>) -> Result<(
     let idle_rss_start = rss_bytes(pid)?;
     let mut rng = rand::rng();
     let half = (size / 2) as usize;
-    eprintln!(
-        "bench edge: {} of sensor log lines and {} of random frames",
-        crate::read::human(half as u64),
-        crate::read::human(half as u64)
-    );
+    eprintln!("bench edge: {} of sensor log lines and {} of random frames", human(half as u64), human(half as u64));
 
     // 1. Compression and CPU: text-like logs plus incompressible frames.
     let logs = log_lines(half, &mut rng);
@@ -332,33 +333,21 @@ pub fn edge(size: u64, agent: Option<PathBuf>, dir: Option<PathBuf>) -> Result<(
     let dedup = copies as f64 / wire2.max(1) as f64;
     println!(
         "uploaded                     {} in {:.2} s ({:.1} MB/s)",
-        crate::read::human(logical),
+        human(logical),
         upload.as_secs_f64(),
         logical as f64 / upload.as_secs_f64() / 1e6
     );
-    println!(
-        "compression (all chunks)     {compression:.2}x  ({} raw, {} on the wire)",
-        crate::read::human(raw1),
-        crate::read::human(wire1)
-    );
+    println!("compression (all chunks)     {compression:.2}x  ({} raw, {} on the wire)", human(raw1), human(wire1));
     println!("compression (log lines)      {log_compression:.2}x");
-    println!(
-        "dedup (copy + edited copy)   {dedup:.1}x  ({} of files, {} on the wire)",
-        crate::read::human(copies),
-        crate::read::human(wire2)
-    );
+    println!("dedup (copy + edited copy)   {dedup:.1}x  ({} of files, {} on the wire)", human(copies), human(wire2));
     println!("agent CPU                    {:.2} s per GB uploaded", cpu / gb);
     println!(
         "agent RSS idle               {} at start, {} after uploading  (goal <= 16 MiB)",
-        crate::read::human(idle_rss_start),
-        crate::read::human(idle_rss)
+        human(idle_rss_start),
+        human(idle_rss)
     );
     match stripped_size {
-        Some(s) => println!(
-            "agent binary (stripped)      {}  ({})  (goal <= 12 MiB)",
-            crate::read::human(s),
-            rig.agent.display()
-        ),
+        Some(s) => println!("agent binary (stripped)      {}  ({})  (goal <= 12 MiB)", human(s), rig.agent.display()),
         None => println!("agent binary (stripped)      unknown: `strip` failed"),
     }
     let json = serde_json::json!({
@@ -379,15 +368,15 @@ pub fn edge(size: u64, agent: Option<PathBuf>, dir: Option<PathBuf>) -> Result<(
     Ok(())
 }
 
-/// `ferry bench edge-link`: goodput over a rate-limited link, clean and lossy.
-pub fn edge_link(size: u64, rate_mbit: u32, loss_pct: u32, dir: Option<PathBuf>) -> Result<()> {
+/// `ferry-bench edge-link`: goodput over a rate-limited link, clean and lossy.
+pub fn edge_link(ferry: &Path, size: u64, rate_mbit: u32, loss_pct: u32, dir: Option<PathBuf>) -> Result<()> {
     let base = dir.unwrap_or_else(std::env::temp_dir);
     let link_rate = f64::from(rate_mbit) * 1e6 / 8.0;
     let mut results = Vec::new();
     for loss in [0, loss_pct] {
         let tmp = tempfile::Builder::new().prefix("ferry-bench-link-").tempdir_in(&base)?;
         let link = Link::create(rate_mbit, loss).context("cannot build the test link (needs root, ip, tc, nft)")?;
-        let rig = Rig::new(tmp.path(), None, &link.cloud_ip, "")?;
+        let rig = Rig::new(ferry, tmp.path(), None, &link.cloud_ip, "")?;
         let _cloud = rig.cloud(Some(&link))?;
         let body = random(size as usize, &mut rand::rng());
         std::fs::write(rig.robot.join("drive.bin"), &body)?;
@@ -397,11 +386,19 @@ pub fn edge_link(size: u64, rate_mbit: u32, loss_pct: u32, dir: Option<PathBuf>)
         rig.wait_uploaded(&["drive.bin".to_string()], limit)?;
         let took = t0.elapsed();
         let goodput = size as f64 / took.as_secs_f64();
-        eprintln!("loss {loss}%: {} intact in {:.2} s", crate::read::human(size), took.as_secs_f64());
-        results.push((loss, took, goodput));
+        // Checked once more after the agent stopped: the stored object is the file.
+        drop(_edge);
+        let intact = std::fs::read(rig.object("drive.bin")).is_ok_and(|b| b == body);
+        eprintln!(
+            "loss {loss}%: {} {} in {:.2} s",
+            human(size),
+            if intact { "intact" } else { "DAMAGED" },
+            took.as_secs_f64()
+        );
+        results.push((loss, took, goodput, intact));
     }
     println!("link                         {rate_mbit} Mbit/s (tbf) = {:.0} B/s", link_rate);
-    for (loss, took, goodput) in &results {
+    for (loss, took, goodput, _) in &results {
         println!(
             "goodput, {loss:>2}% loss each way  {:>8.0} B/s in {:>6.2} s   ratio to link rate {:.3}",
             goodput,
@@ -419,18 +416,19 @@ pub fn edge_link(size: u64, rate_mbit: u32, loss_pct: u32, dir: Option<PathBuf>)
         "clean_ratio": results[0].2 / link_rate,
         "lossy_s": results[1].1.as_secs_f64(),
         "lossy_ratio": results[1].2 / link_rate,
-        "intact": true,
+        "intact": results.iter().all(|r| r.3),
     });
     println!("{json}");
+    anyhow::ensure!(results.iter().all(|r| r.3), "an uploaded object differs from its file");
     Ok(())
 }
 
-/// `ferry bench edge-crash`: kill -9 the agent at random points while logs
+/// `ferry-bench edge-crash`: kill -9 the agent at random points while logs
 /// grow, then check every object byte for byte and that nothing extra exists.
-pub fn edge_crash(iterations: usize, dir: Option<PathBuf>) -> Result<()> {
+pub fn edge_crash(ferry: &Path, iterations: usize, dir: Option<PathBuf>) -> Result<()> {
     let tmp =
         tempfile::Builder::new().prefix("ferry-bench-crash-").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
-    let rig = Rig::new(tmp.path(), None, "127.0.0.1", "[bandwidth]\nrate = \"4MiB\"\n")?;
+    let rig = Rig::new(ferry, tmp.path(), None, "127.0.0.1", "[bandwidth]\nrate = \"4MiB\"\n")?;
     let _cloud = rig.cloud(None)?;
     let mut rng = rand::rng();
     let mut names = Vec::new();
@@ -475,7 +473,7 @@ pub fn edge_crash(iterations: usize, dir: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// `ferry bench fleet`: N simulated robots fetch one model version through
+/// `ferry-bench fleet`: N simulated robots fetch one model version through
 /// one cache node; time against one robot, and bytes read from the store.
 pub async fn fleet(size: u64, device_rate: u64, counts: &[usize], dir: Option<PathBuf>) -> Result<()> {
     use std::sync::atomic::Ordering;
@@ -496,7 +494,7 @@ pub async fn fleet(size: u64, device_rate: u64, counts: &[usize], dir: Option<Pa
         Faults { latency: Duration::from_millis(20), bandwidth: Some(500_000_000), ..Default::default() },
     ));
     let counters = faulty.counters();
-    let (node, _) = crate::bench::bench_node(root, faulty.clone(), size + (512 << 20), 0).await?;
+    let (node, _) = crate::cache::bench_node(root, faulty.clone(), size + (512 << 20), 0).await?;
     let certs = root.join("certs");
     let mut rng = rand::rng();
     let mut rows = Vec::new();
@@ -514,8 +512,7 @@ pub async fn fleet(size: u64, device_rate: u64, counts: &[usize], dir: Option<Pa
             }
         }
         let f2 = file.clone();
-        let (chunks, _) =
-            tokio::task::spawn_blocking(move || ferry_edge_tier::agent::cut(&f2, 0, size, true)).await??;
+        let (chunks, _) = tokio::task::spawn_blocking(move || ferry_protocol::chunk::cut(&f2, 0, size, true)).await??;
         // What `ferry model push` leaves in the store, put there directly:
         // the figure is the fetch, not the push.
         let src = Arc::new(std::fs::File::open(&file)?);
@@ -529,7 +526,7 @@ pub async fn fleet(size: u64, device_rate: u64, counts: &[usize], dir: Option<Pa
         }
         std::fs::remove_file(&file)?;
         let before = counters.bytes_read.load(Ordering::SeqCst);
-        eprintln!("bench fleet: {n} robot(s) fetching {}", crate::read::human(size));
+        eprintln!("bench fleet: {n} robot(s) fetching {}", human(size));
         let t0 = Instant::now();
         let mut robots = Vec::new();
         for i in 0..n {
@@ -578,13 +575,13 @@ pub async fn fleet(size: u64, device_rate: u64, counts: &[usize], dir: Option<Pa
     }
     node.shutdown().await;
     let t1 = rows.first().map_or(1.0, |r| r.1.as_secs_f64());
-    println!("model {} per robot, robot links {}/s each", crate::read::human(size), crate::read::human(device_rate));
+    println!("model {} per robot, robot links {}/s each", human(size), human(device_rate));
     for (n, took, store) in &rows {
         println!(
             "{n:>3} robot(s)  {:>8.2} s  time vs 1 robot {:>5.2}  store read {} ({:.2} copies)",
             took.as_secs_f64(),
             took.as_secs_f64() / t1,
-            crate::read::human(*store),
+            human(*store),
             *store as f64 / size as f64
         );
     }

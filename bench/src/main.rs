@@ -1,0 +1,201 @@
+//! `ferry-bench SCENARIO`: ferry's benchmarks. Each prints its figures
+//! beside a baseline measured in the same run on the same machine, as
+//! ratios, and ends with one JSON line. Not part of the shipped `ferry`
+//! binary; scenarios that run `ferry` processes (the edge ones) use the
+//! `ferry` binary next to this one, or `--ferry PATH`.
+//!
+//! Modules: `cache` (read, train, checkpoint: a cache node and a mount in
+//! this process), `edge` (edge, edge-link, edge-crash, fleet).
+
+mod cache;
+mod edge;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytesize::ByteSize;
+use clap::{Parser, Subcommand};
+
+use cache::Shape;
+
+/// ferry's benchmarks: each figure beside a baseline measured in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "ferry-bench", version, about, long_about = None)]
+struct Cli {
+    /// The `ferry` binary that edge scenarios run (default: `ferry` next to this binary).
+    #[arg(long, global = true, env = "FERRY_BIN")]
+    ferry: Option<PathBuf>,
+    /// Log filter (tracing syntax) for nodes and mounts run in this process.
+    #[arg(long, global = true, env = "FERRY_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+/// The `ferry` binary beside this one.
+fn sibling_ferry() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("where is ferry-bench")?;
+    let ferry = me.with_file_name("ferry");
+    anyhow::ensure!(
+        ferry.exists(),
+        "no ferry binary at {} (build it with `cargo build --release -p ferry`, or pass --ferry PATH)",
+        ferry.display()
+    );
+    Ok(ferry)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let ferry = match cli.ferry {
+        Some(p) => p,
+        None if needs_ferry(&cli.scenario) => sibling_ferry()?,
+        None => PathBuf::new(),
+    };
+    run(cli.scenario, ferry).await
+}
+
+/// Whether a scenario runs `ferry` processes.
+fn needs_ferry(s: &Scenario) -> bool {
+    matches!(s, Scenario::Edge { .. } | Scenario::EdgeLink { .. } | Scenario::EdgeCrash { .. })
+}
+
+/// Benchmark scenarios.
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Cold read vs direct store read (same throttled store); warm read vs plain TCP and local disk.
+    Read {
+        /// Object size.
+        #[arg(long, default_value = "1GiB")]
+        size: ByteSize,
+        /// Bandwidth cap of the simulated store, bytes per second.
+        #[arg(long, default_value = "200MB")]
+        bandwidth: ByteSize,
+        /// Latency the simulated store adds to every request.
+        #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+        latency: Duration,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// MLPerf-Storage-style training load through a FUSE mount: accelerator utilization per epoch.
+    Train {
+        /// Dataset and compute shape.
+        #[arg(long, value_enum, default_value = "unet3d")]
+        shape: Shape,
+        /// Simulated accelerators (reader threads).
+        #[arg(long, default_value_t = 2)]
+        accelerators: usize,
+        /// Epochs per mode (the first is cold).
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        /// Bandwidth cap of the simulated store.
+        #[arg(long, default_value = "100MB")]
+        bandwidth: ByteSize,
+        /// Latency the simulated store adds to every request.
+        #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+        latency: Duration,
+        /// Scale of sample sizes and compute times (1 = MLPerf's sizes).
+        #[arg(long, default_value_t = 0.1)]
+        scale: f64,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Checkpoint files written with fsync through a FUSE mount vs to local disk; then read back.
+    Checkpoint {
+        /// Total bytes written.
+        #[arg(long, default_value = "2GiB")]
+        size: ByteSize,
+        /// Number of files.
+        #[arg(long, default_value_t = 4)]
+        files: usize,
+        /// Rounds, alternating which side goes first; the best time of each side counts.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Edge agent: compression, dedup of re-copied data, CPU per GB, idle memory, binary size.
+    Edge {
+        /// Bytes uploaded (half log lines, half random frames).
+        #[arg(long, default_value = "256MiB")]
+        size: ByteSize,
+        /// The agent binary to measure, e.g. the edge-only build (default: this binary).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Edge upload goodput over a rate-limited link between network namespaces, clean and lossy (needs root).
+    EdgeLink {
+        /// Bytes uploaded (random).
+        #[arg(long, default_value = "8MiB")]
+        size: ByteSize,
+        /// Link rate in Mbit/s.
+        #[arg(long, default_value_t = 10)]
+        rate_mbit: u32,
+        /// Packets dropped in each direction, percent.
+        #[arg(long, default_value_t = 2)]
+        loss: u32,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// 1, 10 and 50 simulated robots fetching one model version through a cache node.
+    Fleet {
+        /// Model size.
+        #[arg(long, default_value = "1GiB")]
+        size: ByteSize,
+        /// Each robot's link, bytes per second (0 = no cap).
+        #[arg(long, default_value = "10MiB")]
+        device_rate: ByteSize,
+        /// Robot counts, one round each.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
+        robots: Vec<usize>,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Kill -9 the edge agent at random points while logs grow; check every object afterwards.
+    EdgeCrash {
+        /// Kill iterations.
+        #[arg(long, default_value_t = 100)]
+        iterations: usize,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Runs a scenario.
+async fn run(s: Scenario, ferry: PathBuf) -> Result<()> {
+    match s {
+        Scenario::Read { size, bandwidth, latency, dir } => {
+            cache::read(size.as_u64(), bandwidth.as_u64(), latency, dir).await
+        }
+        Scenario::Checkpoint { size, files, rounds, dir } => cache::checkpoint(size.as_u64(), files, rounds, dir).await,
+        Scenario::Train { shape, accelerators, epochs, bandwidth, latency, scale, dir } => {
+            cache::train(shape, accelerators, epochs, bandwidth.as_u64(), latency, scale, dir).await
+        }
+        Scenario::Edge { size, agent, dir } => {
+            tokio::task::spawn_blocking(move || edge::edge(&ferry, size.as_u64(), agent, dir)).await?
+        }
+        Scenario::EdgeLink { size, rate_mbit, loss, dir } => {
+            tokio::task::spawn_blocking(move || edge::edge_link(&ferry, size.as_u64(), rate_mbit, loss, dir)).await?
+        }
+        Scenario::Fleet { size, device_rate, robots, dir } => {
+            edge::fleet(size.as_u64(), device_rate.as_u64(), &robots, dir).await
+        }
+        Scenario::EdgeCrash { iterations, dir } => {
+            tokio::task::spawn_blocking(move || edge::edge_crash(&ferry, iterations, dir)).await?
+        }
+    }
+}
