@@ -87,7 +87,7 @@ impl ChunkStore {
             std::fs::rename(&tmp, &path)
         })
         .await
-        .map_err(|e| NodeError::Store(format!("chunk task: {e}")))??;
+        .map_err(|e| NodeError::task("chunk task", e))??;
         if self.used.fetch_add(len, Ordering::SeqCst) + len > self.budget.load(Ordering::SeqCst) {
             self.trim().await;
         }

@@ -39,6 +39,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
+/// Default of [`CloudConfig::edge_prefix`].
+pub const DEFAULT_EDGE_PREFIX: &str = "/logs";
+/// Default of [`CloudConfig::chunk_store`] in bytes.
+pub const DEFAULT_CHUNK_STORE: u64 = 2 << 30;
+
 /// A cache node's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -118,8 +123,8 @@ impl Default for CloudConfig {
             ttl: Duration::from_secs(600),
             cache: CacheConfig::default(),
             mounts: BTreeMap::new(),
-            edge_prefix: crate::node::DEFAULT_EDGE_PREFIX.into(),
-            chunk_store: ByteSize::b(crate::node::DEFAULT_CHUNK_STORE),
+            edge_prefix: DEFAULT_EDGE_PREFIX.into(),
+            chunk_store: ByteSize::b(DEFAULT_CHUNK_STORE),
             trace_dir: None,
             prefetch: "tree".into(),
             prefetch_budget: ByteSize::mib(256),
@@ -130,7 +135,7 @@ impl Default for CloudConfig {
 impl CloudConfig {
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        ferry_protocol::ids::NodeId::new(&self.node_id).map_err(ConfigError::Invalid)?;
+        ferry_protocol::ids::NodeId::new(&self.node_id).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let ps = self.page_size.as_u64();
         if !((1 << 20)..=(4 << 20)).contains(&ps) {
             return Err(ConfigError::Invalid(format!("page_size must be 1-4 MiB, got {}", self.page_size)));

@@ -12,8 +12,14 @@ pub enum NodeError {
     #[error("{0}")]
     InvalidInput(String),
     /// The object store failed or is unreachable; another try may work.
-    #[error("object store: {0}")]
-    Store(String),
+    #[error("object store: {message}")]
+    Store {
+        /// What failed.
+        message: String,
+        /// The store's (or the background task's) error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The object changed while it was being read; retry.
     #[error("{0} changed during the read; retry")]
     Changed(String),
@@ -32,12 +38,22 @@ pub enum NodeError {
 }
 
 impl NodeError {
+    /// A store failure described by `message` alone.
+    pub fn store(message: impl Into<String>) -> NodeError {
+        NodeError::Store { message: message.into(), source: None }
+    }
+
+    /// A background task (a blocking disk or journal job) that did not finish.
+    pub fn task(what: &str, e: tokio::task::JoinError) -> NodeError {
+        NodeError::Store { message: format!("{what}: {e}"), source: Some(Box::new(e)) }
+    }
+
     /// The wire code for this error.
     pub fn code(&self) -> ErrorCode {
         match self {
             NodeError::NotFound(_) => ErrorCode::NotFound,
             NodeError::InvalidInput(_) => ErrorCode::InvalidInput,
-            NodeError::Store(_) | NodeError::Changed(_) => ErrorCode::Unavailable,
+            NodeError::Store { .. } | NodeError::Changed(_) => ErrorCode::Unavailable,
             NodeError::Corrupt(_) => ErrorCode::Corrupted,
             NodeError::Io(_) => ErrorCode::Internal,
             NodeError::Chunk(ferry_protocol::chunk::ChunkError::Hash(_)) => ErrorCode::Corrupted,
@@ -50,7 +66,7 @@ impl NodeError {
         match e {
             object_store::Error::NotFound { .. } => NodeError::NotFound(path.to_string()),
             object_store::Error::Precondition { .. } => NodeError::Changed(path.to_string()),
-            other => NodeError::Store(other.to_string()),
+            other => NodeError::Store { message: format!("{path}: {other}"), source: Some(Box::new(other)) },
         }
     }
 }
@@ -61,7 +77,36 @@ pub enum ConfigError {
     /// A mount's URL or options are invalid.
     #[error("mount {mount}: {reason}")]
     Mount { mount: String, reason: String },
+    /// A mount's store could not be opened.
+    #[error("mount {mount}: {source}")]
+    Store {
+        /// The mount's name.
+        mount: String,
+        /// Why its store did not open.
+        #[source]
+        source: OpenError,
+    },
     /// Some other value is invalid.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Why a store URL could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Not a URL.
+    #[error("bad url {url:?}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: url::ParseError,
+    },
+    /// A `file://` URL naming no directory.
+    #[error("directory {0} does not exist")]
+    NoDirectory(std::path::PathBuf),
+    /// object_store refused the URL or its options.
+    #[error("{0}")]
+    Store(#[from] object_store::Error),
 }

@@ -269,7 +269,7 @@ impl Journal {
             fsync_dir(&dir)
         })
         .await
-        .map_err(|e| NodeError::Store(format!("journal task: {e}")))??;
+        .map_err(|e| NodeError::task("journal task", e))??;
         self.install(&entry);
         Ok(entry)
     }
@@ -323,7 +323,7 @@ impl Journal {
             Ok(())
         })
         .await
-        .map_err(|e| NodeError::Store(format!("journal task: {e}")))??;
+        .map_err(|e| NodeError::task("journal task", e))??;
         self.install(&entry);
         Ok(entry)
     }
@@ -397,7 +397,7 @@ impl Journal {
         e: &Entry,
     ) -> Result<Option<String>, NodeError> {
         use tokio::io::AsyncReadExt;
-        let err = |x: &dyn std::fmt::Display| NodeError::Store(format!("upload {}: {x}", e.path));
+        let err = |x: &dyn std::fmt::Display| NodeError::store(format!("upload {}: {x}", e.path));
         // The entry is the first `size` bytes (an adopted file may have grown since).
         let mut file = tokio::fs::File::open(self.data_path(e)).await?.take(e.size);
         if e.size <= UPLOAD_PART as u64 {
@@ -446,7 +446,7 @@ impl Journal {
         e: &Entry,
         done: &(impl Fn(&Entry, Option<String>) + Send + Sync),
     ) -> Result<(), NodeError> {
-        let path = NsPath::parse(&e.path).map_err(NodeError::InvalidInput)?;
+        let path = NsPath::parse(&e.path).map_err(|e| NodeError::InvalidInput(e.to_string()))?;
         let r = ns.resolve(&path)?;
         ns.metrics().store_request("put");
         let etag = self.put_to_store(&r.mount.store, &r.location, e).await?;

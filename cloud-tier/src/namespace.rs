@@ -51,24 +51,29 @@ pub struct Namespace {
     metrics: Arc<Metrics>,
 }
 
+pub use crate::error::OpenError;
+
 /// Builds a store from a URL and object_store options.
-pub fn open_store(url: &str, options: &BTreeMap<String, String>) -> Result<(Arc<dyn ObjectStore>, StorePath), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("bad url {url:?}: {e}"))?;
+pub fn open_store(
+    url: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<(Arc<dyn ObjectStore>, StorePath), OpenError> {
+    let parsed = url::Url::parse(url).map_err(|source| OpenError::Url { url: url.to_string(), source })?;
     if parsed.scheme() == "file" {
         let dir = std::path::Path::new(parsed.path());
         if !dir.is_dir() {
-            return Err(format!("directory {} does not exist", dir.display()));
+            return Err(OpenError::NoDirectory(dir.to_path_buf()));
         }
         // Rooted at the directory so the store never reaches outside it.
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| e.to_string())?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
         return Ok((Arc::new(fs), StorePath::default()));
     }
-    let (store, prefix) = object_store::parse_url_opts(&parsed, options.iter()).map_err(|e| e.to_string())?;
+    let (store, prefix) = object_store::parse_url_opts(&parsed, options.iter())?;
     Ok((Arc::from(store), prefix))
 }
 
 fn mount_name(s: &str) -> Result<NsPath, String> {
-    NsPath::parse(s)
+    NsPath::parse(s).map_err(|e| e.to_string())
 }
 
 fn join(prefix: &StorePath, rest: &[&str]) -> Result<StorePath, NodeError> {
@@ -85,7 +90,7 @@ impl Namespace {
         let mut ns = Namespace { mounts: BTreeMap::new(), metrics };
         for (name, cfg) in mounts {
             let (store, prefix) = open_store(&cfg.url, &cfg.options)
-                .map_err(|reason| ConfigError::Mount { mount: name.clone(), reason })?;
+                .map_err(|source| ConfigError::Store { mount: name.clone(), source })?;
             ns.add(name, store, prefix, cfg.quota.as_u64())?;
             if cfg.write_through {
                 ns.set_write_through(name, true);

@@ -143,7 +143,7 @@ impl NodePrefetch {
     }
 
     /// Adds a listed folder to the catalog.
-    pub fn add_dir(&self, dir: &str, entries: Result<Vec<DirEntry>, String>) {
+    pub fn add_dir(&self, dir: &str, entries: Result<Vec<DirEntry>, impl std::fmt::Display>) {
         self.brain.lock().expect("prefetch lock poisoned").listed(dir, listed_files(dir, entries));
     }
 }

@@ -78,7 +78,7 @@ pub struct EdgeAgent {
 impl EdgeAgent {
     /// An agent uploading through `cluster` as configured.
     pub fn new(cfg: EdgeConfig, cluster: Cluster) -> Result<EdgeAgent, EdgeError> {
-        cfg.validate().map_err(EdgeError::Config)?;
+        cfg.validate().map_err(|e| EdgeError::Config(e.to_string()))?;
         let mut watches = Vec::new();
         for w in &cfg.watch {
             let g = globset::GlobBuilder::new(&w.pattern)

@@ -178,6 +178,55 @@ impl BandwidthConfig {
     }
 }
 
+/// The `[models]` section of `edge.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// MQTT broker `host:port`; empty turns the receiver off.
+    pub mqtt: String,
+    /// Broker user name (empty: none).
+    pub mqtt_user: String,
+    /// Broker password.
+    pub mqtt_password: String,
+    /// CA certificate (PEM) of a broker serving TLS; empty: plain TCP.
+    pub mqtt_ca: PathBuf,
+    /// The fleet this device belongs to.
+    pub fleet: String,
+    /// Where models are installed.
+    pub dir: PathBuf,
+    /// Versions kept per model (the running one included).
+    pub keep: usize,
+    /// Run after each install (`sh -c`), with FERRY_MODEL, FERRY_VERSION and
+    /// FERRY_MODEL_PATH set; a failure rolls the install back.
+    pub post_install: String,
+    /// The fleet's public signing key (`fleet-signing.pub` from `ferry cert init`).
+    pub signing_key: PathBuf,
+    /// Download cap in bytes per second; 0 = none.
+    pub rate: bytesize::ByteSize,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            mqtt: String::new(),
+            mqtt_user: String::new(),
+            mqtt_password: String::new(),
+            mqtt_ca: PathBuf::new(),
+            fleet: "default".into(),
+            dir: PathBuf::from("ferry-models"),
+            keep: 3,
+            post_install: String::new(),
+            signing_key: PathBuf::from("certs/fleet-signing.pub"),
+            rate: bytesize::ByteSize::b(0),
+        }
+    }
+}
+
+/// What is wrong with an `edge.toml` (the first problem found).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidConfig(String);
+
 /// The edge agent's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -210,7 +259,7 @@ pub struct EdgeConfig {
     /// Watched directories.
     pub watch: Vec<WatchConfig>,
     /// The model receiver.
-    pub models: crate::models::ModelsConfig,
+    pub models: ModelsConfig,
 }
 
 impl Default for EdgeConfig {
@@ -228,15 +277,19 @@ impl Default for EdgeConfig {
             retention: Retention::Keep,
             bandwidth: BandwidthConfig::default(),
             watch: Vec::new(),
-            models: crate::models::ModelsConfig::default(),
+            models: ModelsConfig::default(),
         }
     }
 }
 
 impl EdgeConfig {
     /// Checks what serde cannot.
-    pub fn validate(&self) -> Result<(), String> {
-        ferry_protocol::ids::NodeId::new(&self.id)?;
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        self.check().map_err(InvalidConfig)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        ferry_protocol::ids::NodeId::new(&self.id).map_err(|e| e.to_string())?;
         ferry_protocol::ids::NsPath::parse(&self.prefix).map_err(|e| format!("prefix {:?}: {e}", self.prefix))?;
         if self.nodes.is_empty() {
             return Err("nodes is empty: name at least one cache node".into());
@@ -312,12 +365,12 @@ mod tests {
     #[test]
     fn bad_configs_say_what_is_wrong() {
         let mut c = EdgeConfig::default();
-        assert!(c.validate().expect_err("no watch").contains("[[watch]]"));
+        assert!(c.validate().expect_err("no watch").to_string().contains("[[watch]]"));
         c.watch.push(WatchConfig { dir: "/x".into(), pattern: "[".into(), priority: Priority::High, name: None });
-        assert!(c.validate().expect_err("bad glob").contains("pattern"));
+        assert!(c.validate().expect_err("bad glob").to_string().contains("pattern"));
         c.watch[0].pattern = "*.mcap".into();
         c.validate().expect("valid");
         c.bandwidth.schedule.push(RateWindow { from: "25:00".into(), to: "01:00".into(), rate: ByteSize::b(1) });
-        assert!(c.validate().expect_err("bad time").contains("25:00"));
+        assert!(c.validate().expect_err("bad time").to_string().contains("25:00"));
     }
 }

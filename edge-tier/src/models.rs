@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
-use serde::{Deserialize, Serialize};
 
 use ferry_protocol::client::Cluster;
 use ferry_protocol::clock::{Clock, SystemClock};
@@ -26,54 +25,11 @@ use ferry_protocol::manifest::{
 
 use ferry_protocol::mqtt::{mqtt_options, BrokerAccess};
 
+pub use crate::config::ModelsConfig;
 use crate::error::EdgeError;
 
 /// Chunks fetched concurrently.
 const FETCH_WINDOW: usize = 8;
-
-/// The `[models]` section of `edge.toml`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelsConfig {
-    /// MQTT broker `host:port`; empty turns the receiver off.
-    pub mqtt: String,
-    /// Broker user name (empty: none).
-    pub mqtt_user: String,
-    /// Broker password.
-    pub mqtt_password: String,
-    /// CA certificate (PEM) of a broker serving TLS; empty: plain TCP.
-    pub mqtt_ca: PathBuf,
-    /// The fleet this device belongs to.
-    pub fleet: String,
-    /// Where models are installed.
-    pub dir: PathBuf,
-    /// Versions kept per model (the running one included).
-    pub keep: usize,
-    /// Run after each install (`sh -c`), with FERRY_MODEL, FERRY_VERSION and
-    /// FERRY_MODEL_PATH set; a failure rolls the install back.
-    pub post_install: String,
-    /// The fleet's public signing key (`fleet-signing.pub` from `ferry cert init`).
-    pub signing_key: PathBuf,
-    /// Download cap in bytes per second; 0 = none.
-    pub rate: bytesize::ByteSize,
-}
-
-impl Default for ModelsConfig {
-    fn default() -> Self {
-        ModelsConfig {
-            mqtt: String::new(),
-            mqtt_user: String::new(),
-            mqtt_password: String::new(),
-            mqtt_ca: PathBuf::new(),
-            fleet: "default".into(),
-            dir: PathBuf::from("ferry-models"),
-            keep: 3,
-            post_install: String::new(),
-            signing_key: PathBuf::from("certs/fleet-signing.pub"),
-            rate: bytesize::ByteSize::b(0),
-        }
-    }
-}
 
 /// Reads the fleet's public key (PEM, as `ferry cert init` writes it).
 pub fn load_key(path: &Path) -> Result<ed25519_dalek::VerifyingKey, EdgeError> {

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::error::{FsError, FsResult};
-use crate::fs::{Handle, MountFs, Opened};
+use crate::fs::MountFs;
+use crate::handle::{Handle, Opened};
 use crate::nodes::Nodes;
 
 /// Writing paths here (one per line, optionally `OFFSET LENGTH` after it)

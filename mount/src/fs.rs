@@ -1,7 +1,7 @@
 //! The filesystem: namespace calls (lookup, attributes, listings,
 //! directories, rename, unlink) and the dispatch of each handle's calls to
-//! its kind: reads ([`crate::read`]), writes ([`crate::write`]) and the
-//! control files ([`crate::control`]).
+//! its kind: reads (`read`), writes (`write`) and the
+//! control files (`control`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -9,84 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-
 use ferry_protocol::client::Cluster;
 use ferry_protocol::codec::{EntryKind, ObjectInfo};
 use ferry_protocol::ids::NsPath;
 
 use crate::error::{FsError, FsResult};
+use crate::handle::{Attr, Handle, Opened, WriteHandle, READAHEAD_PAGES};
 use crate::inodes::Inodes;
 use crate::local::LocalFiles;
 use crate::nodes::Nodes;
 use crate::prefetch::{MountPrefetch, PrefetchOptions};
-use crate::read::{ReadHandle, READAHEAD_PAGES};
-use crate::write::WriteHandle;
 use ferry_protocol::{ErrorCode, ProtocolError};
-
-/// Attributes of a file or directory, as the kernel needs them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attr {
-    /// Inode number.
-    pub ino: u64,
-    /// File or directory.
-    pub kind: EntryKind,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time.
-    pub mtime: SystemTime,
-    /// The object's version tag ("" for directories and files being written).
-    pub etag: String,
-    /// The journal version tag the object was uploaded from, if the node knows it.
-    pub origin: String,
-}
-
-/// What `open` produced.
-#[derive(Debug)]
-pub enum Opened {
-    /// Reads and writes come through this handle.
-    Handle(u64),
-    /// The kernel may read (and, for a write handle, write) `file` directly
-    /// (FUSE passthrough): a complete local copy, or the staging file of a
-    /// write handle whose node runs on this host. `fh` works as a normal
-    /// handle as well, for kernels that refuse passthrough; a write handle
-    /// goes over to passthrough only through [`MountFs::passthrough_writes`].
-    Passthrough {
-        /// The handle.
-        fh: u64,
-        /// The local copy or staging file.
-        file: std::fs::File,
-    },
-    /// A control file: reads and writes bypass the kernel's page cache.
-    Direct(u64),
-}
-
-impl Opened {
-    /// The handle, whatever the kind.
-    pub fn fh(&self) -> u64 {
-        match self {
-            Opened::Handle(fh) | Opened::Direct(fh) | Opened::Passthrough { fh, .. } => *fh,
-        }
-    }
-
-    /// The file offered for passthrough, if any.
-    pub fn file(&self) -> Option<&std::fs::File> {
-        match self {
-            Opened::Passthrough { file, .. } => Some(file),
-            Opened::Handle(_) | Opened::Direct(_) => None,
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) enum Handle {
-    Read(Arc<ReadHandle>),
-    Write(Arc<WriteHandle>),
-    /// `.ferry-announce` open for writing: what was written so far.
-    Announce(Arc<Mutex<Vec<u8>>>),
-    /// `.ferry-stats`: the counters when it was opened.
-    Stats(Bytes),
-}
 
 /// The filesystem.
 #[derive(Debug)]
@@ -116,7 +49,7 @@ pub(crate) fn child(parent: &str, name: &str) -> FsResult<String> {
         return Err(FsError::new(libc::EINVAL, format!("invalid name {name:?}")));
     }
     let p = if parent == "/" { format!("/{name}") } else { format!("{parent}/{name}") };
-    NsPath::parse(&p).map_err(|e| FsError::new(libc::EINVAL, e))?;
+    NsPath::parse(&p).map_err(|e| FsError::new(libc::EINVAL, e.to_string()))?;
     Ok(p)
 }
 

@@ -17,7 +17,8 @@ use ferry_protocol::client::Cluster;
 use ferry_protocol::codec::EntryKind;
 
 use crate::error::FsError;
-use crate::fs::{Attr, MountFs, Opened};
+use crate::fs::MountFs;
+use crate::handle::{Attr, Opened};
 use crate::nodes::Nodes;
 use crate::passthrough::{Passthrough, Way};
 

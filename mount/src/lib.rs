@@ -9,6 +9,8 @@
 //! - [`nodes`]: the [`Nodes`] trait, all the filesystem asks of the cache
 //!   nodes; [`ferry_protocol::client::Cluster`] implements it, and the unit
 //!   tests use an in-memory double.
+//! - `handle`: what each kind of open handle holds, and the attributes
+//!   and open results given to the kernel.
 //! - `inodes`: inode numbers, kept while the kernel holds a reference.
 //! - `read`: read handles — sequential readahead, random reads of just the
 //!   bytes asked, retry of failed pages.
@@ -28,6 +30,7 @@ mod control;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+mod handle;
 mod inodes;
 mod local;
 pub mod nodes;
@@ -40,7 +43,7 @@ mod write;
 
 pub use control::{ANNOUNCE_FILE, STATS_FILE};
 pub use error::{FsError, FsResult};
-pub use fs::{Attr, MountFs, Opened};
+pub use fs::MountFs;
+pub use handle::{Attr, Opened, READAHEAD_PAGES};
 pub use inodes::ROOT_INO;
 pub use nodes::Nodes;
-pub use read::READAHEAD_PAGES;

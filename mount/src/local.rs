@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use lru::LruCache;
 
-use crate::fs::Attr;
+use crate::handle::Attr;
 
 #[derive(Debug)]
 struct Entry {

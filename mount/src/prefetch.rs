@@ -15,7 +15,8 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use ferry_predictor::ledger::{Demand, Ledger};
-use ferry_predictor::online::{Online, Want};
+use ferry_predictor::models::ModelError;
+use ferry_predictor::online::{AnnounceError, Online, Want};
 use ferry_predictor::{PrefetchConfig, ANY_READER};
 use ferry_protocol::clock::{Clock, SystemClock};
 use ferry_protocol::codec::listed_files;
@@ -97,8 +98,8 @@ impl<N> std::fmt::Debug for MountPrefetch<N> {
 
 impl<N: Nodes> MountPrefetch<N> {
     /// A prefetcher with `opts` over `cluster`; an unknown or unreadable model is an error.
-    pub fn new(cluster: N, page_size: u64, opts: &PrefetchOptions) -> Result<Arc<MountPrefetch<N>>, String> {
-        let predictor = ferry_predictor::models::by_name(&opts.predictor).map_err(|e| e.to_string())?;
+    pub fn new(cluster: N, page_size: u64, opts: &PrefetchOptions) -> Result<Arc<MountPrefetch<N>>, ModelError> {
+        let predictor = ferry_predictor::models::by_name(&opts.predictor)?;
         let name = predictor.name().to_string();
         // Training jobs read many files at once: look further along an announced order.
         let config = PrefetchConfig { announced_depth: 64, ..PrefetchConfig::default() };
@@ -201,7 +202,7 @@ impl<N: Nodes> MountPrefetch<N> {
     /// (paths from the mount root) that every reader will read in this
     /// order. Returns how many entries were taken; malformed lines and
     /// paths that do not exist are errors that change nothing.
-    pub async fn announce(self: &Arc<Self>, text: &str) -> Result<usize, String> {
+    pub async fn announce(self: &Arc<Self>, text: &str) -> Result<usize, AnnounceError> {
         let mut wanted: Vec<(String, Option<(u64, u64)>)> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -209,7 +210,7 @@ impl<N: Nodes> MountPrefetch<N> {
                 continue;
             }
             let mut parts = line.rsplitn(3, ' ');
-            let bad = || format!("line {}: expected PATH or PATH OFFSET LENGTH, got {line:?}", i + 1);
+            let bad = || AnnounceError::Malformed { line: i + 1, text: line.to_string() };
             let (last, mid, first) = (parts.next(), parts.next(), parts.next());
             let number = |x: Option<&str>| x.and_then(|v| v.parse::<u64>().ok());
             let (path, range) = match (first, number(mid), number(last)) {

@@ -18,44 +18,14 @@ use bytes::Bytes;
 use ferry_protocol::ProtocolError;
 
 use crate::error::{FsError, FsResult};
-use crate::fs::{Attr, Handle, MountFs, Opened};
+use crate::fs::MountFs;
+use crate::handle::{forget_failed, Attr, Handle, Opened, ReadHandle};
 use crate::local::LocalFiles;
 use crate::nodes::Nodes;
 use crate::prefetch::{fetch_page, PageFuture, Source};
 
-/// Pages fetched ahead of a sequential reader.
-pub const READAHEAD_PAGES: u64 = 4;
 /// Pages a read handle keeps.
 const HANDLE_PAGES: usize = 12;
-
-/// A read handle's pages by number (and whether each was prefetched), oldest first in the list.
-type HandlePages = (HashMap<u64, (PageFuture, bool)>, Vec<u64>);
-
-/// Drops page `page` from a handle's pages if its fetch failed (a node
-/// restarting, a store error): the error went to the read that waited for
-/// it, and the next read fetches the page again.
-fn forget_failed((map, order): &mut HandlePages, page: u64) {
-    if matches!(map.get(&page).and_then(|(f, _)| f.peek()), Some(Err(_))) {
-        map.remove(&page);
-        order.retain(|p| *p != page);
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct ReadHandle {
-    pub(crate) path: String,
-    pub(crate) size: u64,
-    pub(crate) etag: String,
-    /// A complete local copy, read directly when the kernel does not pass reads through.
-    pub(crate) local: Option<std::fs::File>,
-    /// Where the last read ended; a read starting there is sequential.
-    pub(crate) last_end: AtomicU64,
-    /// Bytes read through the handle so far. Reads arrive concurrently and
-    /// finish in any order, so this, not `last_end`, tells the whole file was read.
-    pub(crate) read_bytes: AtomicU64,
-    /// Pages at hand, and whether each came from the prefetched pages.
-    pub(crate) pages: Mutex<HandlePages>,
-}
 
 impl<N: Nodes> MountFs<N> {
     /// A read handle on `path` at version `attr`; offered for passthrough

@@ -13,76 +13,13 @@
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use crate::error::{Context, FsError, FsResult};
-use crate::fs::{Attr, Handle, MountFs, Opened};
+use crate::fs::MountFs;
+use crate::handle::{fingerprint, unshare, Attr, Handle, Opened, Staged, WriteHandle};
 use crate::local::LocalFiles;
 use crate::nodes::Nodes;
-
-/// The staging file behind a write handle.
-#[derive(Debug)]
-pub(crate) struct Staged {
-    pub(crate) file: std::fs::File,
-    pub(crate) path: PathBuf,
-    /// Written since the node last took the bytes.
-    pub(crate) dirty: bool,
-    /// The node took this very file over (it lies in the node's inbox): it
-    /// must not change any more, so the next write copies it first.
-    pub(crate) adopted: bool,
-    /// The object's version tag after the last adoption.
-    pub(crate) etag: Option<String>,
-    /// The kernel writes `file` directly (FUSE passthrough): writes never
-    /// reach [`MountFs::write`], so changes are found by `seen`.
-    pub(crate) passthrough: bool,
-    /// Length and modification time of `file` when the node last took it.
-    pub(crate) seen: Option<(u64, SystemTime)>,
-}
-
-impl Staged {
-    /// A staging file the node has not taken yet.
-    pub(crate) fn new(file: std::fs::File, path: PathBuf, dirty: bool) -> Staged {
-        Staged { file, path, dirty, adopted: false, etag: None, passthrough: false, seen: None }
-    }
-}
-
-/// Length and modification time: what tells a passthrough file changed.
-pub(crate) fn fingerprint(file: &std::fs::File) -> std::io::Result<(u64, SystemTime)> {
-    let m = file.metadata()?;
-    Ok((m.len(), m.modified()?))
-}
-
-#[derive(Debug)]
-pub(crate) struct WriteHandle {
-    pub(crate) path: Mutex<String>,
-    pub(crate) staged: Mutex<Staged>,
-}
-
-impl WriteHandle {
-    pub(crate) fn new(path: &str, staged: Staged) -> WriteHandle {
-        WriteHandle { path: Mutex::new(path.to_string()), staged: Mutex::new(staged) }
-    }
-
-    pub(crate) fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
-        self.staged.lock().expect("staging lock poisoned")
-    }
-}
-
-/// Makes `s` safe to change: after an adoption the bytes move to a fresh
-/// copy (`fresh` names it), leaving the node's file alone.
-pub(crate) fn unshare(s: &mut Staged, fresh: impl FnOnce(&std::path::Path) -> PathBuf) -> std::io::Result<()> {
-    // A passthrough file cannot move: the kernel keeps writing the one it was given.
-    if !s.adopted || s.passthrough {
-        return Ok(());
-    }
-    let fresh = fresh(&s.path);
-    std::fs::copy(&s.path, &fresh)?;
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&fresh)?;
-    let _ = std::fs::remove_file(&s.path);
-    *s = Staged::new(file, fresh, s.dirty);
-    Ok(())
-}
 
 /// Prefix of this process's staging files in a node's inbox.
 fn inbox_prefix() -> String {

@@ -15,6 +15,7 @@
 //! times in.
 
 pub mod catalog;
+pub mod error;
 pub mod eval;
 pub mod gen;
 pub mod ledger;

@@ -10,7 +10,7 @@ use std::path::Path;
 use tch::nn::{self, Module, OptimizerConfig, RNN};
 use tch::{Device, Kind, Tensor};
 
-use crate::models::ModelError;
+use crate::error::ModelError;
 use crate::{roll, Context, Predictor, Step};
 
 /// Steps of history the model reads.

@@ -15,18 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::trace::{Event, Trace};
 use crate::{roll, Context, Predictor, Step};
 
-/// Errors training, saving or loading a model.
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    #[error("{0}: {1}")]
-    Io(String, std::io::Error),
-    #[error("{0}: not a ferry predictor model: {1}")]
-    Format(String, String),
-    #[error("training failed: {0}")]
-    Train(String),
-    #[error("{0}")]
-    Unsupported(String),
-}
+pub use crate::error::ModelError;
 
 /// Prefetches nothing; the yardstick for coverage.
 #[derive(Debug, Default)]

@@ -115,10 +115,10 @@ impl Online {
         reader: &str,
         entries: &[(String, Option<(u64, u64)>)],
         out: &mut Vec<Want>,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, AnnounceError> {
         let mut order = Vec::with_capacity(entries.len());
         for (path, range) in entries {
-            let Some(id) = self.catalog.id(path) else { return Err(format!("{path}: no such file")) };
+            let Some(id) = self.catalog.id(path) else { return Err(AnnounceError::NoSuchFile(path.clone())) };
             let (first, end) = match range {
                 Some((o, n)) => self.catalog.pages_of(id, *o, *n),
                 None => (0, crate::WHOLE_FILE),
@@ -131,6 +131,25 @@ impl Online {
         self.wants(&fetches, out);
         Ok(entries.len())
     }
+}
+
+/// Why an announced read order was refused (nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnnounceError {
+    /// A line is neither `PATH` nor `PATH OFFSET LENGTH`.
+    #[error("line {line}: expected PATH or PATH OFFSET LENGTH, got {text:?}")]
+    Malformed {
+        /// The line's number, from 1.
+        line: usize,
+        /// The line.
+        text: String,
+    },
+    /// A path names no file in the catalog.
+    #[error("{0}: no such file")]
+    NoSuchFile(String),
+    /// The announcement is not UTF-8 text.
+    #[error("not UTF-8 text")]
+    NotText,
 }
 
 #[cfg(test)]

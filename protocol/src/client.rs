@@ -298,7 +298,7 @@ impl Cluster {
     /// A client over `nodes` (`host:port` each). Connections open on first use.
     pub fn new(endpoint: quinn::Endpoint, nodes: &[String]) -> Result<Cluster, ProtocolError> {
         if nodes.is_empty() {
-            return Err(ProtocolError::Connection("no cache nodes configured".into()));
+            return Err(ProtocolError::connection("no cache nodes configured"));
         }
         let members = nodes
             .iter()
@@ -329,12 +329,12 @@ impl Cluster {
             down.is_some_and(|t| std::time::Instant::now() < t)
         };
         if is_down() {
-            return Err(ProtocolError::Connection(format!("{} is marked down", m.name)));
+            return Err(ProtocolError::connection(format!("{} is marked down", m.name)));
         }
         let mut slot = m.conns[lane % m.conns.len()].lock().await;
         // Another request may have failed to connect while this one waited.
         if is_down() {
-            return Err(ProtocolError::Connection(format!("{} is marked down", m.name)));
+            return Err(ProtocolError::connection(format!("{} is marked down", m.name)));
         }
         if let Some(c) = slot.as_ref() {
             if !c.is_closed() {
@@ -343,22 +343,24 @@ impl Cluster {
         }
         let addr = tokio::net::lookup_host(&m.name)
             .await
-            .map_err(|e| ProtocolError::Connection(format!("resolve {}: {e}", m.name)))?
+            .map_err(|e| ProtocolError::connection_from(format!("resolve {}: {e}", m.name), e))?
             .next()
-            .ok_or_else(|| ProtocolError::Connection(format!("{} resolves to no address", m.name)))?;
+            .ok_or_else(|| ProtocolError::connection(format!("{} resolves to no address", m.name)))?;
         let attempt = tokio::time::timeout(CONNECT_TIMEOUT, NodeConn::connect(&self.endpoint, addr)).await;
         let c = match attempt {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 *m.down_until.lock().expect("member lock poisoned") = Some(std::time::Instant::now() + DOWN_FOR);
                 return Err(match e {
-                    ProtocolError::Connection(msg) => ProtocolError::Connection(format!("{}: {msg}", m.name)),
+                    ProtocolError::Connection { message, source } => {
+                        ProtocolError::Connection { message: format!("{}: {message}", m.name), source }
+                    }
                     other => other,
                 });
             }
             Err(_) => {
                 *m.down_until.lock().expect("member lock poisoned") = Some(std::time::Instant::now() + DOWN_FOR);
-                return Err(ProtocolError::Connection(format!("{}: no answer within {CONNECT_TIMEOUT:?}", m.name)));
+                return Err(ProtocolError::connection(format!("{}: no answer within {CONNECT_TIMEOUT:?}", m.name)));
             }
         };
         *slot = Some(c.clone());
@@ -386,7 +388,7 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| ProtocolError::Connection("no cache nodes".into())))
+        Err(last.unwrap_or_else(|| ProtocolError::connection("no cache nodes")))
     }
 
     /// Transport statistics of every open connection, by node.

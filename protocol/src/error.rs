@@ -69,6 +69,9 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// A cause kept inside a [`ProtocolError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What can go wrong talking to a node.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -79,11 +82,23 @@ pub enum ProtocolError {
     #[error("malformed message: {0}")]
     Malformed(String),
     /// Could not reach the node or the connection broke.
-    #[error("connection: {0}")]
-    Connection(String),
+    #[error("connection: {message}")]
+    Connection {
+        /// What failed, for the log.
+        message: String,
+        /// The transport's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// TLS setup failed (bad certificate files, unknown CA, ...).
-    #[error("tls: {0}")]
-    Tls(String),
+    #[error("tls: {message}")]
+    Tls {
+        /// What failed, for the log.
+        message: String,
+        /// The TLS or certificate library's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// Local I/O failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -93,13 +108,33 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
+    /// A connection failure described by `message` alone.
+    pub fn connection(message: impl Into<String>) -> ProtocolError {
+        ProtocolError::Connection { message: message.into(), source: None }
+    }
+
+    /// A connection failure: `message` says what was tried, `source` why it failed.
+    pub fn connection_from(message: impl Into<String>, source: impl Into<BoxError>) -> ProtocolError {
+        ProtocolError::Connection { message: message.into(), source: Some(source.into()) }
+    }
+
+    /// A TLS failure described by `message` alone.
+    pub fn tls(message: impl Into<String>) -> ProtocolError {
+        ProtocolError::Tls { message: message.into(), source: None }
+    }
+
+    /// A TLS failure: `message` says what was tried, `source` why it failed.
+    pub fn tls_from(message: impl Into<String>, source: impl Into<BoxError>) -> ProtocolError {
+        ProtocolError::Tls { message: message.into(), source: Some(source.into()) }
+    }
+
     /// The wire code this error corresponds to, for mapping to an action.
     pub fn code(&self) -> ErrorCode {
         match self {
             ProtocolError::Remote { code, .. } => *code,
             ProtocolError::Malformed(_) | ProtocolError::Unexpected(_) => ErrorCode::Internal,
-            ProtocolError::Connection(_) | ProtocolError::Io(_) => ErrorCode::Unavailable,
-            ProtocolError::Tls(_) => ErrorCode::Unauthorized,
+            ProtocolError::Connection { .. } | ProtocolError::Io(_) => ErrorCode::Unavailable,
+            ProtocolError::Tls { .. } => ErrorCode::Unauthorized,
         }
     }
 
@@ -107,7 +142,7 @@ impl ProtocolError {
     pub fn try_elsewhere(&self) -> bool {
         match self {
             ProtocolError::Remote { code, .. } => code.is_retryable(),
-            ProtocolError::Connection(_) | ProtocolError::Io(_) => true,
+            ProtocolError::Connection { .. } | ProtocolError::Io(_) => true,
             _ => false,
         }
     }
@@ -115,22 +150,22 @@ impl ProtocolError {
 
 impl From<quinn::ConnectionError> for ProtocolError {
     fn from(e: quinn::ConnectionError) -> Self {
-        ProtocolError::Connection(e.to_string())
+        ProtocolError::connection_from(format!("connection lost: {e}"), e)
     }
 }
 impl From<quinn::ConnectError> for ProtocolError {
     fn from(e: quinn::ConnectError) -> Self {
-        ProtocolError::Connection(e.to_string())
+        ProtocolError::connection_from(format!("cannot connect: {e}"), e)
     }
 }
 impl From<quinn::WriteError> for ProtocolError {
     fn from(e: quinn::WriteError) -> Self {
-        ProtocolError::Connection(e.to_string())
+        ProtocolError::connection_from(format!("write failed: {e}"), e)
     }
 }
 impl From<quinn::ClosedStream> for ProtocolError {
     fn from(e: quinn::ClosedStream) -> Self {
-        ProtocolError::Connection(e.to_string())
+        ProtocolError::connection_from(format!("stream closed: {e}"), e)
     }
 }
 impl From<quinn::ReadExactError> for ProtocolError {
@@ -163,6 +198,6 @@ fn read_error(e: quinn::ReadError) -> ProtocolError {
             let code = u16::try_from(code.into_inner()).map_or(ErrorCode::Internal, ErrorCode::from_u16);
             ProtocolError::Remote { code, message: "stream reset by peer".into() }
         }
-        other => ProtocolError::Connection(other.to_string()),
+        other => ProtocolError::connection_from(format!("read failed: {other}"), other),
     }
 }

@@ -49,13 +49,13 @@ pub struct NodeId(String);
 
 impl NodeId {
     /// Validates and wraps an id.
-    pub fn new(s: &str) -> Result<NodeId, String> {
+    pub fn new(s: &str) -> Result<NodeId, IdError> {
         let ok =
             !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Ok(NodeId(s.to_string()))
         } else {
-            Err(format!("invalid node id {s:?}: use 1-64 characters of A-Z a-z 0-9 - _"))
+            Err(IdError(format!("invalid node id {s:?}: use 1-64 characters of A-Z a-z 0-9 - _")))
         }
     }
 
@@ -86,35 +86,10 @@ impl fmt::Display for Identity {
     }
 }
 
-/// Index of a page within an object: byte offset / page size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PageIndex(pub u64);
-
-/// A chunk's name: the BLAKE3 hash of its bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChunkId(pub [u8; 32]);
-
-impl ChunkId {
-    /// Hashes `data` into its chunk id.
-    pub fn of(data: &[u8]) -> ChunkId {
-        ChunkId(*blake3::hash(data).as_bytes())
-    }
-}
-
-impl fmt::Debug for ChunkId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ChunkId({self})")
-    }
-}
-
-impl fmt::Display for ChunkId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in &self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
+/// A node id or namespace path that breaks the rules; the message says which.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct IdError(String);
 
 /// A validated absolute namespace path such as `/datasets/a/b.bin`.
 ///
@@ -126,15 +101,15 @@ pub struct NsPath(String);
 
 impl NsPath {
     /// Validates a path.
-    pub fn parse(s: &str) -> Result<NsPath, String> {
+    pub fn parse(s: &str) -> Result<NsPath, IdError> {
         if !s.starts_with('/') {
-            return Err(format!("path {s:?} must start with '/'"));
+            return Err(IdError(format!("path {s:?} must start with '/'")));
         }
         if s.len() > 4096 {
-            return Err("path longer than 4096 bytes".into());
+            return Err(IdError("path longer than 4096 bytes".into()));
         }
         if s.contains('\0') || s.contains('\\') {
-            return Err(format!("path {s:?} contains a NUL or backslash"));
+            return Err(IdError(format!("path {s:?} contains a NUL or backslash")));
         }
         let trimmed = s.trim_end_matches('/');
         if trimmed.is_empty() {
@@ -142,7 +117,7 @@ impl NsPath {
         }
         for seg in trimmed[1..].split('/') {
             if seg.is_empty() || seg == "." || seg == ".." {
-                return Err(format!("path {s:?} has an empty, '.' or '..' segment"));
+                return Err(IdError(format!("path {s:?} has an empty, '.' or '..' segment")));
             }
         }
         Ok(NsPath(trimmed.to_string()))

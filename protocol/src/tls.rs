@@ -46,7 +46,7 @@ pub fn identity_paths(dir: &Path, id: &NodeId) -> (PathBuf, PathBuf) {
 }
 
 fn tls_err(what: &str, e: impl std::fmt::Display) -> ProtocolError {
-    ProtocolError::Tls(format!("{what}: {e}"))
+    ProtocolError::tls(format!("{what}: {e}"))
 }
 
 #[cfg(feature = "issue")]
@@ -54,7 +54,7 @@ fn tls_err(what: &str, e: impl std::fmt::Display) -> ProtocolError {
 pub fn init_ca(dir: &Path, fleet_name: &str) -> Result<(), ProtocolError> {
     std::fs::create_dir_all(dir)?;
     if ca_cert_path(dir).exists() || ca_key_path(dir).exists() {
-        return Err(ProtocolError::Tls(format!("a CA already exists in {}", dir.display())));
+        return Err(ProtocolError::tls(format!("a CA already exists in {}", dir.display())));
     }
     let key = KeyPair::generate().map_err(|e| tls_err("generate CA key", e))?;
     let mut params = CertificateParams::default();
@@ -136,14 +136,14 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> Result<Identity, ProtocolError>
         .iter_common_name()
         .next()
         .and_then(|a| a.as_str().ok())
-        .ok_or_else(|| ProtocolError::Tls("certificate has no common name".into()))?;
+        .ok_or_else(|| ProtocolError::tls("certificate has no common name"))?;
     let ou = subject
         .iter_organizational_unit()
         .next()
         .and_then(|a| a.as_str().ok())
-        .ok_or_else(|| ProtocolError::Tls("certificate names no role".into()))?;
-    let role: Role = ou.parse().map_err(ProtocolError::Tls)?;
-    let id = NodeId::new(cn).map_err(ProtocolError::Tls)?;
+        .ok_or_else(|| ProtocolError::tls("certificate names no role"))?;
+    let role: Role = ou.parse().map_err(ProtocolError::tls)?;
+    let id = NodeId::new(cn).map_err(|e| ProtocolError::tls_from("certificate common name", e))?;
     Ok(Identity { role, id })
 }
 
@@ -179,7 +179,7 @@ impl TlsMaterial {
             .map_err(|e| tls_err(&format!("read certificate {}", cert.display()), e))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| tls_err(&format!("parse certificate {}", cert.display()), e))?;
-        let leaf = chain.first().ok_or_else(|| ProtocolError::Tls(format!("no certificate in {}", cert.display())))?;
+        let leaf = chain.first().ok_or_else(|| ProtocolError::tls(format!("no certificate in {}", cert.display())))?;
         let identity = identity_of(leaf)?;
         let key = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_err(&format!("read key {}", key.display()), e))?;
         Ok(TlsMaterial { ca, chain, key, identity })
@@ -243,11 +243,11 @@ impl TlsMaterial {
 
 /// The verified identity of the peer on a QUIC connection.
 pub fn peer_identity(conn: &quinn::Connection) -> Result<Identity, ProtocolError> {
-    let any = conn.peer_identity().ok_or_else(|| ProtocolError::Tls("peer presented no certificate".into()))?;
+    let any = conn.peer_identity().ok_or_else(|| ProtocolError::tls("peer presented no certificate"))?;
     let certs = any
         .downcast::<Vec<CertificateDer<'static>>>()
-        .map_err(|_| ProtocolError::Tls("unexpected peer identity type".into()))?;
-    let leaf = certs.first().ok_or_else(|| ProtocolError::Tls("empty peer certificate chain".into()))?;
+        .map_err(|_| ProtocolError::tls("unexpected peer identity type"))?;
+    let leaf = certs.first().ok_or_else(|| ProtocolError::tls("empty peer certificate chain"))?;
     identity_of(leaf)
 }
 

@@ -209,20 +209,21 @@ fn endpoint(
     link: Link,
 ) -> Result<quinn::Endpoint, ProtocolError> {
     let socket = udp_socket(addr)?;
-    let runtime = quinn::default_runtime().ok_or_else(|| ProtocolError::Connection("no async runtime".into()))?;
+    let runtime = quinn::default_runtime().ok_or_else(|| ProtocolError::connection("no async runtime"))?;
     let socket = Arc::new(BoundedGso(runtime.wrap_udp_socket(socket)?));
     // The endpoint advertises how large a datagram it accepts; quinn's default
     // (1472) would cap MTU discovery no matter the upper bound.
     let mut config = EndpointConfig::default();
     config
         .max_udp_payload_size(link.mtu_upper_bound())
-        .map_err(|e| ProtocolError::Connection(format!("max UDP payload: {e}")))?;
+        .map_err(|e| ProtocolError::connection_from(format!("max UDP payload: {e}"), e))?;
     quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime).map_err(ProtocolError::Io)
 }
 
 /// A server endpoint listening on `addr` with mutual TLS.
 pub fn server_endpoint(addr: SocketAddr, tls: &TlsMaterial) -> Result<quinn::Endpoint, ProtocolError> {
-    let crypto = QuicServerConfig::try_from(tls.server_config()?).map_err(|e| ProtocolError::Tls(e.to_string()))?;
+    let crypto =
+        QuicServerConfig::try_from(tls.server_config()?).map_err(|e| ProtocolError::tls_from(e.to_string(), e))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(server_transport_config()));
     endpoint(addr, Some(cfg), Link::Bulk)
@@ -235,7 +236,8 @@ pub fn client_endpoint(tls: &TlsMaterial) -> Result<quinn::Endpoint, ProtocolErr
 
 /// A client endpoint presenting `tls`'s identity, tuned for `link`.
 pub fn client_endpoint_for(tls: &TlsMaterial, link: Link) -> Result<quinn::Endpoint, ProtocolError> {
-    let crypto = QuicClientConfig::try_from(tls.client_config()?).map_err(|e| ProtocolError::Tls(e.to_string()))?;
+    let crypto =
+        QuicClientConfig::try_from(tls.client_config()?).map_err(|e| ProtocolError::tls_from(e.to_string(), e))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config_for(link)));
     let bind: SocketAddr = "0.0.0.0:0".parse().expect("literal socket address");

@@ -118,12 +118,12 @@ impl PageFill {
                         .unwrap_or((ferry_protocol::ErrorCode::Internal, "fetch failed".into()));
                     return Some(Err(match code {
                         ferry_protocol::ErrorCode::NotFound => NodeError::NotFound(msg),
-                        _ => NodeError::Store(msg),
+                        _ => NodeError::store(msg),
                     }));
                 }
                 FillState::Filling(_) => {
                     if self.rx.changed().await.is_err() {
-                        return Some(Err(NodeError::Store("fetch abandoned".into())));
+                        return Some(Err(NodeError::store("fetch abandoned")));
                     }
                 }
             }
@@ -340,7 +340,7 @@ impl PageCache {
                 let k = key.clone();
                 let got = tokio::task::spawn_blocking(move || d.get(&k))
                     .await
-                    .map_err(|e| NodeError::Store(format!("disk read task: {e}")))?;
+                    .map_err(|e| NodeError::task("disk read task", e))?;
                 match got {
                     Ok(Some(b)) => {
                         self.metrics.hit("disk", b.len() as u64);

@@ -19,6 +19,7 @@ use ferry_protocol::ids::NsPath;
 use crate::cache::{CacheOptions, PageCache};
 use crate::chunks::ChunkStore;
 use crate::clock::Clock;
+pub use crate::config::{DEFAULT_CHUNK_STORE, DEFAULT_EDGE_PREFIX};
 use crate::error::NodeError;
 use crate::journal::{journal_etag, Entry, Journal};
 use crate::metrics::Metrics;
@@ -62,13 +63,8 @@ pub struct CacheNode {
     prefetch: Option<Arc<crate::prefetch::NodePrefetch>>,
 }
 
-/// Default of [`CloudConfig::edge_prefix`].
-pub const DEFAULT_EDGE_PREFIX: &str = "/logs";
-/// Default of [`CloudConfig::chunk_store`] in bytes.
-pub const DEFAULT_CHUNK_STORE: u64 = 2 << 30;
-
 pub(crate) fn parse_path(p: &str) -> Result<NsPath, NodeError> {
-    NsPath::parse(p).map_err(NodeError::InvalidInput)
+    NsPath::parse(p).map_err(|e| NodeError::InvalidInput(e.to_string()))
 }
 
 /// `dir` as the start of the paths below it.
@@ -344,7 +340,7 @@ impl CacheNode {
         if write_through {
             // The uploader picks the entry up at once; wait for it.
             if !self.journal.wait_uploaded(entry, std::time::Duration::from_secs(3600)).await {
-                return Err(NodeError::Store(format!("{path}: upload did not finish")));
+                return Err(NodeError::store(format!("{path}: upload did not finish")));
             }
             let j = journal_etag(entry.seq);
             let etag = match self.origins.lock().expect("origins lock poisoned").get(path.as_str()) {

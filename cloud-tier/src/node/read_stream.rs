@@ -74,7 +74,7 @@ impl ReadStream {
             Ok(Bytes::from(buf))
         })
         .await
-        .map_err(|e| NodeError::Store(format!("journal read task: {e}")))
+        .map_err(|e| NodeError::task("journal read task", e))
         .and_then(|r| r.map_err(NodeError::Io));
         self.pos += n;
         Some(r)

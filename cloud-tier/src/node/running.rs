@@ -55,7 +55,7 @@ impl RunningNode {
         cfg.validate()?;
         let metrics = Arc::new(Metrics::new());
         let ns = Namespace::open(&cfg.mounts, metrics)?;
-        let id = NodeId::new(&cfg.node_id).map_err(ConfigError::Invalid)?;
+        let id = NodeId::new(&cfg.node_id).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let tls = TlsMaterial::load_dir(&cfg.certs, &id)?;
         Self::start_with(cfg, ns, tls, Arc::new(SystemClock)).await
     }
