@@ -298,7 +298,14 @@ fn a_robot_killed_mid_download_resumes_without_refetching() {
     std::fs::write(&model, &body).expect("write");
     f.push("mapper-v1", &model, &[]);
     f.wait_state("mapper", &["robot-1"], "v1", "downloading");
-    std::thread::sleep(Duration::from_secs(3));
+    // Killed once a third of the file is in its staging file (chunks land at
+    // their offsets, so the length tells how far the download got).
+    let staging = dir.path().join("robot-1/models/mapper/staging/v1");
+    let t0 = Instant::now();
+    while std::fs::metadata(&staging).map_or(0, |m| m.len()) < 2 << 20 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the download never got a third of the way");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     signal(&agent.0, "KILL");
     let _ = agent.0.wait();
     let _agent = f.robot("robot-1", "");
