@@ -1,6 +1,5 @@
 //! What to evict. A policy only orders keys; it never touches bytes.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
 
@@ -16,42 +15,33 @@ pub trait EvictionPolicy<K>: Send + Debug {
     fn victim(&self, accept: &mut dyn FnMut(&K) -> bool) -> Option<K>;
 }
 
-/// Least recently used first.
+/// Least recently used first (an [`lru::LruCache`] of keys).
 #[derive(Debug)]
-pub struct Lru<K> {
-    tick: u64,
-    by_tick: BTreeMap<u64, K>,
-    ticks: HashMap<K, u64>,
+pub struct Lru<K: Hash + Eq> {
+    order: lru::LruCache<K, ()>,
 }
 
-impl<K> Default for Lru<K> {
+impl<K: Hash + Eq> Default for Lru<K> {
     fn default() -> Self {
-        Lru { tick: 0, by_tick: BTreeMap::new(), ticks: HashMap::new() }
+        Lru { order: lru::LruCache::unbounded() }
     }
 }
 
 impl<K: Clone + Eq + Hash + Send + Debug> EvictionPolicy<K> for Lru<K> {
     fn insert(&mut self, key: K) {
-        self.remove(&key);
-        self.tick += 1;
-        self.by_tick.insert(self.tick, key.clone());
-        self.ticks.insert(key, self.tick);
+        self.order.put(key, ());
     }
 
     fn access(&mut self, key: &K) {
-        if self.ticks.contains_key(key) {
-            self.insert(key.clone());
-        }
+        self.order.promote(key);
     }
 
     fn remove(&mut self, key: &K) {
-        if let Some(t) = self.ticks.remove(key) {
-            self.by_tick.remove(&t);
-        }
+        self.order.pop(key);
     }
 
     fn victim(&self, accept: &mut dyn FnMut(&K) -> bool) -> Option<K> {
-        self.by_tick.values().find(|k| accept(k)).cloned()
+        self.order.iter().rev().map(|(k, _)| k).find(|k| accept(k)).cloned()
     }
 }
 
