@@ -1,9 +1,10 @@
 //! The upload bandwidth cap: a token bucket over the configured
 //! (time-of-day) rate.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ferry_protocol::chunk::CHUNK_MAX;
+use ferry_protocol::clock::{Clock, SystemClock};
 
 use crate::config::BandwidthConfig;
 
@@ -20,7 +21,7 @@ impl Limiter {
     }
 
     pub(crate) async fn take(&self, n: u64) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let now = SystemClock.now_ms().div_euclid(1000);
         let minute = self.cfg.timezone.minute_of_day(now);
         let rate = self.cfg.rate_at(minute);
         if rate == 0 {
