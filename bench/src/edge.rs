@@ -381,13 +381,13 @@ pub fn edge_link(ferry: &Path, size: u64, rate_mbit: u32, loss_pct: u32, dir: Op
         let body = random(size as usize, &mut rand::rng());
         std::fs::write(rig.robot.join("drive.bin"), &body)?;
         let t0 = Instant::now();
-        let _edge = rig.edge(Some(&link))?;
+        let edge = rig.edge(Some(&link))?;
         let limit = Duration::from_secs_f64(size as f64 / link_rate * 10.0 + 60.0);
         rig.wait_uploaded(&["drive.bin".to_string()], limit)?;
         let took = t0.elapsed();
         let goodput = size as f64 / took.as_secs_f64();
         // Checked once more after the agent stopped: the stored object is the file.
-        drop(_edge);
+        drop(edge);
         let intact = std::fs::read(rig.object("drive.bin")).is_ok_and(|b| b == body);
         eprintln!(
             "loss {loss}%: {} {} in {:.2} s",

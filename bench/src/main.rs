@@ -33,8 +33,11 @@ struct Cli {
     scenario: Scenario,
 }
 
-/// The `ferry` binary beside this one.
-fn sibling_ferry() -> Result<PathBuf> {
+/// The `ferry` binary edge scenarios run: `--ferry`, else the one beside this binary.
+fn ferry_binary(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
     let me = std::env::current_exe().context("where is ferry-bench")?;
     let ferry = me.with_file_name("ferry");
     anyhow::ensure!(
@@ -52,17 +55,7 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
         .with_writer(std::io::stderr)
         .init();
-    let ferry = match cli.ferry {
-        Some(p) => p,
-        None if needs_ferry(&cli.scenario) => sibling_ferry()?,
-        None => PathBuf::new(),
-    };
-    run(cli.scenario, ferry).await
-}
-
-/// Whether a scenario runs `ferry` processes.
-fn needs_ferry(s: &Scenario) -> bool {
-    matches!(s, Scenario::Edge { .. } | Scenario::EdgeLink { .. } | Scenario::EdgeCrash { .. })
+    run(cli.scenario, cli.ferry).await
 }
 
 /// Benchmark scenarios.
@@ -127,7 +120,7 @@ enum Scenario {
         /// Bytes uploaded (half log lines, half random frames).
         #[arg(long, default_value = "256MiB")]
         size: ByteSize,
-        /// The agent binary to measure, e.g. the edge-only build (default: this binary).
+        /// The agent binary to measure, e.g. the edge-only build (default: the `ferry` binary).
         #[arg(long)]
         agent: Option<PathBuf>,
         /// Working directory (default: a temporary directory).
@@ -175,8 +168,9 @@ enum Scenario {
     },
 }
 
-/// Runs a scenario.
-async fn run(s: Scenario, ferry: PathBuf) -> Result<()> {
+/// Runs a scenario; `ferry` is the `--ferry` option (resolved only by the
+/// scenarios that run `ferry` processes).
+async fn run(s: Scenario, ferry: Option<PathBuf>) -> Result<()> {
     match s {
         Scenario::Read { size, bandwidth, latency, dir } => {
             cache::read(size.as_u64(), bandwidth.as_u64(), latency, dir).await
@@ -186,15 +180,18 @@ async fn run(s: Scenario, ferry: PathBuf) -> Result<()> {
             cache::train(shape, accelerators, epochs, bandwidth.as_u64(), latency, scale, dir).await
         }
         Scenario::Edge { size, agent, dir } => {
+            let ferry = ferry_binary(ferry)?;
             tokio::task::spawn_blocking(move || edge::edge(&ferry, size.as_u64(), agent, dir)).await?
         }
         Scenario::EdgeLink { size, rate_mbit, loss, dir } => {
+            let ferry = ferry_binary(ferry)?;
             tokio::task::spawn_blocking(move || edge::edge_link(&ferry, size.as_u64(), rate_mbit, loss, dir)).await?
         }
         Scenario::Fleet { size, device_rate, robots, dir } => {
             edge::fleet(size.as_u64(), device_rate.as_u64(), &robots, dir).await
         }
         Scenario::EdgeCrash { iterations, dir } => {
+            let ferry = ferry_binary(ferry)?;
             tokio::task::spawn_blocking(move || edge::edge_crash(&ferry, iterations, dir)).await?
         }
     }

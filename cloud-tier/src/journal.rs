@@ -398,6 +398,10 @@ impl Journal {
     ) -> Result<Option<String>, NodeError> {
         use tokio::io::AsyncReadExt;
         let err = |x: &dyn std::fmt::Display| NodeError::store(format!("upload {}: {x}", e.path));
+        let store_err = |x: object_store::Error| NodeError::Store {
+            message: format!("upload {}: {x}", e.path),
+            source: Some(Box::new(x)),
+        };
         // The entry is the first `size` bytes (an adopted file may have grown since).
         let mut file = tokio::fs::File::open(self.data_path(e)).await?.take(e.size);
         if e.size <= UPLOAD_PART as u64 {
@@ -406,16 +410,16 @@ impl Journal {
             if bytes.len() as u64 != e.size {
                 return Err(err(&format!("journal file holds {} bytes, expected {}", bytes.len(), e.size)));
             }
-            let put = store.put(location, bytes.into()).await.map_err(|x| err(&x))?;
+            let put = store.put(location, bytes.into()).await.map_err(store_err)?;
             return Ok(put.e_tag);
         }
-        let upload = store.put_multipart(location).await.map_err(|x| err(&x))?;
+        let upload = store.put_multipart(location).await.map_err(store_err)?;
         let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART);
         let mut buf = vec![0u8; 1 << 20];
         let mut sent = 0u64;
         let copied: Result<(), NodeError> = async {
             loop {
-                w.wait_for_capacity(UPLOAD_CONCURRENCY).await.map_err(|x| err(&x))?;
+                w.wait_for_capacity(UPLOAD_CONCURRENCY).await.map_err(store_err)?;
                 let n = file.read(&mut buf).await?;
                 if n == 0 {
                     break;
@@ -433,7 +437,7 @@ impl Journal {
             let _ = w.abort().await;
             return Err(x);
         }
-        Ok(w.finish().await.map_err(|x| err(&x))?.e_tag)
+        Ok(w.finish().await.map_err(store_err)?.e_tag)
     }
 
     /// Uploads one entry; on success removes it if it is still current,

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ferry_predictor::ledger::{Demand, Ledger};
+use ferry_predictor::ledger::Ledger;
 use ferry_predictor::online::Online;
 use ferry_predictor::PrefetchConfig;
 use ferry_protocol::codec::{listed_files, DirEntry, ObjectInfo};
@@ -79,17 +79,12 @@ impl NodePrefetch {
             for page in offset / ps..=(end - 1) / ps {
                 self.metrics.prefetch_demand_pages.inc();
                 let key = (path.as_str().to_string(), page);
-                let useful = issued.counts().useful_bytes;
-                if issued.read(&key) {
+                if let Some(useful) = issued.read(&key) {
                     issued.forget(&key);
-                    issued.demand(Demand::Prefetched);
-                    self.metrics.prefetch_useful_bytes.inc_by(issued.counts().useful_bytes - useful);
+                    self.metrics.prefetch_useful_bytes.inc_by(useful);
                     self.metrics.prefetch_hits.inc();
                 } else if !self.cache.holds(path, info, page) {
-                    issued.demand(Demand::Fetched);
                     self.metrics.prefetch_demand_misses.inc();
-                } else {
-                    issued.demand(Demand::Readahead);
                 }
             }
         }

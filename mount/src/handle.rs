@@ -14,8 +14,7 @@ use ferry_protocol::codec::EntryKind;
 
 use crate::prefetch::PageFuture;
 
-/// Pages fetched ahead of a sequential reader.
-pub const READAHEAD_PAGES: u64 = 4;
+pub use ferry_predictor::ledger::READAHEAD_PAGES;
 
 /// Attributes of a file or directory, as the kernel needs them.
 #[derive(Debug, Clone, PartialEq, Eq)]

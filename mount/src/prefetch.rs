@@ -69,17 +69,6 @@ impl Store {
     }
 }
 
-/// Where a demand page came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// The handle's own pages (sequential readahead, or read before).
-    Handle,
-    /// The shared prefetched pages.
-    Prefetched,
-    /// Fetched from the node now.
-    Fetched,
-}
-
 /// The mount's prefetcher, page store and counters.
 pub struct MountPrefetch<N> {
     cluster: N,
@@ -114,13 +103,8 @@ impl<N: Nodes> MountPrefetch<N> {
     }
 
     /// Counts one demand page and where it came from.
-    pub fn count(&self, source: Source) {
-        let d = match source {
-            Source::Handle => Demand::Readahead,
-            Source::Prefetched => Demand::Prefetched,
-            Source::Fetched => Demand::Fetched,
-        };
-        self.store.lock().expect("prefetch lock poisoned").ledger.demand(d);
+    pub fn count(&self, source: Demand) {
+        self.store.lock().expect("prefetch lock poisoned").ledger.demand(source);
     }
 
     /// Page `page` of `path` (version `etag`), if it was prefetched.

@@ -22,7 +22,9 @@ use crate::fs::MountFs;
 use crate::handle::{forget_failed, Attr, Handle, Opened, ReadHandle};
 use crate::local::LocalFiles;
 use crate::nodes::Nodes;
-use crate::prefetch::{fetch_page, PageFuture, Source};
+use ferry_predictor::ledger::Demand;
+
+use crate::prefetch::{fetch_page, PageFuture};
 
 /// Pages a read handle keeps.
 const HANDLE_PAGES: usize = 12;
@@ -94,30 +96,30 @@ impl<N: Nodes> MountFs<N> {
 
     /// Page `page` if the handle or the prefetched pages hold it. A fetch
     /// that failed is not held: the next read asks again.
-    pub(crate) fn held_page(&self, h: &ReadHandle, page: u64) -> Option<(PageFuture, Source)> {
+    pub(crate) fn held_page(&self, h: &ReadHandle, page: u64) -> Option<(PageFuture, Demand)> {
         let held = {
             let mut guard = h.pages.lock().expect("page lock poisoned");
             forget_failed(&mut guard, page);
             guard.0.get(&page).map(|(f, prefetched)| (f.clone(), *prefetched))
         };
         match held {
-            Some((f, prefetched)) => Some((f, if prefetched { Source::Prefetched } else { Source::Handle })),
-            None => self.prefetch.as_ref()?.take(&h.path, &h.etag, page).map(|f| (f, Source::Prefetched)),
+            Some((f, prefetched)) => Some((f, if prefetched { Demand::Prefetched } else { Demand::Readahead })),
+            None => self.prefetch.as_ref()?.take(&h.path, &h.etag, page).map(|f| (f, Demand::Prefetched)),
         }
     }
 
-    pub(crate) fn page(&self, h: &Arc<ReadHandle>, page: u64) -> (PageFuture, Source) {
+    pub(crate) fn page(&self, h: &Arc<ReadHandle>, page: u64) -> (PageFuture, Demand) {
         let mut guard = h.pages.lock().expect("page lock poisoned");
         forget_failed(&mut guard, page);
         let (map, order) = &mut *guard;
         if let Some((f, prefetched)) = map.get(&page) {
-            return (f.clone(), if *prefetched { Source::Prefetched } else { Source::Handle });
+            return (f.clone(), if *prefetched { Demand::Prefetched } else { Demand::Readahead });
         }
         let (shared, source) = match self.prefetch.as_ref().and_then(|p| p.take(&h.path, &h.etag, page)) {
-            Some(f) => (f, Source::Prefetched),
-            None => (fetch_page(&self.cluster, &h.path, page, self.page_size, h.size), Source::Fetched),
+            Some(f) => (f, Demand::Prefetched),
+            None => (fetch_page(&self.cluster, &h.path, page, self.page_size, h.size), Demand::Fetched),
         };
-        map.insert(page, (shared.clone(), source == Source::Prefetched));
+        map.insert(page, (shared.clone(), source == Demand::Prefetched));
         order.push(page);
         while order.len() > HANDLE_PAGES {
             let old = order.remove(0);
@@ -170,7 +172,7 @@ impl<N: Nodes> MountFs<N> {
                 let s = offset.max(p * ps);
                 let e = end.min((p + 1) * ps);
                 let held = self.held_page(&h, p);
-                count(held.as_ref().map_or(Source::Fetched, |(_, source)| *source));
+                count(held.as_ref().map_or(Demand::Fetched, |(_, source)| *source));
                 parts.push(match held {
                     Some((f, _)) => f.await?.slice((s - p * ps) as usize..(e - p * ps) as usize),
                     // One request per page touched, straight to its owner: the handle

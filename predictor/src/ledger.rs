@@ -18,7 +18,8 @@ use std::hash::Hash;
 /// A prefetched page not read within this long (milliseconds) was a wrong guess.
 pub const STALE_MS: i64 = 30_000;
 
-/// Pages fetched ahead of a sequential reader, inside one file.
+/// Pages fetched ahead of a sequential reader, inside one file (the node's
+/// read streams and the mount's read handles alike).
 pub const READAHEAD_PAGES: u64 = 4;
 
 #[derive(Debug)]
@@ -137,15 +138,17 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
         Some(dropped)
     }
 
-    /// A demand read of issued page `key`: it was useful. Returns whether
-    /// `key` is in the ledger.
-    pub fn read(&mut self, key: &K) -> bool {
-        let Some(slot) = self.slots.get_mut(key) else { return false };
-        if !slot.used {
-            slot.used = true;
-            self.counts.useful_bytes += slot.bytes;
+    /// A demand read of issued page `key`: it was useful. Returns the bytes
+    /// this read made useful (0 when the page was read before), or `None`
+    /// when `key` is not in the ledger.
+    pub fn read(&mut self, key: &K) -> Option<u64> {
+        let slot = self.slots.get_mut(key)?;
+        if slot.used {
+            return Some(0);
         }
-        true
+        slot.used = true;
+        self.counts.useful_bytes += slot.bytes;
+        Some(slot.bytes)
     }
 
     /// Drops `key`; unread, its bytes count as wasted.
@@ -153,7 +156,12 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
         if let Some(slot) = self.slots.remove(key) {
             self.release(&slot);
         }
-        // `order` keeps the key until room is next made; it is skipped then.
+        // `order` keeps the key until room is next made (it is skipped then)
+        // or until forgotten keys are most of it.
+        if self.order.len() > 2 * self.slots.len() + 64 {
+            let slots = &self.slots;
+            self.order.retain(|k| slots.contains_key(k));
+        }
     }
 
     /// Drops every page not read yet (an announcement replaced the order); returns them.
@@ -229,7 +237,8 @@ mod tests {
         assert_eq!(l.issue("d", 100, 2_000), None);
         assert_eq!((l.held(), l.counts().issued_bytes), (300, 300));
         // A read page makes room first.
-        assert!(l.read(&"b"));
+        assert_eq!(l.read(&"b"), Some(100));
+        assert_eq!(l.read(&"b"), Some(0), "read again: useful once");
         assert_eq!(l.issue("d", 100, 2_000), Some(vec!["b"]));
         assert!(!l.contains(&"b") && l.contains(&"a"));
         // Stale unread pages go, and count as wasted.
@@ -255,7 +264,20 @@ mod tests {
         assert_eq!((l.held(), l.counts().wasted_bytes), (30, 20));
         assert_eq!(l.drop_unread(), vec![3]);
         assert_eq!((l.held(), l.counts().wasted_bytes), (0, 50));
-        assert!(!l.read(&3));
+        assert_eq!(l.read(&3), None);
+    }
+
+    #[test]
+    fn forgotten_pages_do_not_pile_up_in_the_issue_order() {
+        // The node forgets each page as it is read, far below its budget.
+        let mut l = Ledger::new(u64::MAX);
+        for page in 0..10_000u64 {
+            l.issue(page, 1, 0);
+            l.read(&page);
+            l.forget(&page);
+        }
+        assert!(l.order.len() <= 64, "{} keys kept for 0 pages", l.order.len());
+        assert_eq!(l.counts().useful_bytes, 10_000);
     }
 
     #[test]

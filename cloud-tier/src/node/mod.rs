@@ -25,8 +25,7 @@ use crate::journal::{journal_etag, Entry, Journal};
 use crate::metrics::Metrics;
 use crate::namespace::Namespace;
 
-/// Pages fetched ahead of a sequential read inside one request.
-pub const READAHEAD_PAGES: u64 = 4;
+pub use ferry_predictor::ledger::READAHEAD_PAGES;
 
 /// Objects uploaded from the journal whose origin a node remembers; past
 /// this the memory is cleared (a client then merely misses its local copy).
