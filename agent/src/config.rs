@@ -63,6 +63,15 @@ pub fn relative_to(config: Option<&Path>, p: &Path) -> PathBuf {
 /// mqtt_user = ""               # broker credentials, if it wants them
 /// mqtt_password = ""
 /// mqtt_ca = ""                 # CA (PEM) of a broker serving TLS; "" = plain TCP
+/// replicas = 1                 # owners per page: reads are spread over them and go to any healthy one
+///
+/// [etcd]                       # follow the cluster's membership in etcd instead of `nodes` (build feature `etcd`)
+/// endpoints = []               # e.g. ["http://10.0.0.1:2379"]; empty: use `nodes`
+/// prefix = "/ferry"            # the nodes' cluster.etcd.prefix
+/// user = ""                    # etcd authentication, if on
+/// password = ""
+/// ca = ""                      # CA (PEM) of an etcd serving https
+/// timeout = "3s"
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -83,6 +92,10 @@ pub struct ClientConfig {
     pub mqtt_password: String,
     /// CA certificate (PEM) of a broker serving TLS; empty: plain TCP.
     pub mqtt_ca: PathBuf,
+    /// Owners per page.
+    pub replicas: usize,
+    /// The cluster's etcd, to follow its membership.
+    pub etcd: ferry_protocol::membership::EtcdConfig,
 }
 
 impl Default for ClientConfig {
@@ -96,6 +109,8 @@ impl Default for ClientConfig {
             mqtt_user: String::new(),
             mqtt_password: String::new(),
             mqtt_ca: PathBuf::new(),
+            replicas: 1,
+            etcd: ferry_protocol::membership::EtcdConfig::default(),
         }
     }
 }
@@ -108,8 +123,11 @@ impl ClientConfig {
         if !c.mqtt_ca.as_os_str().is_empty() {
             c.mqtt_ca = relative_to(path, &c.mqtt_ca);
         }
-        if c.nodes.is_empty() {
-            bail!("client config lists no nodes");
+        if c.nodes.is_empty() && c.etcd.endpoints.is_empty() {
+            bail!("client config lists no nodes and no etcd endpoints");
+        }
+        if c.replicas == 0 {
+            bail!("replicas must be at least 1");
         }
         Ok(c)
     }

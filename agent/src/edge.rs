@@ -39,10 +39,15 @@ pub struct Edge {
 }
 
 /// Builds the agent over `cfg`.
-pub fn start(cfg: EdgeConfig) -> Result<Edge> {
-    let client =
-        ClientConfig { nodes: cfg.nodes.clone(), certs: cfg.certs.clone(), id: cfg.id.clone(), ..Default::default() };
-    let cluster = crate::read::connect_over(&client, &client.nodes, ferry_protocol::transport::Link::Robot)?;
+pub async fn start(cfg: EdgeConfig) -> Result<Edge> {
+    let client = ClientConfig {
+        nodes: cfg.nodes.clone(),
+        certs: cfg.certs.clone(),
+        id: cfg.id.clone(),
+        etcd: cfg.etcd.clone(),
+        ..Default::default()
+    };
+    let cluster = crate::read::connect_over(&client, ferry_protocol::transport::Link::Robot).await?;
     let receiver = (!cfg.models.mqtt.is_empty()).then(|| (cfg.models.clone(), cfg.id.clone(), cluster.clone()));
     if let Some((m, _, _)) = &receiver {
         ferry_edge_tier::models::load_key(&m.signing_key)?;
@@ -81,7 +86,7 @@ pub async fn run(config: &Path) -> Result<()> {
     if !cfg.models.mqtt.is_empty() {
         eprintln!("ferry: following models of fleet {} on {}", cfg.models.fleet, cfg.models.mqtt);
     }
-    start(cfg)?.run(crate::signal::wait_for_shutdown()).await?;
+    start(cfg).await?.run(crate::signal::wait_for_shutdown()).await?;
     eprintln!("ferry: edge agent stopped");
     Ok(())
 }

@@ -17,6 +17,8 @@
 mod alloc;
 #[cfg(feature = "operator")]
 mod certs;
+#[cfg(feature = "progress")]
+mod cluster;
 mod config;
 #[cfg(feature = "edge")]
 mod edge;
@@ -126,13 +128,24 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Preload a file or directory into the cache.
+    /// Warm a file or directory: each page is fetched into the cache of its
+    /// owners, spread over the cluster; pages already cached are skipped, so
+    /// running it again resumes an interrupted load.
     #[cfg(feature = "progress")]
     Load {
         /// `ferry://HOST:PORT/PATH`, or `/PATH` with the nodes from --config.
         target: String,
+        /// Owners per page to warm (default: the client config's `replicas`).
+        #[arg(long)]
+        replicas: Option<usize>,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// The cluster: members and what they hold.
+    #[cfg(feature = "progress")]
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Fleet CA and node identities.
     #[cfg(feature = "operator")]
@@ -226,6 +239,21 @@ fn parse_percent(s: &str) -> Result<u8, String> {
         return Err(format!("{s:?} is over 100%"));
     }
     Ok(n)
+}
+
+#[cfg(feature = "progress")]
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Members (from etcd or the node list), their addresses, health,
+    /// capacity, share of the ring, pages and bytes held, and pending
+    /// write-back bytes.
+    Status {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[cfg(feature = "edge")]
@@ -363,13 +391,13 @@ async fn run(command: Command) -> Result<()> {
             }
             signal::wait_for_shutdown().await;
             eprintln!("ferry: shutting down");
-            node.shutdown().await;
+            node.leave().await;
             Ok(())
         }
         #[cfg(feature = "mount")]
         Command::Mount { dir, staging, local_copies, prefetch, prefetch_budget, client } => {
             let t = read::Target { node: None, path: "/".into() };
-            let c = read::cluster(&client.config, client.explicit(), &t)?;
+            let c = read::cluster(&client.config, client.explicit(), &t).await?;
             let staging =
                 staging.unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-staging-{}", std::process::id())));
             let prefetch =
@@ -378,7 +406,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Cat { target, client } => {
             let t = read::parse_target(&target)?;
-            let c = read::cluster(&client.config, client.explicit(), &t)?;
+            let c = read::cluster(&client.config, client.explicit(), &t).await?;
             let mut out = tokio::io::stdout();
             c.read_to(&t.path, 0, None, &mut out).await.with_context(|| format!("cat {}", t.path))?;
             out.flush().await?;
@@ -386,7 +414,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Ls { target, client } => {
             let t = read::parse_target(&target)?;
-            let c = read::cluster(&client.config, client.explicit(), &t)?;
+            let c = read::cluster(&client.config, client.explicit(), &t).await?;
             let info = c.stat(&t.path).await.with_context(|| format!("ls {}", t.path))?;
             if info.kind == EntryKind::File {
                 println!("{}", read::describe(&t.path, &info));
@@ -399,7 +427,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Stat { target, client } => {
             let t = read::parse_target(&target)?;
-            let c = read::cluster(&client.config, client.explicit(), &t)?;
+            let c = read::cluster(&client.config, client.explicit(), &t).await?;
             let info = c.stat(&t.path).await.with_context(|| format!("stat {}", t.path))?;
             println!("path:      {}", t.path);
             println!("kind:      {}", if info.kind == EntryKind::Dir { "directory" } else { "file" });
@@ -410,15 +438,29 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         #[cfg(feature = "progress")]
-        Command::Load { target, client } => {
+        Command::Load { target, replicas, client } => {
             let t = read::parse_target(&target)?;
-            let c = read::cluster(&client.config, client.explicit(), &t)?;
-            let spinner = indicatif::ProgressBar::new_spinner().with_message(format!("loading {}", t.path));
-            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-            let (objects, bytes) = c.load(&t.path).await.with_context(|| format!("load {}", t.path))?;
-            spinner.finish_and_clear();
-            println!("loaded {objects} object(s), {} into the cache", read::human(bytes));
+            let c = read::cluster(&client.config, client.explicit(), &t).await?;
+            let replicas = replicas.unwrap_or(c.replicas());
+            if replicas == 0 {
+                anyhow::bail!("--replicas must be at least 1");
+            }
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let l = cluster::load(&c, &t.path, replicas, progress).await.with_context(|| format!("load {}", t.path))?;
+            println!(
+                "loaded {} file(s) on {replicas} owner(s) per page: {} page(s) fetched ({}), {} already cached",
+                l.files,
+                l.fetched_pages,
+                read::human(l.fetched_bytes),
+                l.cached_pages
+            );
             Ok(())
+        }
+        #[cfg(feature = "progress")]
+        Command::Cluster { command: ClusterCommand::Status { json, client } } => {
+            let t = read::Target { node: None, path: "/".into() };
+            let c = read::cluster(&client.config, client.explicit(), &t).await?;
+            cluster::status(&c, json).await
         }
         #[cfg(feature = "operator")]
         Command::Cert { command } => match command {

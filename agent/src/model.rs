@@ -118,7 +118,7 @@ pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, cana
         .to_string();
     let key = load_signing_key(&cfg.certs)?;
     let size = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
-    let cluster = crate::read::connect(cfg, &cfg.nodes)?;
+    let cluster = crate::read::connect(cfg).await?;
 
     let path = file.to_path_buf();
     let (chunks, _) = tokio::task::spawn_blocking(move || ferry_protocol::chunk::cut(&path, 0, size, true)).await??;
@@ -241,7 +241,7 @@ pub async fn status(cfg: &ClientConfig, model: &str, fleet: &str, wait: Duration
 /// `ferry model rollback`: announce the version pushed before the current one.
 pub async fn rollback(cfg: &ClientConfig, model: &str, fleet: &str) -> Result<()> {
     let now = current(cfg, fleet, model).await?;
-    let cluster = crate::read::connect(cfg, &cfg.nodes)?;
+    let cluster = crate::read::connect(cfg).await?;
     let entries =
         cluster.list(&format!("/models/{model}")).await.with_context(|| format!("list versions of {model}"))?;
     let mut best: Option<SignedManifest> = None;

@@ -42,26 +42,43 @@ pub fn parse_target(s: &str) -> Result<Target> {
 }
 
 /// Connects a client for `target` using `config`.
-pub fn cluster(config: &Path, explicit: bool, target: &Target) -> Result<Cluster> {
+pub async fn cluster(config: &Path, explicit: bool, target: &Target) -> Result<Cluster> {
     let cfg = ClientConfig::load(explicit.then_some(config).or_else(|| config.is_file().then_some(config)))?;
-    let nodes = match &target.node {
-        Some(n) => vec![n.clone()],
-        None => cfg.nodes.clone(),
-    };
-    connect(&cfg, &nodes)
+    match &target.node {
+        // One node named in the URL: no membership.
+        Some(n) => Ok(endpoint(&cfg, transport::Link::Bulk).map(|ep| Cluster::new(ep, std::slice::from_ref(n)))??),
+        None => connect(&cfg).await,
+    }
 }
 
-/// A client presenting `cfg`'s identity to `nodes`.
-pub fn connect(cfg: &ClientConfig, nodes: &[String]) -> Result<Cluster> {
-    connect_over(cfg, nodes, transport::Link::Bulk)
+/// A client presenting `cfg`'s identity to the cluster `cfg` names.
+pub async fn connect(cfg: &ClientConfig) -> Result<Cluster> {
+    connect_over(cfg, transport::Link::Bulk).await
 }
 
-/// A client presenting `cfg`'s identity to `nodes`, tuned for `link`.
-pub fn connect_over(cfg: &ClientConfig, nodes: &[String], link: transport::Link) -> Result<Cluster> {
+fn endpoint(cfg: &ClientConfig, link: transport::Link) -> Result<ferry_protocol::quinn::Endpoint> {
     let id = NodeId::new(&cfg.id).map_err(anyhow::Error::msg)?;
     let tls = TlsMaterial::load_dir(&cfg.certs, &id)
         .with_context(|| format!("loading identity {id} from {} (see `ferry cert issue`)", cfg.certs.display()))?;
-    Ok(Cluster::new(transport::client_endpoint_for(&tls, link)?, nodes)?)
+    Ok(transport::client_endpoint_for(&tls, link)?)
+}
+
+/// A client presenting `cfg`'s identity to the cluster `cfg` names (its
+/// etcd, else its node list), tuned for `link`.
+pub async fn connect_over(cfg: &ClientConfig, link: transport::Link) -> Result<Cluster> {
+    let ep = endpoint(cfg, link)?;
+    let cluster = if cfg.etcd.endpoints.is_empty() {
+        Cluster::new(ep, &cfg.nodes)?
+    } else {
+        #[cfg(feature = "etcd")]
+        {
+            let etcd = ferry_protocol::etcd::Etcd::connect(&cfg.etcd).await?;
+            Cluster::over(ep, etcd.members().await?)
+        }
+        #[cfg(not(feature = "etcd"))]
+        anyhow::bail!("etcd.endpoints is set, but this ferry was built without etcd (build feature `etcd`)")
+    };
+    Ok(cluster.with_replicas(cfg.replicas))
 }
 
 /// Formats a size for people.

@@ -135,7 +135,7 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
         ..EdgeConfig::default()
     };
     std::fs::write(data.join("edge.toml"), toml::to_string_pretty(&edge_cfg)?)?;
-    let agent = crate::edge::start(edge_cfg)?;
+    let agent = crate::edge::start(edge_cfg).await?;
     let (stop_edge, edge_stopped) = tokio::sync::oneshot::channel::<()>();
     let edge_task = tokio::spawn(agent.run(async {
         let _ = edge_stopped.await;
@@ -144,7 +144,7 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
     let mnt = data.join("mnt");
     let mounted = if std::path::Path::new("/dev/fuse").exists() {
         let _ = std::fs::create_dir_all(&mnt);
-        let cluster = crate::read::connect(&client, &client.nodes)?;
+        let cluster = crate::read::connect(&client).await?;
         match crate::mount::start(cluster, &mnt, &data.join("staging"), 4 << 30, &Default::default()).await {
             Ok(m) => Some(m),
             Err(e) => {

@@ -23,6 +23,23 @@
 //! quota = "0"                         # most bytes this mount may hold in each tier; 0 = no limit
 //! options = { aws_endpoint = "http://127.0.0.1:9000", aws_allow_http = "true" }
 //! write_through = false               # true: acknowledge writes only once the store has them
+//! write_replicas = 2                  # nodes a write-back write is durable on before it is acknowledged
+//!                                     # (default: 2 where the cluster has two nodes or more, else 1)
+//!
+//! [cluster]
+//! advertise = ""                      # address clients reach this node at; "" = listen
+//! capacity = 1                        # relative share of the ring (2 = twice the pages of a 1)
+//! lease_ttl = "5s"                    # a node etcd stops hearing from leaves the ring after this
+//! peers = []                          # without etcd: every node, as ID@HOST:PORT (this one included)
+//! takeover_after = "15s"              # without etcd: a writer unreachable this long has its held writes uploaded by their holders
+//!
+//! [cluster.etcd]                      # membership and the pending-write registry (build feature `etcd`)
+//! endpoints = []                      # e.g. ["http://10.0.0.1:2379"]; empty: no etcd
+//! prefix = "/ferry"                   # key prefix; clusters sharing an etcd use different ones
+//! user = ""                           # etcd authentication, if on
+//! password = ""
+//! ca = ""                             # CA (PEM) of an etcd serving https
+//! timeout = "3s"                      # one etcd request or connection attempt
 //! ```
 //!
 //! `options` are passed unchanged to object_store's builder for the URL's
@@ -75,6 +92,42 @@ pub struct CloudConfig {
     pub prefetch: String,
     /// Most bytes of prefetched pages not read yet.
     pub prefetch_budget: ByteSize,
+    /// The cluster this node is part of.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: how this node finds the others and is found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Address clients reach this node at; empty means the listen address.
+    pub advertise: String,
+    /// Relative share of the ring.
+    pub capacity: u32,
+    /// Registration lease in etcd.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Without etcd: every node of the cluster (`ID@HOST:PORT`), this one included.
+    pub peers: Vec<String>,
+    /// Without etcd: how long a writer must be unreachable before the
+    /// holders of its pending writes upload them.
+    #[serde(with = "humantime_serde")]
+    pub takeover_after: Duration,
+    /// etcd, for membership and the pending-write registry.
+    pub etcd: ferry_protocol::membership::EtcdConfig,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            advertise: String::new(),
+            capacity: 1,
+            lease_ttl: Duration::from_secs(5),
+            peers: Vec::new(),
+            takeover_after: Duration::from_secs(15),
+            etcd: ferry_protocol::membership::EtcdConfig::default(),
+        }
+    }
 }
 
 /// Sizes and place of the cache tiers.
@@ -104,6 +157,10 @@ pub struct MountConfig {
     /// Acknowledge writes only once the object store has them (default: once the node's journal has them).
     #[serde(default)]
     pub write_through: bool,
+    /// Nodes a write-back write is durable on before it is acknowledged
+    /// (default: 2 where the cluster has two nodes or more).
+    #[serde(default)]
+    pub write_replicas: Option<usize>,
 }
 
 impl Default for CacheConfig {
@@ -128,6 +185,7 @@ impl Default for CloudConfig {
             trace_dir: None,
             prefetch: "tree".into(),
             prefetch_budget: ByteSize::mib(256),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -153,6 +211,34 @@ impl CloudConfig {
         }
         ferry_protocol::ids::NsPath::parse(&self.edge_prefix)
             .map_err(|e| ConfigError::Invalid(format!("edge_prefix {:?}: {e}", self.edge_prefix)))?;
+        let c = &self.cluster;
+        if c.capacity == 0 {
+            return Err(ConfigError::Invalid("cluster.capacity must be at least 1".into()));
+        }
+        if c.lease_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(format!("cluster.lease_ttl must be at least 1s, got {:?}", c.lease_ttl)));
+        }
+        if c.etcd.timeout.is_zero() {
+            return Err(ConfigError::Invalid("cluster.etcd.timeout must be above 0".into()));
+        }
+        if !c.etcd.endpoints.is_empty() && !c.peers.is_empty() {
+            return Err(ConfigError::Invalid("give cluster.peers or cluster.etcd.endpoints, not both".into()));
+        }
+        if !c.peers.is_empty() {
+            let peers = ferry_protocol::membership::parse_static(&c.peers)
+                .map_err(|e| ConfigError::Invalid(format!("cluster.peers: {e}")))?;
+            if !peers.iter().any(|p| p.id == self.node_id) {
+                return Err(ConfigError::Invalid(format!(
+                    "cluster.peers must list this node too (as {}@HOST:PORT)",
+                    self.node_id
+                )));
+            }
+        }
+        for (name, m) in &self.mounts {
+            if m.write_replicas == Some(0) {
+                return Err(ConfigError::Invalid(format!("mounts.{name:?}.write_replicas must be at least 1")));
+            }
+        }
         if !self.metrics_listen.is_empty() {
             self.metrics_listen
                 .parse::<SocketAddr>()

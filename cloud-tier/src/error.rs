@@ -35,6 +35,10 @@ pub enum NodeError {
     /// The peer may not do this.
     #[error("{0}")]
     Unauthorized(String),
+    /// The cluster cannot serve this now (the nodes holding a path's
+    /// newest data are unreachable, too few nodes for the write's copies).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl NodeError {
@@ -59,6 +63,7 @@ impl NodeError {
             NodeError::Chunk(ferry_protocol::chunk::ChunkError::Hash(_)) => ErrorCode::Corrupted,
             NodeError::Chunk(_) => ErrorCode::InvalidInput,
             NodeError::Unauthorized(_) => ErrorCode::Unauthorized,
+            NodeError::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 

@@ -58,6 +58,25 @@ pub struct Entry {
     pub size: u64,
     /// When it was committed, ms since the Unix epoch.
     pub mtime_ms: i64,
+    /// A copy of another node's entry, held for that node (its id and its
+    /// sequence number of the write): served, but uploaded only once
+    /// [`Journal::promote`]d. `None` for this node's own writes.
+    pub held_for: Option<(String, u64)>,
+    /// A held copy this node uploads, its writer being gone.
+    pub promoted: bool,
+}
+
+impl Entry {
+    /// Whether this node uploads the entry.
+    pub fn uploads_here(&self) -> bool {
+        self.held_for.is_none() || self.promoted
+    }
+
+    /// The write's sequence number where it was first written (the
+    /// writer's, for a held copy): what the cluster's records name.
+    pub fn write_seq(&self) -> u64 {
+        self.held_for.as_ref().map_or(self.seq, |(_, s)| *s)
+    }
 }
 
 /// The journal of one node.
@@ -106,6 +125,9 @@ fn write_meta(dir: &Path, e: &Entry) -> std::io::Result<()> {
     let tmp = dir.join(format!("{}.meta.tmp", e.seq));
     let mut f = std::fs::File::create(&tmp)?;
     write!(f, "{}\n{}\n{}\n", e.path, e.size, e.mtime_ms)?;
+    if let Some((node, seq)) = &e.held_for {
+        writeln!(f, "held-for {node} {seq}{}", if e.promoted { " promoted" } else { "" })?;
+    }
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, dir.join(format!("{}.meta", e.seq)))
@@ -119,6 +141,8 @@ pub struct JournalWrite {
     file: Option<tokio::fs::File>,
     tmp: PathBuf,
     written: u64,
+    held_for: Option<(String, u64)>,
+    mtime_ms: Option<i64>,
 }
 
 impl JournalWrite {
@@ -158,16 +182,25 @@ impl Journal {
             let text = std::fs::read_to_string(&p)?;
             let mut lines = text.lines();
             let parsed = (|| {
-                Some((
-                    lines.next()?.to_string(),
-                    lines.next()?.parse::<u64>().ok()?,
-                    lines.next()?.parse::<i64>().ok()?,
-                ))
+                let path = lines.next()?.to_string();
+                let size = lines.next()?.parse::<u64>().ok()?;
+                let mtime_ms = lines.next()?.parse::<i64>().ok()?;
+                let (held_for, promoted) = match lines.next() {
+                    None => (None, false),
+                    Some(l) => {
+                        let mut w = l.strip_prefix("held-for ")?.split(' ');
+                        let held = (w.next()?.to_string(), w.next()?.parse::<u64>().ok()?);
+                        (Some(held), w.next() == Some("promoted"))
+                    }
+                };
+                Some((path, size, mtime_ms, held_for, promoted))
             })();
             let data = dir.join(format!("{seq}.data"));
             match parsed {
-                Some((path, size, mtime_ms)) if std::fs::metadata(&data).is_ok_and(|m| m.len() >= size) => {
-                    let entry = Entry { seq, path: path.clone(), size, mtime_ms };
+                Some((path, size, mtime_ms, held_for, promoted))
+                    if std::fs::metadata(&data).is_ok_and(|m| m.len() >= size) =>
+                {
+                    let entry = Entry { seq, path: path.clone(), size, mtime_ms, held_for, promoted };
                     match best.get(&path) {
                         Some(old) if old.seq > seq => stale.extend([p.clone(), data]),
                         Some(old) => {
@@ -223,7 +256,30 @@ impl Journal {
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
         let tmp = self.dir.join(format!("{seq}.data.tmp"));
         let file = tokio::fs::File::create(&tmp).await?;
-        Ok(JournalWrite { seq, path: path.as_str().to_string(), file: Some(file), tmp, written: 0 })
+        Ok(JournalWrite {
+            seq,
+            path: path.as_str().to_string(),
+            file: Some(file),
+            tmp,
+            written: 0,
+            held_for: None,
+            mtime_ms: None,
+        })
+    }
+
+    /// Starts writing a copy of node `node`'s entry `seq` for `path`,
+    /// written there at `mtime_ms` (see [`Entry::held_for`]).
+    pub async fn begin_held(
+        &self,
+        path: &NsPath,
+        node: &str,
+        seq: u64,
+        mtime_ms: i64,
+    ) -> Result<JournalWrite, NodeError> {
+        let mut w = self.begin(path).await?;
+        w.held_for = Some((node.to_string(), seq));
+        w.mtime_ms = Some(mtime_ms);
+        Ok(w)
     }
 
     fn remove_files(&self, seq: u64) {
@@ -259,7 +315,14 @@ impl Journal {
         file.flush().await?;
         file.sync_all().await?;
         drop(file);
-        let entry = Entry { seq: w.seq, path: w.path.clone(), size: w.written, mtime_ms: now_ms() };
+        let entry = Entry {
+            seq: w.seq,
+            path: w.path.clone(),
+            size: w.written,
+            mtime_ms: w.mtime_ms.unwrap_or_else(now_ms),
+            held_for: w.held_for.clone(),
+            promoted: false,
+        };
         let dir = self.dir.clone();
         let tmp = w.tmp.clone();
         let e2 = entry.clone();
@@ -289,7 +352,14 @@ impl Journal {
     /// hard link, commit. Whoever wrote `src` must not change it afterwards.
     pub async fn adopt(&self, path: &NsPath, src: &Path, len: u64) -> Result<Entry, NodeError> {
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-        let entry = Entry { seq, path: path.as_str().to_string(), size: len, mtime_ms: now_ms() };
+        let entry = Entry {
+            seq,
+            path: path.as_str().to_string(),
+            size: len,
+            mtime_ms: now_ms(),
+            held_for: None,
+            promoted: false,
+        };
         let (dir, src, e2) = (self.dir.clone(), src.to_path_buf(), entry.clone());
         tokio::task::spawn_blocking(move || -> Result<(), NodeError> {
             // Link first, then check what was linked: the journal's own name
@@ -347,6 +417,33 @@ impl Journal {
             .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
             .next()
             .is_some_and(|(p, _)| p.starts_with(prefix))
+    }
+
+    /// Makes the held copy of `path` this node's own write, to be uploaded
+    /// (its writer is gone); false if no held copy is there.
+    pub fn promote(&self, path: &str) -> Result<bool, NodeError> {
+        let mut pending = self.pending.lock().expect("journal lock poisoned");
+        let Some(e) = pending.get_mut(path).filter(|e| !e.uploads_here()) else { return Ok(false) };
+        e.promoted = true;
+        write_meta(&self.dir, e)?;
+        fsync_dir(&self.dir)?;
+        drop(pending);
+        self.wake.notify_one();
+        Ok(true)
+    }
+
+    /// Drops the held copy of `path` if it is a copy of write `seq` (that
+    /// write is in the store now); true if one was dropped.
+    pub fn release(&self, path: &str, seq: u64) -> bool {
+        let mut pending = self.pending.lock().expect("journal lock poisoned");
+        let held = pending.get(path).is_some_and(|e| e.held_for.as_ref().is_some_and(|(_, s)| *s == seq));
+        if !held {
+            return false;
+        }
+        let old = pending.remove(path).expect("checked above");
+        drop(pending);
+        self.remove_files(old.seq);
+        true
     }
 
     /// The data file of an entry.
@@ -499,7 +596,7 @@ impl Journal {
     ) {
         let mut backoff = std::time::Duration::from_millis(200);
         loop {
-            let entries = self.entries();
+            let entries: Vec<Entry> = self.entries().into_iter().filter(Entry::uploads_here).collect();
             let mut failed = false;
             for e in &entries {
                 *self.uploading.lock().expect("journal lock poisoned") = Some(e.path.clone());
@@ -518,16 +615,18 @@ impl Journal {
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
             } else {
                 backoff = std::time::Duration::from_millis(200);
-                if self.entries().is_empty() {
-                    self.wake.notified().await;
+                let wake = self.wake.notified();
+                if !self.entries().iter().any(Entry::uploads_here) {
+                    wake.await;
                 }
             }
         }
     }
 
-    /// Waits until nothing is pending.
+    /// Waits until none of this node's own writes is pending (held copies
+    /// of other nodes' writes stay).
     pub async fn drain(&self, limit: std::time::Duration) -> bool {
-        self.wait_for(limit, |j| j.entries().is_empty()).await
+        self.wait_for(limit, |j| !j.entries().iter().any(Entry::uploads_here)).await
     }
 }
 

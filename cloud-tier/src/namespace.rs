@@ -33,6 +33,9 @@ pub struct Mount {
     pub quota: u64,
     /// Writes are acknowledged only once the store has them.
     pub write_through: bool,
+    /// Nodes a write-back write must be durable on before it is
+    /// acknowledged; `None`: 2 where the cluster has two nodes or more.
+    pub write_replicas: Option<usize>,
 }
 
 /// Where a namespace path lives.
@@ -95,6 +98,9 @@ impl Namespace {
             if cfg.write_through {
                 ns.set_write_through(name, true);
             }
+            if let Some(m) = mount_name(name).ok().and_then(|n| ns.mounts.get_mut(n.as_str())) {
+                m.write_replicas = cfg.write_replicas;
+            }
         }
         Ok(ns)
     }
@@ -117,8 +123,10 @@ impl Namespace {
         if self.mounts.contains_key(&key) {
             return Err(ConfigError::Mount { mount: name.into(), reason: "mounted twice".into() });
         }
-        self.mounts
-            .insert(key.clone(), Mount { name: Arc::from(key.as_str()), store, prefix, quota, write_through: false });
+        self.mounts.insert(
+            key.clone(),
+            Mount { name: Arc::from(key.as_str()), store, prefix, quota, write_through: false, write_replicas: None },
+        );
         Ok(())
     }
 

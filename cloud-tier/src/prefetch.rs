@@ -29,7 +29,12 @@ pub struct NodePrefetch {
     /// Prefetched pages not read yet (a page read leaves the ledger: the
     /// page cache holds its bytes).
     issued: Mutex<Ledger<(String, u64)>>,
+    /// Which pages this node may fill (in a cluster: those it owns).
+    only: std::sync::OnceLock<OwnedPages>,
 }
+
+/// Whether page `page` of a path is this node's to fill.
+pub type OwnedPages = Box<dyn Fn(&str, u64) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for NodePrefetch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,7 +62,15 @@ impl NodePrefetch {
             name,
             brain: Mutex::new(Online::new(p, PrefetchConfig::default(), page_size)),
             issued: Mutex::new(Ledger::new(budget)),
+            only: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Fills only the pages `owned` accepts (a node in a cluster prefetches
+    /// its own pages, so no page is fetched from the store by two nodes
+    /// that both predicted it).
+    pub fn only_pages(&self, owned: OwnedPages) {
+        let _ = self.only.set(owned);
     }
 
     /// A demand read of `[offset, offset + len)` of `path` (metadata `info`)
@@ -92,7 +105,10 @@ impl NodePrefetch {
         let unknown =
             self.brain.lock().expect("prefetch lock poisoned").access(reader, path.as_str(), offset, len, &mut wants);
         for w in wants {
-            let pages: Vec<u64> = (u64::from(w.first)..u64::from(w.end)).collect();
+            let mut pages: Vec<u64> = (u64::from(w.first)..u64::from(w.end)).collect();
+            if let Some(owned) = self.only.get() {
+                pages.retain(|&p| owned(&w.path, p));
+            }
             let wanted = self.claim(&w.path, w.size, &pages);
             if wanted.is_empty() {
                 continue;

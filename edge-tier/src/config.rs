@@ -237,6 +237,8 @@ pub struct EdgeConfig {
     pub certs: PathBuf,
     /// Cache nodes (`host:port`).
     pub nodes: Vec<String>,
+    /// The cluster's etcd (`[etcd]`), to follow its membership instead of `nodes`.
+    pub etcd: ferry_protocol::membership::EtcdConfig,
     /// SQLite spool file.
     pub spool: PathBuf,
     /// Namespace prefix of uploads; objects go to `prefix/id/watch/relative`.
@@ -268,6 +270,7 @@ impl Default for EdgeConfig {
             id: "robot-1".into(),
             certs: PathBuf::from("certs"),
             nodes: vec!["127.0.0.1:7400".into()],
+            etcd: ferry_protocol::membership::EtcdConfig::default(),
             spool: PathBuf::from("ferry-edge/spool.db"),
             prefix: "/logs".into(),
             settle: Duration::from_secs(5),
@@ -291,8 +294,8 @@ impl EdgeConfig {
     fn check(&self) -> Result<(), String> {
         ferry_protocol::ids::NodeId::new(&self.id).map_err(|e| e.to_string())?;
         ferry_protocol::ids::NsPath::parse(&self.prefix).map_err(|e| format!("prefix {:?}: {e}", self.prefix))?;
-        if self.nodes.is_empty() {
-            return Err("nodes is empty: name at least one cache node".into());
+        if self.nodes.is_empty() && self.etcd.endpoints.is_empty() {
+            return Err("nodes is empty: name at least one cache node (or the cluster's etcd in [etcd])".into());
         }
         if self.watch.is_empty() && self.models.mqtt.is_empty() {
             return Err(

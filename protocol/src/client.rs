@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -17,6 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::codec::{ChunkCodec, ChunkHash, DirEntry, EntryKind, ObjectInfo, Request, Response};
 use crate::error::{ErrorCode, ProtocolError};
+use crate::membership::{self, Membership};
 use crate::ring::{page_key, Ring, DEFAULT_VNODES};
 use crate::tls::CLOUD_SERVER_NAME;
 use crate::wire;
@@ -29,10 +31,8 @@ pub const DEFAULT_WINDOW: usize = 8;
 /// throughput (815 vs 940 MB/s, both ends in one process), so the default is
 /// one; many-core readers may gain from more.
 pub const CONNECTIONS_PER_NODE: usize = 1;
-/// How long a node that failed to connect is skipped before it is tried again.
-pub const DOWN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long to wait for a node to complete the handshake before trying the next one.
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One connection to one node, after the `Hello` exchange.
 #[derive(Debug, Clone)]
@@ -267,6 +267,59 @@ impl NodeConn {
         }
     }
 
+    /// Gives the node a copy of this node's journal entry `seq` of `path`
+    /// (`len` bytes from `body`); returns once the copy is durable there.
+    pub async fn hold<R>(
+        &self,
+        path: &str,
+        seq: u64,
+        mtime_ms: i64,
+        len: u64,
+        body: &mut R,
+    ) -> Result<(), ProtocolError>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        wire::write_request(&mut send, &Request::Hold { path: path.into(), seq, mtime_ms, len }).await?;
+        let copied = tokio::io::copy(&mut tokio::io::AsyncReadExt::take(body, len), &mut send).await?;
+        if copied != len {
+            let _ = send.reset(quinn::VarInt::from_u32(ErrorCode::InvalidInput as u32));
+            return Err(ProtocolError::Malformed(format!("{path}: journal entry ended after {copied} of {len} bytes")));
+        }
+        send.finish()?;
+        match wire::read_response(&mut recv).await? {
+            Response::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Tells a holder that write `seq` of `path` is in the store now.
+    pub async fn release(&self, path: &str, seq: u64) -> Result<(), ProtocolError> {
+        match self.call(&Request::Release { path: path.into(), seq }).await?.0 {
+            Response::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What the node holds.
+    pub async fn status(&self) -> Result<crate::codec::NodeStatus, ProtocolError> {
+        match self.call(&Request::Status).await?.0 {
+            Response::StatusOk(st) => Ok(st),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks the node to bring pages `[first, first + count)` of `path` into
+    /// its cache; returns the pages it fetched (those it held are skipped)
+    /// and their bytes.
+    pub async fn warm(&self, path: &str, first: u64, count: u64) -> Result<(u64, u64), ProtocolError> {
+        match self.call(&Request::Warm { path: path.into(), first, count }).await?.0 {
+            Response::LoadOk { objects, bytes } => Ok((objects, bytes)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Asks the node to bring `path` into its cache.
     pub async fn load(&self, path: &str) -> Result<(u64, u64), ProtocolError> {
         match self.call(&Request::Load { path: path.into() }).await?.0 {
@@ -276,44 +329,143 @@ impl NodeConn {
     }
 }
 
-#[derive(Debug)]
-struct Member {
-    name: String,
-    /// Connections to the member; pages are spread over them.
-    conns: Vec<Mutex<Option<NodeConn>>>,
-    /// After a failed connect, the member is skipped until this instant.
-    down_until: std::sync::Mutex<Option<std::time::Instant>>,
+/// How long a request waits for an owner that has never answered this
+/// client before it is also sent to the next owner.
+pub const HEDGE_FIRST: Duration = Duration::from_millis(500);
+/// Bounds of the hedging deadline derived from a node's answer times.
+pub const HEDGE_MIN: Duration = Duration::from_millis(150);
+/// See [`HEDGE_MIN`].
+pub const HEDGE_MAX: Duration = Duration::from_secs(1);
+
+/// What a client has seen of one member.
+#[derive(Debug, Default)]
+struct Health {
+    /// Failures (connection refused or lost, no answer in time) in a row.
+    failures: u32,
+    /// The member is asked last until then.
+    avoid_until: Option<Instant>,
+    /// Smoothed answer time and its mean deviation, in seconds (as TCP
+    /// estimates a retransmission timeout, RFC 6298).
+    srtt: Option<f64>,
+    rttvar: f64,
 }
 
-/// A client over a static list of nodes.
+#[derive(Debug)]
+struct Member {
+    id: String,
+    addr: String,
+    /// Connections to the member; pages are spread over them.
+    conns: Vec<Mutex<Option<NodeConn>>>,
+    health: std::sync::Mutex<Health>,
+}
+
+impl Member {
+    fn new(m: &membership::Member) -> Member {
+        Member {
+            id: m.id.clone(),
+            addr: m.addr.clone(),
+            conns: (0..CONNECTIONS_PER_NODE).map(|_| Mutex::new(None)).collect(),
+            health: std::sync::Mutex::new(Health::default()),
+        }
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().expect("member health lock poisoned")
+    }
+
+    fn avoided(&self) -> bool {
+        self.health().avoid_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// How long to wait for this member before asking the next owner too.
+    fn hedge_after(&self) -> Duration {
+        let h = self.health();
+        match h.srtt {
+            None => HEDGE_FIRST,
+            Some(s) => Duration::from_secs_f64(s + 4.0 * h.rttvar).clamp(HEDGE_MIN, HEDGE_MAX),
+        }
+    }
+
+    fn answered(&self, took: Duration) {
+        let mut h = self.health();
+        let t = took.as_secs_f64();
+        match h.srtt {
+            None => {
+                h.srtt = Some(t);
+                h.rttvar = t / 2.0;
+            }
+            Some(s) => {
+                h.rttvar = 0.75 * h.rttvar + 0.25 * (s - t).abs();
+                h.srtt = Some(0.875 * s + 0.125 * t);
+            }
+        }
+        h.failures = 0;
+        h.avoid_until = None;
+    }
+
+    /// The member failed or did not answer in time: ask it last for a
+    /// while, longer after each failure in a row, with jitter.
+    fn failed(&self) {
+        let mut h = self.health();
+        h.failures = h.failures.saturating_add(1);
+        h.avoid_until = Some(Instant::now() + membership::backoff(h.failures));
+    }
+}
+
+/// The ring over one member list.
+#[derive(Debug)]
+struct Layout {
+    epoch: u64,
+    members: Vec<Arc<Member>>,
+    ring: Ring,
+}
+
+impl Layout {
+    fn new(view: &membership::View, old: Option<&Layout>) -> Layout {
+        let members: Vec<Arc<Member>> = view
+            .members
+            .iter()
+            .map(|m| {
+                old.and_then(|o| o.members.iter().find(|x| x.id == m.id && x.addr == m.addr).cloned())
+                    .unwrap_or_else(|| Arc::new(Member::new(m)))
+            })
+            .collect();
+        let weights: Vec<(&str, u32)> = view.members.iter().map(|m| (m.id.as_str(), m.capacity)).collect();
+        Layout { epoch: view.epoch, members, ring: Ring::weighted(&weights, DEFAULT_VNODES) }
+    }
+}
+
+/// A client over the cluster's members: a static list, or one kept
+/// current from etcd (the ring is rebuilt on every change, no restart).
 #[derive(Debug, Clone)]
 pub struct Cluster {
     endpoint: quinn::Endpoint,
-    members: Arc<Vec<Member>>,
-    ring: Arc<Ring>,
+    membership: Membership,
+    layout: Arc<std::sync::RwLock<Arc<Layout>>>,
     window: usize,
+    replicas: usize,
 }
 
 impl Cluster {
-    /// A client over `nodes` (`host:port` each). Connections open on first use.
+    /// A client over `nodes` (`HOST:PORT` or `ID@HOST:PORT` each).
+    /// Connections open on first use.
     pub fn new(endpoint: quinn::Endpoint, nodes: &[String]) -> Result<Cluster, ProtocolError> {
         if nodes.is_empty() {
             return Err(ProtocolError::connection("no cache nodes configured"));
         }
-        let members = nodes
-            .iter()
-            .map(|n| Member {
-                name: n.clone(),
-                conns: (0..CONNECTIONS_PER_NODE).map(|_| Mutex::new(None)).collect(),
-                down_until: std::sync::Mutex::new(None),
-            })
-            .collect();
-        Ok(Cluster {
+        Ok(Cluster::over(endpoint, Membership::fixed(membership::parse_static(nodes)?)))
+    }
+
+    /// A client over whatever members `membership` lists from moment to moment.
+    pub fn over(endpoint: quinn::Endpoint, membership: Membership) -> Cluster {
+        let layout = Layout::new(&membership.view(), None);
+        Cluster {
             endpoint,
-            members: Arc::new(members),
-            ring: Arc::new(Ring::new(nodes, DEFAULT_VNODES)),
+            membership,
+            layout: Arc::new(std::sync::RwLock::new(Arc::new(layout))),
             window: DEFAULT_WINDOW,
-        })
+            replicas: 1,
+        }
     }
 
     /// Sets how many pages one read keeps in flight.
@@ -322,101 +474,245 @@ impl Cluster {
         self
     }
 
-    async fn conn(&self, i: usize, lane: usize) -> Result<NodeConn, ProtocolError> {
-        let m = &self.members[i];
-        let is_down = || {
-            let down = *m.down_until.lock().expect("member lock poisoned");
-            down.is_some_and(|t| std::time::Instant::now() < t)
-        };
-        if is_down() {
-            return Err(ProtocolError::connection(format!("{} is marked down", m.name)));
+    /// Sets how many owners each page has (reads are spread over them and
+    /// go to any healthy one); 1 by default.
+    pub fn with_replicas(mut self, replicas: usize) -> Cluster {
+        self.replicas = replicas.max(1);
+        self
+    }
+
+    /// Owners per page.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// The member list this client follows.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    fn layout(&self) -> Arc<Layout> {
+        let view = self.membership.view();
+        {
+            let cur = self.layout.read().expect("layout lock poisoned");
+            if cur.epoch == view.epoch {
+                return cur.clone();
+            }
         }
+        let mut cur = self.layout.write().expect("layout lock poisoned");
+        if cur.epoch != view.epoch {
+            let next = Layout::new(&view, Some(&cur));
+            tracing::info!(
+                members = %view.members.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(","),
+                source = %view.source,
+                "cluster membership changed"
+            );
+            *cur = Arc::new(next);
+        }
+        cur.clone()
+    }
+
+    /// Member ids owning page `page` of `path`, in preference order (the
+    /// first [`Cluster::replicas`] are its replicas).
+    pub fn owners(&self, path: &str, page: u64) -> Vec<String> {
+        let layout = self.layout();
+        layout.ring.owners(&page_key(path, page)).into_iter().map(|i| layout.members[i].id.clone()).collect()
+    }
+
+    /// Each member's share of the ring, by id.
+    pub fn shares(&self) -> Vec<(String, f64)> {
+        let layout = self.layout();
+        layout.members.iter().map(|m| m.id.clone()).zip(layout.ring.shares()).collect()
+    }
+
+    /// The members to ask for `key`, best first: its replicas (rotated by
+    /// `spread`, so reads of consecutive pages go to different replicas),
+    /// then the other owners; members that failed lately go last.
+    fn order(&self, layout: &Layout, key: &[u8], spread: u64) -> Vec<Arc<Member>> {
+        let owners = layout.ring.owners(key);
+        let r = self.replicas.min(owners.len()).max(1);
+        let mut order: Vec<Arc<Member>> = Vec::with_capacity(owners.len());
+        if !owners.is_empty() {
+            let rot = (spread % r as u64) as usize;
+            order.extend(owners[..r].iter().cycle().skip(rot).take(r).map(|&i| layout.members[i].clone()));
+            order.extend(owners[r..].iter().map(|&i| layout.members[i].clone()));
+        }
+        order.sort_by_key(|m| m.avoided());
+        order
+    }
+
+    async fn conn(&self, m: &Member, lane: usize) -> Result<NodeConn, ProtocolError> {
         let mut slot = m.conns[lane % m.conns.len()].lock().await;
-        // Another request may have failed to connect while this one waited.
-        if is_down() {
-            return Err(ProtocolError::connection(format!("{} is marked down", m.name)));
-        }
         if let Some(c) = slot.as_ref() {
             if !c.is_closed() {
                 return Ok(c.clone());
             }
         }
-        let addr = tokio::net::lookup_host(&m.name)
+        let addr = tokio::net::lookup_host(&m.addr)
             .await
-            .map_err(|e| ProtocolError::connection_from(format!("resolve {}: {e}", m.name), e))?
+            .map_err(|e| ProtocolError::connection_from(format!("resolve {}: {e}", m.addr), e))?
             .next()
-            .ok_or_else(|| ProtocolError::connection(format!("{} resolves to no address", m.name)))?;
+            .ok_or_else(|| ProtocolError::connection(format!("{} resolves to no address", m.addr)))?;
         let attempt = tokio::time::timeout(CONNECT_TIMEOUT, NodeConn::connect(&self.endpoint, addr)).await;
         let c = match attempt {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
-                *m.down_until.lock().expect("member lock poisoned") = Some(std::time::Instant::now() + DOWN_FOR);
                 return Err(match e {
                     ProtocolError::Connection { message, source } => {
-                        ProtocolError::Connection { message: format!("{}: {message}", m.name), source }
+                        ProtocolError::Connection { message: format!("{} ({}): {message}", m.id, m.addr), source }
                     }
                     other => other,
                 });
             }
             Err(_) => {
-                *m.down_until.lock().expect("member lock poisoned") = Some(std::time::Instant::now() + DOWN_FOR);
-                return Err(ProtocolError::connection(format!("{}: no answer within {CONNECT_TIMEOUT:?}", m.name)));
+                return Err(ProtocolError::connection(format!(
+                    "{} ({}): no answer within {CONNECT_TIMEOUT:?}",
+                    m.id, m.addr
+                )));
             }
         };
         *slot = Some(c.clone());
         Ok(c)
     }
 
-    /// Runs `op` against the owners of `key` in preference order until one answers.
+    /// A connection to the member with id `id`.
+    pub async fn node(&self, id: &str) -> Result<NodeConn, ProtocolError> {
+        let layout = self.layout();
+        let m = layout
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| ProtocolError::connection(format!("{id} is not a member of the cluster")))?;
+        let started = Instant::now();
+        let c = self.conn(m, 0).await;
+        match &c {
+            Ok(_) => m.answered(started.elapsed()),
+            Err(_) => m.failed(),
+        }
+        c
+    }
+
+    fn no_members(&self) -> ProtocolError {
+        ProtocolError::connection(format!("no cache nodes: {} lists none", self.membership.view().source))
+    }
+
+    /// Runs `op` against the owners of `key` in preference order until one
+    /// answers. For writes: each owner is asked only after the one before
+    /// failed.
     async fn with_owner<T, F, Fut>(&self, key: &[u8], lane: usize, op: F) -> Result<T, ProtocolError>
     where
         F: Fn(NodeConn) -> Fut,
         Fut: std::future::Future<Output = Result<T, ProtocolError>>,
     {
+        let layout = self.layout();
         let mut last = None;
-        for i in self.ring.owners(key) {
-            let attempt = match self.conn(i, lane).await {
+        for m in self.order(&layout, key, 0) {
+            let started = Instant::now();
+            let attempt = match self.conn(&m, lane).await {
                 Ok(c) => op(c).await,
                 Err(e) => Err(e),
             };
             match attempt {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    m.answered(started.elapsed());
+                    return Ok(v);
+                }
                 Err(e) if e.try_elsewhere() => {
-                    tracing::debug!(node = %self.members[i].name, error = %e, "trying next owner");
+                    if e.is_connection() {
+                        m.failed();
+                    }
+                    tracing::debug!(node = %m.id, error = %e, "trying next owner");
                     last = Some(e);
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| ProtocolError::connection("no cache nodes")))
+        Err(last.unwrap_or_else(|| self.no_members()))
+    }
+
+    /// Runs the read `op` against the owners of `key`: when an owner does
+    /// not answer within a deadline derived from its answer times so far,
+    /// the next owner is asked too and the first answer wins (a killed or
+    /// partitioned node costs a reader that deadline, not a timeout).
+    async fn hedged<T, F, Fut>(&self, key: &[u8], spread: u64, lane: usize, op: F) -> Result<T, ProtocolError>
+    where
+        F: Fn(NodeConn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProtocolError>>,
+    {
+        let layout = self.layout();
+        let order = self.order(&layout, key, spread);
+        let op = &op;
+        let attempt = |m: Arc<Member>| async move {
+            let started = Instant::now();
+            let r = match self.conn(&m, lane).await {
+                Ok(c) => op(c).await,
+                Err(e) => Err(e),
+            };
+            (m, started.elapsed(), r)
+        };
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut next = 0;
+        let mut last = None;
+        loop {
+            if running.is_empty() {
+                let Some(m) = order.get(next) else {
+                    return Err(last.unwrap_or_else(|| self.no_members()));
+                };
+                running.push(attempt(m.clone()));
+                next += 1;
+            }
+            let hedge = order.get(next).map(|_| order[next - 1].hedge_after());
+            tokio::select! {
+                Some((m, took, r)) = running.next() => match r {
+                    Ok(v) => {
+                        m.answered(took);
+                        return Ok(v);
+                    }
+                    Err(e) if e.try_elsewhere() => {
+                        if e.is_connection() {
+                            m.failed();
+                        }
+                        tracing::debug!(node = %m.id, error = %e, "trying next owner");
+                        last = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                },
+                () = tokio::time::sleep(hedge.unwrap_or_default()), if hedge.is_some() => {
+                    let slow = &order[next - 1];
+                    tracing::debug!(node = %slow.id, after = ?hedge, "no answer in time; asking the next owner too");
+                    slow.failed();
+                    running.push(attempt(order[next].clone()));
+                    next += 1;
+                }
+            }
+        }
     }
 
     /// Transport statistics of every open connection, by node.
     pub async fn stats(&self) -> Vec<(String, quinn::ConnectionStats)> {
         let mut out = Vec::new();
-        for m in self.members.iter() {
+        for m in self.layout().members.iter() {
             for slot in &m.conns {
                 if let Some(c) = slot.lock().await.as_ref() {
-                    out.push((m.name.clone(), c.stats()));
+                    out.push((m.addr.clone(), c.stats()));
                 }
             }
         }
         out
     }
-
     /// Page size announced by the nodes.
     pub async fn page_size(&self, path: &str) -> Result<u64, ProtocolError> {
-        self.with_owner(&page_key(path, 0), 0, |c| async move { Ok(u64::from(c.page_size)) }).await
+        self.hedged(&page_key(path, 0), 0, 0, |c| async move { Ok(u64::from(c.page_size)) }).await
     }
 
     /// Metadata of `path`.
     pub async fn stat(&self, path: &str) -> Result<ObjectInfo, ProtocolError> {
-        self.with_owner(&page_key(path, 0), 0, |c| async move { c.stat(path).await }).await
+        self.hedged(&page_key(path, 0), 0, 0, |c| async move { c.stat(path).await }).await
     }
 
     /// Entries directly under `path`.
     pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, ProtocolError> {
-        self.with_owner(&page_key(path, 0), 0, |c| async move { c.list(path).await }).await
+        self.hedged(&page_key(path, 0), 0, 0, |c| async move { c.list(path).await }).await
     }
 
     /// Asks the owner of `path` to preload it.
@@ -516,7 +812,7 @@ impl Cluster {
     ) -> Result<Vec<Bytes>, ProtocolError> {
         debug_assert!(start / page_size == page && (end - 1) / page_size == page);
         let data = self
-            .with_owner(&page_key(path, route), page as usize, |c| async move {
+            .hedged(&page_key(path, route), if route == page { page } else { 0 }, page as usize, |c| async move {
                 c.read_range(path, start, end - start).await
             })
             .await?;

@@ -112,6 +112,19 @@ pub enum Request {
     /// bytes in all). Answered with `Done` once durable in the journal, or
     /// with `Missing` naming the chunks the node does not hold.
     Commit { path: String, size: u64, chunks: Vec<ChunkHash> },
+    /// From another node: hold a copy of its journal entry `seq` for
+    /// `path` (written at `mtime_ms`); exactly `len` raw bytes follow. The
+    /// holder serves it and uploads it only if the writing node is gone.
+    /// Answered with `Done` once durable.
+    Hold { path: String, seq: u64, mtime_ms: i64, len: u64 },
+    /// From the node that held `path`'s write `seq` first: it is in the
+    /// store now, drop the copy.
+    Release { path: String, seq: u64 },
+    /// What the node holds: answered with `StatusOk`.
+    Status,
+    /// Bring pages `[first, first + count)` of a file into the cache, skipping
+    /// those already there. Answered with `LoadOk` (pages fetched, their bytes).
+    Warm { path: String, first: u64, count: u64 },
 }
 
 /// BLAKE3 hash of a chunk's decoded bytes.
@@ -153,8 +166,31 @@ pub enum Response {
     Done { persisted: bool, etag: String },
     /// The chunks (of a `HasChunks` or `Commit`) the node does not hold.
     Missing { chunks: Vec<ChunkHash> },
+    /// Answer to `Status`.
+    StatusOk(NodeStatus),
     /// The request failed.
     Error { code: ErrorCode, message: String },
+}
+
+/// What a node holds, for `ferry cluster status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub node_id: String,
+    /// Pages in its cache tiers.
+    pub pages: u64,
+    /// Bytes in its memory tier.
+    pub memory_bytes: u64,
+    /// Bytes in its disk tier.
+    pub disk_bytes: u64,
+    /// Writes in its journal the store does not have yet.
+    pub pending: u64,
+    /// Their bytes.
+    pub pending_bytes: u64,
+    /// Copies it holds of other nodes' pending writes.
+    pub held: u64,
+    /// Their bytes.
+    pub held_bytes: u64,
 }
 
 mod tag {
@@ -170,6 +206,10 @@ mod tag {
     pub const HAS_CHUNKS: u8 = 0x0A;
     pub const PUT_CHUNK: u8 = 0x0B;
     pub const COMMIT: u8 = 0x0C;
+    pub const HOLD: u8 = 0x0D;
+    pub const RELEASE: u8 = 0x0E;
+    pub const STATUS: u8 = 0x0F;
+    pub const WARM: u8 = 0x10;
     pub const HELLO_OK: u8 = 0x81;
     pub const STAT_OK: u8 = 0x82;
     pub const LIST_OK: u8 = 0x83;
@@ -177,6 +217,7 @@ mod tag {
     pub const LOAD_OK: u8 = 0x85;
     pub const DONE: u8 = 0x86;
     pub const MISSING: u8 = 0x87;
+    pub const STATUS_OK: u8 = 0x88;
     pub const ERROR: u8 = 0xFF;
 }
 
@@ -357,6 +398,10 @@ impl Request {
             Request::HasChunks { .. } => "has_chunks",
             Request::PutChunk { .. } => "put_chunk",
             Request::Commit { .. } => "commit",
+            Request::Hold { .. } => "hold",
+            Request::Release { .. } => "release",
+            Request::Status => "status",
+            Request::Warm { .. } => "warm",
         }
     }
 
@@ -366,7 +411,8 @@ impl Request {
             Request::Put { path, .. }
             | Request::Adopt { path, .. }
             | Request::Delete { path }
-            | Request::Commit { path, .. } => vec![path],
+            | Request::Commit { path, .. }
+            | Request::Hold { path, .. } => vec![path],
             Request::Rename { from, to } => vec![from, to],
             Request::Hello { .. }
             | Request::Stat { .. }
@@ -374,7 +420,10 @@ impl Request {
             | Request::ReadRange { .. }
             | Request::Load { .. }
             | Request::HasChunks { .. }
-            | Request::PutChunk { .. } => Vec::new(),
+            | Request::PutChunk { .. }
+            | Request::Release { .. }
+            | Request::Status
+            | Request::Warm { .. } => Vec::new(),
         }
     }
 
@@ -452,6 +501,28 @@ impl Request {
                 w.hashes(chunks);
                 w.finish();
             }
+            Request::Hold { path, seq, mtime_ms, len } => {
+                let mut w = Writer::new(buf, tag::HOLD);
+                w.string(path);
+                w.buf.put_u64(*seq);
+                w.buf.put_i64(*mtime_ms);
+                w.buf.put_u64(*len);
+                w.finish();
+            }
+            Request::Release { path, seq } => {
+                let mut w = Writer::new(buf, tag::RELEASE);
+                w.string(path);
+                w.buf.put_u64(*seq);
+                w.finish();
+            }
+            Request::Status => Writer::new(buf, tag::STATUS).finish(),
+            Request::Warm { path, first, count } => {
+                let mut w = Writer::new(buf, tag::WARM);
+                w.string(path);
+                w.buf.put_u64(*first);
+                w.buf.put_u64(*count);
+                w.finish();
+            }
         }
     }
 
@@ -474,6 +545,10 @@ impl Request {
                 Request::PutChunk { hash: r.hash()?, raw_len: r.u32()?, codec: r.codec()?, len: r.u32()? }
             }
             tag::COMMIT => Request::Commit { path: r.string()?, size: r.u64()?, chunks: r.hashes()? },
+            tag::HOLD => Request::Hold { path: r.string()?, seq: r.u64()?, mtime_ms: r.i64()?, len: r.u64()? },
+            tag::RELEASE => Request::Release { path: r.string()?, seq: r.u64()? },
+            tag::STATUS => Request::Status,
+            tag::WARM => Request::Warm { path: r.string()?, first: r.u64()?, count: r.u64()? },
             t => return Err(DecodeError::Invalid(format!("unknown request tag 0x{t:02x}"))),
         };
         r.finish()?;
@@ -530,6 +605,16 @@ impl Response {
                 w.hashes(chunks);
                 w.finish();
             }
+            Response::StatusOk(st) => {
+                let mut w = Writer::new(buf, tag::STATUS_OK);
+                w.string(&st.node_id);
+                for v in
+                    [st.pages, st.memory_bytes, st.disk_bytes, st.pending, st.pending_bytes, st.held, st.held_bytes]
+                {
+                    w.buf.put_u64(v);
+                }
+                w.finish();
+            }
             Response::Error { code, message } => {
                 let mut w = Writer::new(buf, tag::ERROR);
                 w.buf.put_u16(*code as u16);
@@ -568,6 +653,16 @@ impl Response {
             tag::LOAD_OK => Response::LoadOk { objects: r.u64()?, bytes: r.u64()? },
             tag::DONE => Response::Done { persisted: r.bool()?, etag: r.string()? },
             tag::MISSING => Response::Missing { chunks: r.hashes()? },
+            tag::STATUS_OK => Response::StatusOk(NodeStatus {
+                node_id: r.string()?,
+                pages: r.u64()?,
+                memory_bytes: r.u64()?,
+                disk_bytes: r.u64()?,
+                pending: r.u64()?,
+                pending_bytes: r.u64()?,
+                held: r.u64()?,
+                held_bytes: r.u64()?,
+            }),
             tag::ERROR => {
                 let c = r.u16()?;
                 let code =
@@ -633,6 +728,10 @@ mod tests {
             Request::HasChunks { chunks: vec![] },
             Request::PutChunk { hash: [9; 32], raw_len: 65536, codec: ChunkCodec::Zstd, len: 1200 },
             Request::Commit { path: "/logs/robot-17/a.mcap".into(), size: 1 << 30, chunks: vec![[1; 32], [2; 32]] },
+            Request::Hold { path: "/ckpt/a".into(), seq: 7, mtime_ms: -1, len: 9 },
+            Request::Release { path: "/ckpt/a".into(), seq: 7 },
+            Request::Status,
+            Request::Warm { path: "/d/x".into(), first: 3, count: 9 },
         ]
     }
 
@@ -655,6 +754,7 @@ mod tests {
             Response::LoadOk { objects: 3, bytes: 9 },
             Response::Done { persisted: false, etag: "~journal-3".into() },
             Response::Missing { chunks: vec![[3; 32]] },
+            Response::StatusOk(NodeStatus { node_id: "n".into(), pages: 1, held_bytes: 8, ..NodeStatus::default() }),
             Response::Error { code: ErrorCode::NotFound, message: "no such object".into() },
         ]
     }

@@ -138,6 +138,12 @@ impl ProtocolError {
         }
     }
 
+    /// Whether the node could not be reached or the connection broke (as
+    /// opposed to an answer saying no).
+    pub fn is_connection(&self) -> bool {
+        matches!(self, ProtocolError::Connection { .. } | ProtocolError::Io(_))
+    }
+
     /// Whether another node might serve the same request.
     pub fn try_elsewhere(&self) -> bool {
         match self {

@@ -12,6 +12,8 @@
 //! - [`transport`]: quinn endpoints tuned for bulk transfer.
 //! - [`wire`]: the thin async layer that moves codec frames over QUIC streams.
 //! - [`ring`]: consistent hashing with virtual nodes (who owns a page).
+//! - [`membership`]: the member list, fixed or watched in etcd (`etcd`,
+//!   feature `etcd`: leased registration, the pending-write registry).
 //! - [`client`]: a cluster-aware client: picks each page's owner itself and
 //!   falls back to the next owner when a node fails.
 //! - [`chunk`]: content-defined chunking (FastCDC) and the zstd encoding of
@@ -26,14 +28,19 @@ pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod ids;
 pub mod manifest;
+pub mod membership;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 pub mod ring;
 pub mod tls;
 pub mod transport;
 pub mod wire;
+
+pub use quinn;
 
 pub use error::{ErrorCode, ProtocolError};
 

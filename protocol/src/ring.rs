@@ -26,14 +26,38 @@ fn hash64(bytes: &[u8]) -> u64 {
 impl Ring {
     /// Builds a ring; members are named by `names` and referred to by index.
     pub fn new<S: AsRef<str>>(names: &[S], vnodes: usize) -> Ring {
-        let mut points = Vec::with_capacity(names.len() * vnodes);
-        for (i, name) in names.iter().enumerate() {
-            for v in 0..vnodes {
-                points.push((hash64(format!("{}#{v}", name.as_ref()).as_bytes()), i));
+        let weighted: Vec<(&str, u32)> = names.iter().map(|n| (n.as_ref(), 1)).collect();
+        Ring::weighted(&weighted, vnodes)
+    }
+
+    /// Builds a ring of members named by id, each at `vnodes × weight`
+    /// points, so a member's share of the keys follows its weight.
+    pub fn weighted(members: &[(&str, u32)], vnodes: usize) -> Ring {
+        let total: usize = members.iter().map(|(_, w)| vnodes * (*w).max(1) as usize).sum();
+        let mut points = Vec::with_capacity(total);
+        for (i, (name, weight)) in members.iter().enumerate() {
+            for v in 0..vnodes * (*weight).max(1) as usize {
+                points.push((hash64(format!("{name}#{v}").as_bytes()), i));
             }
         }
         points.sort_unstable();
-        Ring { points, members: names.len() }
+        Ring { points, members: members.len() }
+    }
+
+    /// Each member's share of the key space (0-1), by index.
+    pub fn shares(&self) -> Vec<f64> {
+        let mut out = vec![0.0; self.members];
+        let Some(&(last, _)) = self.points.last() else { return out };
+        // A point owns the arc from the previous point up to itself.
+        let mut prev = last;
+        for &(p, m) in &self.points {
+            out[m] += p.wrapping_sub(prev) as f64 / u64::MAX as f64;
+            prev = p;
+        }
+        if self.points.len() == self.points.iter().filter(|(_, m)| *m == self.points[0].1).count() {
+            out[self.points[0].1] = 1.0; // one member owns everything
+        }
+        out
     }
 
     /// Member indices in preference order for `key` (each member once).
@@ -103,6 +127,21 @@ mod tests {
         // Adding a fourth node should move about a quarter of the keys, not most.
         assert!(moved < n as usize * 35 / 100, "moved {moved} of {n}");
         assert!(moved > n as usize * 15 / 100, "moved {moved} of {n}");
+    }
+
+    #[test]
+    fn weights_set_shares_and_ids_set_owners() {
+        let ring = Ring::weighted(&[("a", 1), ("b", 3)], DEFAULT_VNODES);
+        let shares = ring.shares();
+        assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{shares:?}");
+        assert!(shares[1] > 0.65 && shares[1] < 0.85, "{shares:?}");
+        // The same ids give the same owners whatever order they are listed in.
+        let other = Ring::weighted(&[("b", 3), ("a", 1)], DEFAULT_VNODES);
+        for i in 0..200 {
+            let k = page_key("/x", i);
+            assert_eq!(["a", "b"][ring.owners(&k)[0]], ["b", "a"][other.owners(&k)[0]]);
+        }
+        assert_eq!(Ring::weighted(&[("solo", 1)], 4).shares(), vec![1.0]);
     }
 
     #[test]

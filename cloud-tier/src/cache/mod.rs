@@ -211,6 +211,14 @@ impl PageCache {
         (self.memory.used(), self.disk.as_ref().map_or(0, |d| d.used()))
     }
 
+    /// Pages held (a page in both tiers counts once per tier), and the
+    /// bytes of the memory and disk tiers.
+    pub fn usage(&self) -> (u64, u64, u64) {
+        let pages = self.memory.len() + self.disk.as_ref().map_or(0, |d| d.len());
+        let (m, d) = self.used();
+        (pages as u64, m, d)
+    }
+
     fn update_gauges(&self) {
         let (m, d) = self.used();
         self.metrics.set_used("memory", m);

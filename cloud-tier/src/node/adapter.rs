@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferry_protocol::codec::{Request, Response};
-use ferry_protocol::ids::Identity;
+use ferry_protocol::ids::{Identity, Role};
 use ferry_protocol::tls;
 use ferry_protocol::{wire, ErrorCode, ProtocolError};
 
@@ -17,6 +17,15 @@ use super::{CacheNode, Committed, MAX_CHUNK_WIRE};
 
 fn error_response(e: &NodeError) -> Response {
     Response::Error { code: e.code(), message: e.to_string() }
+}
+
+/// Copies of other nodes' writes come only from cache nodes.
+fn from_node(peer: &Identity) -> Result<(), NodeError> {
+    if peer.role == Role::Cloud {
+        Ok(())
+    } else {
+        Err(NodeError::Unauthorized(format!("{peer} is not a cache node; only cache nodes hold copies of writes")))
+    }
 }
 
 async fn handle_stream(
@@ -91,6 +100,22 @@ async fn handle_stream(
             .handle_rename(&from, &to)
             .await
             .map_or_else(|e| error_response(&e), |persisted| Response::Done { persisted, etag: String::new() }),
+        Request::Hold { path, seq, mtime_ms, len } => match from_node(&peer) {
+            Err(e) => error_response(&e),
+            Ok(()) => node
+                .handle_hold(peer.id.as_str(), &path, seq, mtime_ms, len, &mut recv)
+                .await
+                .map_or_else(|e| error_response(&e), |()| Response::Done { persisted: false, etag: String::new() }),
+        },
+        Request::Release { path, seq } => match from_node(&peer).and_then(|()| node.handle_release(&path, seq)) {
+            Err(e) => error_response(&e),
+            Ok(()) => Response::Done { persisted: true, etag: String::new() },
+        },
+        Request::Status => Response::StatusOk(node.handle_status()),
+        Request::Warm { path, first, count } => node
+            .handle_warm(&path, first, count)
+            .await
+            .map_or_else(|e| error_response(&e), |(objects, bytes)| Response::LoadOk { objects, bytes }),
         Request::Load { path } => node
             .handle_load(&path)
             .await

@@ -89,7 +89,7 @@ impl CacheNode {
             return Err(NodeError::InvalidInput(format!("{path}: chunks hold {total}+ bytes, the commit says {size}")));
         }
         let entry = self.journal.commit(w).await?;
-        let (persisted, etag) = self.committed(&path, resolved.mount.write_through, &entry).await?;
+        let (persisted, etag) = self.committed(&path, &resolved.mount, &entry).await?;
         Ok(Committed::Done(persisted, etag))
     }
 }

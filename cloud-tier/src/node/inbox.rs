@@ -63,7 +63,7 @@ impl CacheNode {
             return Err(NodeError::InvalidInput(format!("{name:?} is not a plain file name in the inbox")));
         }
         let entry = self.journal.adopt(&path, &self.inbox.dir.join(name), len).await?;
-        self.committed(&path, resolved.mount.write_through, &entry).await
+        self.committed(&path, &resolved.mount, &entry).await
     }
 
     /// The inbox directory clients on this host may hand files over in.

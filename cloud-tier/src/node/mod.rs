@@ -32,12 +32,14 @@ pub use ferry_predictor::ledger::READAHEAD_PAGES;
 const MAX_ORIGINS: usize = 100_000;
 
 mod adapter;
+mod cluster;
 mod edge;
 mod inbox;
 mod read_stream;
 mod running;
 
 pub use adapter::serve;
+pub use cluster::{Peers, Registry};
 pub use edge::{Committed, MAX_CHUNK_WIRE};
 pub use read_stream::ReadStream;
 pub use running::{RunningNode, StartError};
@@ -60,6 +62,11 @@ pub struct CacheNode {
     /// Where demand reads are recorded as an access trace, if anywhere.
     recorder: Option<Arc<crate::recorder::Recorder>>,
     prefetch: Option<Arc<crate::prefetch::NodePrefetch>>,
+    /// The cluster around the node, once it joined one.
+    peers: std::sync::OnceLock<Arc<Peers>>,
+    /// (path, write seq) of each upload, for the cluster task.
+    uploaded: tokio::sync::mpsc::UnboundedSender<(String, u64)>,
+    uploaded_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, u64)>>>,
 }
 
 pub(crate) fn parse_path(p: &str) -> Result<NsPath, NodeError> {
@@ -101,7 +108,11 @@ impl CacheNode {
         let inbox = open_inbox(&journal_dir.join("inbox"))?;
         let chunks = ChunkStore::open(&opts.disk_dir.join("chunks"), DEFAULT_CHUNK_STORE)?;
         let cache = Arc::new(PageCache::open(ns, opts, clock)?);
+        let (uploaded, uploaded_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(CacheNode {
+            peers: std::sync::OnceLock::new(),
+            uploaded,
+            uploaded_rx: std::sync::Mutex::new(Some(uploaded_rx)),
             cache,
             journal,
             node_id: node_id.to_string(),
@@ -196,6 +207,10 @@ impl CacheNode {
         let cache = self.cache.clone();
         let ns = self.cache.namespace().clone();
         let origins = self.origins.clone();
+        let uploaded = self.uploaded.clone();
+        if let Some(rx) = self.uploaded_rx.lock().expect("uploaded lock poisoned").take() {
+            tokio::spawn(self.clone().run_cluster(rx));
+        }
         self.journal
             .clone()
             .run_uploader(ns, move |e, etag| {
@@ -209,6 +224,7 @@ impl CacheNode {
                 if let Ok(p) = NsPath::parse(&e.path) {
                     cache.invalidate(&p);
                 }
+                let _ = uploaded.send((e.path.clone(), e.write_seq()));
             })
             .await;
     }
@@ -258,6 +274,7 @@ impl CacheNode {
         if self.journal.is_tombstoned(path.as_str()) {
             return Err(NodeError::NotFound(path.to_string()));
         }
+        self.check_not_elsewhere(&path)?;
         // Asked before the store: a write below `path` may finish uploading
         // (and leave the journal) while the store is asked, and the store may
         // have answered before the upload landed.
@@ -329,14 +346,22 @@ impl CacheNode {
             left -= n as u64;
         }
         let entry = self.journal.commit(w).await?;
-        self.committed(&path, resolved.mount.write_through, &entry).await
+        self.committed(&path, &resolved.mount, &entry).await
     }
 
     /// After a journal commit: the answer to the writer (waiting for the
     /// upload on write-through mounts).
-    async fn committed(&self, path: &NsPath, write_through: bool, entry: &Entry) -> Result<(bool, String), NodeError> {
+    async fn committed(
+        &self,
+        path: &NsPath,
+        mount: &crate::namespace::Mount,
+        entry: &Entry,
+    ) -> Result<(bool, String), NodeError> {
         self.cache.invalidate(path);
-        if write_through {
+        if !mount.write_through {
+            self.spread_write(path, mount.write_replicas, entry).await?;
+        }
+        if mount.write_through {
             // The uploader picks the entry up at once; wait for it.
             if !self.journal.wait_uploaded(entry, std::time::Duration::from_secs(3600)).await {
                 return Err(NodeError::store(format!("{path}: upload did not finish")));
@@ -440,6 +465,7 @@ impl CacheNode {
                 Err(err) => return Err(err.into()),
             }
         }
+        self.check_not_elsewhere(&path)?;
         let info = self.cache.stat(&path).await?;
         if info.kind == EntryKind::Dir {
             return Err(NodeError::InvalidInput(format!("{path} is a directory")));

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use ferry_protocol::client::Cluster;
 use ferry_protocol::ids::NodeId;
+use ferry_protocol::membership::{self, Member, Membership};
 use ferry_protocol::tls::TlsMaterial;
 use ferry_protocol::{transport, ProtocolError};
 
@@ -17,7 +19,10 @@ use crate::error::{ConfigError, NodeError};
 use crate::metrics::{self, Metrics};
 use crate::namespace::Namespace;
 
-use super::{serve, CacheNode};
+use super::{serve, CacheNode, Peers, Registry};
+
+/// How long a node leaving on SIGTERM waits for its pending uploads.
+pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,8 @@ pub struct RunningNode {
     pub node: Arc<CacheNode>,
     endpoint: quinn::Endpoint,
     tasks: Vec<JoinHandle<()>>,
+    #[cfg(feature = "etcd")]
+    registration: Option<ferry_protocol::etcd::Registration>,
 }
 
 impl RunningNode {
@@ -89,6 +96,46 @@ impl RunningNode {
         let addr = endpoint.local_addr()?;
         let mut tasks =
             vec![tokio::spawn(serve(endpoint.clone(), node.clone())), tokio::spawn(node.clone().run_uploader())];
+        #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
+        let mut registry: Option<Registry> = None;
+        let advertise = if cfg.cluster.advertise.is_empty() {
+            if addr.ip().is_unspecified() && !cfg.cluster.etcd.endpoints.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "listen {addr} is no address clients can reach: set cluster.advertise"
+                ))
+                .into());
+            }
+            addr.to_string()
+        } else {
+            cfg.cluster.advertise.clone()
+        };
+        let me = Member { id: cfg.node_id.clone(), addr: advertise, capacity: cfg.cluster.capacity };
+        #[cfg(feature = "etcd")]
+        let mut registration = None;
+        let membership = if !cfg.cluster.etcd.endpoints.is_empty() {
+            #[cfg(feature = "etcd")]
+            {
+                let etcd = ferry_protocol::etcd::Etcd::connect(&cfg.cluster.etcd).await?;
+                registration = Some(etcd.register(&me, cfg.cluster.lease_ttl).await?);
+                let members = etcd.members().await?;
+                registry = Some(Registry::new(etcd).await?);
+                members
+            }
+            #[cfg(not(feature = "etcd"))]
+            return Err(ConfigError::Invalid(
+                "cluster.etcd.endpoints is set, but this ferry was built without etcd (build feature `etcd`)".into(),
+            )
+            .into());
+        } else if !cfg.cluster.peers.is_empty() {
+            Membership::fixed(
+                membership::parse_static(&cfg.cluster.peers)
+                    .map_err(|e| ConfigError::Invalid(format!("cluster.peers: {e}")))?,
+            )
+        } else {
+            Membership::fixed(vec![me])
+        };
+        let peer_client = Cluster::over(transport::client_endpoint(&tls)?, membership);
+        node.join(Arc::new(Peers::new(&cfg.node_id, peer_client, registry, cfg.cluster.takeover_after)));
         let mut metrics_addr = None;
         if !cfg.metrics_listen.is_empty() {
             let ma: SocketAddr = cfg
@@ -105,7 +152,39 @@ impl RunningNode {
             }));
         }
         tracing::info!(%addr, node = %cfg.node_id, "cache node listening");
-        Ok(RunningNode { addr, metrics_addr, node, endpoint, tasks })
+        Ok(RunningNode {
+            addr,
+            metrics_addr,
+            node,
+            endpoint,
+            tasks,
+            #[cfg(feature = "etcd")]
+            registration,
+        })
+    }
+
+    /// Leaves the cluster on purpose (SIGTERM): out of the ring first, so
+    /// clients stop sending here, then the journal's own writes are
+    /// uploaded (up to [`DRAIN_LIMIT`]), then [`RunningNode::shutdown`].
+    /// What could not be uploaded stays in the journal for the next start,
+    /// and its copies on other nodes stay too.
+    #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
+    pub async fn leave(mut self) {
+        #[cfg(feature = "etcd")]
+        if let Some(r) = self.registration.take() {
+            match r.leave().await {
+                Ok(()) => tracing::info!("left the cluster"),
+                Err(e) => tracing::warn!(error = %e, "could not deregister; the lease expires instead"),
+            }
+        }
+        let pending = self.node.journal().entries().iter().filter(|e| e.uploads_here()).count();
+        if pending > 0 {
+            tracing::info!(pending, "uploading pending writes before leaving");
+            if !self.node.journal().drain(DRAIN_LIMIT).await {
+                tracing::warn!("pending writes not all uploaded; they resume at the next start");
+            }
+        }
+        self.shutdown().await;
     }
 
     /// Stops accepting, closes connections and waits for pending cache writes.
