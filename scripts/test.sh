@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every quality gate and test of ferry. On a fresh Debian machine it
 # first installs what the tests need: Python's venv module, FUSE (fuse3),
-# iproute2 and nftables (network namespaces for the lossy-link test) and
-# mosquitto (MQTT broker) from apt, an S3 server (moto) and PyTorch (for
+# iproute2 and nftables (network namespaces for the lossy-link test, a
+# dropped port for the cluster tests), mosquitto (MQTT broker), etcd
+# (cluster membership) and protoc (the etcd client's build) from apt, an S3 server (moto) and PyTorch (for
 # the test that reads the mount with a real DataLoader; the PyPI wheel pulls
 # in CUDA libraries, about 4.7 GB) from PyPI into ./.venv, and libtorch 2.13
 # (scripts/libtorch.sh, into ./.libtorch, for the predictor's `torch`
@@ -25,6 +26,9 @@ command -v fusermount3 >/dev/null 2>&1 || apt_missing+=(fuse3)
 command -v nft >/dev/null 2>&1 || apt_missing+=(nftables)
 # An MQTT broker for the model-push tests.
 { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || apt_missing+=(mosquitto)
+# etcd for the cluster tests, protoc for building the etcd client (feature `etcd`).
+command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
 # C compiler for the bundled SQLite and zstd.
 command -v cc >/dev/null 2>&1 || apt_missing+=(build-essential)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
@@ -49,17 +53,21 @@ export FERRY_PYTHON="$PWD/.venv/bin/python"
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
+# The cluster build (etcd membership) is what the tests run.
+features="ferry/etcd"
 echo "test.sh: cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features "$features" -- -D warnings
+echo "test.sh: cargo clippy, without etcd"
+cargo clippy -p ferry -p ferry-cloud-tier -p ferry-protocol -- -D warnings
 echo "test.sh: cargo clippy, predictor with the torch feature"
 cargo clippy -p ferry-predictor --features torch --all-targets -- -D warnings
 echo "test.sh: cargo clippy, one build per machine (robot: edge only; cache node; training host)"
-for features in edge cloud mount; do
-    cargo clippy -p ferry --no-default-features --features "$features" -- -D warnings
+for machine in edge cloud,etcd mount,etcd; do
+    cargo clippy -p ferry --no-default-features --features "$machine" -- -D warnings
 done
 echo "test.sh: the robot build links no FUSE, cache node, predictor, certificate issuing or progress bars"
 robot_deps="$(cargo tree -p ferry --no-default-features --features edge -e normal --prefix none)"
-for crate in fuser ferry-cloud-tier ferry-mount ferry-predictor linfa ndarray rcgen indicatif; do
+for crate in fuser ferry-cloud-tier ferry-mount ferry-predictor linfa ndarray rcgen indicatif etcd-client; do
     if grep -q "^$crate v" <<<"$robot_deps"; then
         echo "test.sh: the robot build depends on $crate"
         exit 1
@@ -74,7 +82,7 @@ log="$(mktemp)"
 export FERRY_SKIP_LOG="$(mktemp)"
 trap 'rm -f "$log" "$FERRY_SKIP_LOG"' EXIT
 set +e
-cargo test --workspace --release --no-fail-fast -- --test-threads 2 2>&1 | tee "$log"
+cargo test --workspace --release --features "$features" --no-fail-fast -- --test-threads 2 2>&1 | tee "$log"
 status="${PIPESTATUS[0]}"
 echo "test.sh: cargo test, predictor with the torch feature (LSTM)"
 cargo test -p ferry-predictor --release --features torch --no-fail-fast 2>&1 | tee -a "$log"

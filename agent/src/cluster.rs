@@ -102,8 +102,16 @@ async fn files(cluster: &Cluster, path: &str) -> Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
     let mut dirs = vec![path.trim_end_matches('/').to_string()];
     while let Some(dir) = dirs.pop() {
-        let listed =
-            cluster.list(if dir.is_empty() { "/" } else { &dir }).await.with_context(|| format!("ls {dir}"))?;
+        let listed = match cluster.list(if dir.is_empty() { "/" } else { &dir }).await {
+            Ok(l) => l,
+            // Gone since its parent was listed, or a folder with nothing in it.
+            Err(ferry_protocol::ProtocolError::Remote { code: ferry_protocol::ErrorCode::NotFound, .. })
+                if dir != path.trim_end_matches('/') =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("ls {dir}")),
+        };
         for e in listed {
             let full = format!("{dir}/{}", e.name);
             match e.info.kind {

@@ -94,6 +94,11 @@ pub struct Journal {
     /// Paths deleted while their upload was in flight: absent until the
     /// uploader has removed what it just wrote.
     tombstones: Mutex<std::collections::HashSet<String>>,
+    /// Entries committed but not to be uploaded yet ([`Journal::ready`]):
+    /// their copies on other nodes and their pending record come first, so
+    /// an upload never races the bookkeeping of who holds the write. In
+    /// memory only: after a restart every entry is uploaded.
+    unready: Mutex<std::collections::HashSet<u64>>,
 }
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
@@ -248,6 +253,7 @@ impl Journal {
             left: Notify::new(),
             uploading: Mutex::new(None),
             tombstones: Mutex::new(std::collections::HashSet::new()),
+            unready: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -285,6 +291,7 @@ impl Journal {
     fn remove_files(&self, seq: u64) {
         let _ = std::fs::remove_file(self.dir.join(format!("{seq}.meta")));
         let _ = std::fs::remove_file(self.dir.join(format!("{seq}.data")));
+        self.unready.lock().expect("journal lock poisoned").remove(&seq);
         self.left.notify_waiters();
     }
 
@@ -337,8 +344,18 @@ impl Journal {
         Ok(entry)
     }
 
+    /// Lets the uploader take entry `seq` (committed by [`Journal::commit`]
+    /// or [`Journal::adopt`], which hold new entries back until this).
+    pub fn ready(&self, seq: u64) {
+        self.unready.lock().expect("journal lock poisoned").remove(&seq);
+        self.wake.notify_one();
+    }
+
     /// Makes a committed entry the current one for its path.
     fn install(&self, entry: &Entry) {
+        if entry.held_for.is_none() {
+            self.unready.lock().expect("journal lock poisoned").insert(entry.seq);
+        }
         self.tombstones.lock().expect("journal lock poisoned").remove(&entry.path);
         let old = self.pending.lock().expect("journal lock poisoned").insert(entry.path.clone(), entry.clone());
         if let Some(old) = old {
@@ -396,6 +413,11 @@ impl Journal {
         .map_err(|e| NodeError::task("journal task", e))??;
         self.install(&entry);
         Ok(entry)
+    }
+
+    /// Whether the uploader may take `e` now.
+    fn uploadable(&self, e: &Entry) -> bool {
+        e.uploads_here() && !self.unready.lock().expect("journal lock poisoned").contains(&e.seq)
     }
 
     /// The pending entry for `path`, if any.
@@ -596,7 +618,7 @@ impl Journal {
     ) {
         let mut backoff = std::time::Duration::from_millis(200);
         loop {
-            let entries: Vec<Entry> = self.entries().into_iter().filter(Entry::uploads_here).collect();
+            let entries: Vec<Entry> = self.entries().into_iter().filter(|e| self.uploadable(e)).collect();
             let mut failed = false;
             for e in &entries {
                 *self.uploading.lock().expect("journal lock poisoned") = Some(e.path.clone());
@@ -616,7 +638,7 @@ impl Journal {
             } else {
                 backoff = std::time::Duration::from_millis(200);
                 let wake = self.wake.notified();
-                if !self.entries().iter().any(Entry::uploads_here) {
+                if !self.entries().iter().any(|e| self.uploadable(e)) {
                     wake.await;
                 }
             }

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub store_requests: Family<OpLabel, Counter>,
     /// Bytes read from object stores.
     pub store_bytes: Counter,
+    /// Bytes of pages taken from another node's cache instead of the store.
+    pub peer_bytes: Counter,
     /// Disk pages that failed their checksum.
     pub corrupt_pages: Counter,
     /// Page fetches that joined one already in flight.
@@ -95,6 +97,7 @@ impl Metrics {
             used_bytes: Family::default(),
             store_requests: Family::default(),
             store_bytes: Counter::default(),
+            peer_bytes: Counter::default(),
             corrupt_pages: Counter::default(),
             coalesced: Counter::default(),
             chunks_received: Counter::default(),
@@ -119,6 +122,11 @@ impl Metrics {
         registry.register("cache_used_bytes", "Bytes held per cache tier", m.used_bytes.clone());
         registry.register("store_requests", "Requests sent to object stores", m.store_requests.clone());
         registry.register("store_read_bytes", "Bytes read from object stores", m.store_bytes.clone());
+        registry.register(
+            "peer_read_bytes",
+            "Bytes of pages taken from another node's cache instead of the store (hand-off after a join)",
+            m.peer_bytes.clone(),
+        );
         registry.register("corrupt_pages", "Disk pages that failed their checksum", m.corrupt_pages.clone());
         registry.register(
             "coalesced_fetches",

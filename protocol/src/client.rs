@@ -310,6 +310,22 @@ impl NodeConn {
         }
     }
 
+    /// Page `page` of `path` at version `etag` if the node has it cached.
+    pub async fn peek(&self, path: &str, page: u64, etag: &str) -> Result<Option<Bytes>, ProtocolError> {
+        let (resp, mut recv) = self.call(&Request::Peek { path: path.into(), page, etag: etag.into() }).await?;
+        match resp {
+            Response::Data { len } => {
+                let bytes = recv.read_to_end(usize::try_from(len).unwrap_or(usize::MAX).saturating_add(1)).await?;
+                if bytes.len() as u64 != len {
+                    return Err(ProtocolError::Malformed(format!("peek announced {len} bytes, sent {}", bytes.len())));
+                }
+                Ok(Some(Bytes::from(bytes)))
+            }
+            Response::Error { code: ErrorCode::NotFound, .. } => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Asks the node to bring pages `[first, first + count)` of `path` into
     /// its cache; returns the pages it fetched (those it held are skipped)
     /// and their bytes.
@@ -331,7 +347,7 @@ impl NodeConn {
 
 /// How long a request waits for an owner that has never answered this
 /// client before it is also sent to the next owner.
-pub const HEDGE_FIRST: Duration = Duration::from_millis(500);
+pub const HEDGE_FIRST: Duration = Duration::from_millis(300);
 /// Bounds of the hedging deadline derived from a node's answer times.
 pub const HEDGE_MIN: Duration = Duration::from_millis(150);
 /// See [`HEDGE_MIN`].
@@ -573,6 +589,19 @@ impl Cluster {
         };
         *slot = Some(c.clone());
         Ok(c)
+    }
+
+    /// Notes that member `id` failed or did not answer in time: it is asked
+    /// last for a while.
+    pub fn failed(&self, id: &str) {
+        if let Some(m) = self.layout().members.iter().find(|m| m.id == id) {
+            m.failed();
+        }
+    }
+
+    /// Whether member `id` answered lately (not failed or too slow since).
+    pub fn healthy(&self, id: &str) -> bool {
+        self.layout().members.iter().any(|m| m.id == id && !m.avoided())
     }
 
     /// A connection to the member with id `id`.

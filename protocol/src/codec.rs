@@ -122,6 +122,10 @@ pub enum Request {
     Release { path: String, seq: u64 },
     /// What the node holds: answered with `StatusOk`.
     Status,
+    /// Page `page` of a file at version `etag`, only if the node has it
+    /// cached (nothing is fetched): `Data` and the page's bytes, or a
+    /// `NotFound` error. Nodes ask each other this after a join.
+    Peek { path: String, page: u64, etag: String },
     /// Bring pages `[first, first + count)` of a file into the cache, skipping
     /// those already there. Answered with `LoadOk` (pages fetched, their bytes).
     Warm { path: String, first: u64, count: u64 },
@@ -210,6 +214,7 @@ mod tag {
     pub const RELEASE: u8 = 0x0E;
     pub const STATUS: u8 = 0x0F;
     pub const WARM: u8 = 0x10;
+    pub const PEEK: u8 = 0x11;
     pub const HELLO_OK: u8 = 0x81;
     pub const STAT_OK: u8 = 0x82;
     pub const LIST_OK: u8 = 0x83;
@@ -402,6 +407,7 @@ impl Request {
             Request::Release { .. } => "release",
             Request::Status => "status",
             Request::Warm { .. } => "warm",
+            Request::Peek { .. } => "peek",
         }
     }
 
@@ -423,7 +429,8 @@ impl Request {
             | Request::PutChunk { .. }
             | Request::Release { .. }
             | Request::Status
-            | Request::Warm { .. } => Vec::new(),
+            | Request::Warm { .. }
+            | Request::Peek { .. } => Vec::new(),
         }
     }
 
@@ -516,6 +523,13 @@ impl Request {
                 w.finish();
             }
             Request::Status => Writer::new(buf, tag::STATUS).finish(),
+            Request::Peek { path, page, etag } => {
+                let mut w = Writer::new(buf, tag::PEEK);
+                w.string(path);
+                w.buf.put_u64(*page);
+                w.string(etag);
+                w.finish();
+            }
             Request::Warm { path, first, count } => {
                 let mut w = Writer::new(buf, tag::WARM);
                 w.string(path);
@@ -548,6 +562,7 @@ impl Request {
             tag::HOLD => Request::Hold { path: r.string()?, seq: r.u64()?, mtime_ms: r.i64()?, len: r.u64()? },
             tag::RELEASE => Request::Release { path: r.string()?, seq: r.u64()? },
             tag::STATUS => Request::Status,
+            tag::PEEK => Request::Peek { path: r.string()?, page: r.u64()?, etag: r.string()? },
             tag::WARM => Request::Warm { path: r.string()?, first: r.u64()?, count: r.u64()? },
             t => return Err(DecodeError::Invalid(format!("unknown request tag 0x{t:02x}"))),
         };
@@ -732,6 +747,7 @@ mod tests {
             Request::Release { path: "/ckpt/a".into(), seq: 7 },
             Request::Status,
             Request::Warm { path: "/d/x".into(), first: 3, count: 9 },
+            Request::Peek { path: "/d/x".into(), page: 2, etag: "\"e\"".into() },
         ]
     }
 

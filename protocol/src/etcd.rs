@@ -59,7 +59,8 @@ impl Etcd {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(cfg.timeout)
             .with_timeout(cfg.timeout)
-            .with_keep_alive(Duration::from_secs(2), cfg.timeout);
+            // etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time).
+            .with_keep_alive(Duration::from_secs(10), cfg.timeout);
         if !cfg.user.is_empty() {
             opts = opts.with_user(cfg.user.clone(), cfg.password.clone());
         }

@@ -152,6 +152,15 @@ pub struct PageCache {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     opts: CacheOptions,
+    /// Asked for a missing page before the store.
+    peers: std::sync::OnceLock<Arc<dyn PeerPages>>,
+}
+
+/// Another node that may hold a page this node lacks: after a join, the
+/// page's previous owner. Asked before the store (warm hand-off).
+pub trait PeerPages: Send + Sync + std::fmt::Debug {
+    /// Page `page` of `path` at version `etag`, if a peer has it cached.
+    fn page<'a>(&'a self, path: &'a str, etag: &'a str, page: u64) -> futures::future::BoxFuture<'a, Option<Bytes>>;
 }
 
 fn quotas(ns: &Namespace) -> HashMap<Arc<str>, u64> {
@@ -190,10 +199,29 @@ impl PageCache {
             metrics,
             clock,
             opts,
+            peers: std::sync::OnceLock::new(),
         };
         cache.load_meta();
         cache.update_gauges();
         Ok(cache)
+    }
+
+    /// Asks `peers` for missing pages before the store.
+    pub fn ask_peers_first(&self, peers: Arc<dyn PeerPages>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// Page `page` of `path` if a tier holds it (nothing is fetched).
+    pub fn cached_page(&self, path: &NsPath, info: &ObjectInfo, page: u64) -> Result<Option<Bytes>, NodeError> {
+        let resolved = self.ns.resolve(path)?;
+        let key = self.key(&resolved, path, info, page);
+        if let Some(b) = self.memory.get(&key)? {
+            return Ok(Some(b));
+        }
+        match &self.disk {
+            Some(d) if d.contains(&key) => d.get(&key),
+            _ => Ok(None),
+        }
     }
 
     /// The namespace behind the cache.
@@ -460,6 +488,15 @@ impl PageCache {
     ) -> Result<Bytes, NodeError> {
         if len == 0 {
             return Ok(Bytes::new());
+        }
+        // A journal version lives on its writer, not in a peer's cache.
+        if let Some(peers) = self.peers.get().filter(|_| !info.etag.is_empty() && !info.etag.starts_with('~')) {
+            if let Some(b) = peers.page(&key.path, &info.etag, key.page).await.filter(|b| b.len() as u64 == len) {
+                self.metrics.peer_bytes.inc_by(len);
+                fill.chunks.lock().expect("inflight lock poisoned").push(b.clone());
+                fill.state.send_replace(FillState::Filling(1));
+                return Ok(b);
+            }
         }
         self.metrics.store_request("get");
         let opts = GetOptions {

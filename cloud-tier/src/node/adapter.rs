@@ -112,6 +112,16 @@ async fn handle_stream(
             Ok(()) => Response::Done { persisted: true, etag: String::new() },
         },
         Request::Status => Response::StatusOk(node.handle_status()),
+        Request::Peek { path, page, etag } => match node.handle_peek(&path, page, &etag).await {
+            Err(e) => error_response(&e),
+            Ok(bytes) => {
+                wire::write_response(&mut send, &Response::Data { len: bytes.len() as u64 }).await?;
+                send.write_chunk(bytes).await?;
+                send.finish()?;
+                node.metrics.observe(op, t0.elapsed().as_secs_f64());
+                return Ok(());
+            }
+        },
         Request::Warm { path, first, count } => node
             .handle_warm(&path, first, count)
             .await

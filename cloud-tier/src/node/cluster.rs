@@ -19,6 +19,10 @@ use crate::journal::Entry;
 
 use super::{parse_path, CacheNode};
 
+/// How long a node waits for a peer's cached copy of a page before going
+/// to the store (a peer that does not answer in time is skipped for a while).
+const PEEK_LIMIT: Duration = Duration::from_millis(150);
+
 /// How often holders look for writers that are gone.
 const TAKEOVER_CHECK: Duration = Duration::from_secs(1);
 
@@ -47,6 +51,13 @@ impl Registry {
             let _ = path;
             None
         }
+    }
+
+    fn all(&self) -> Vec<(String, Pending)> {
+        #[cfg(feature = "etcd")]
+        return self.pending.all();
+        #[cfg(not(feature = "etcd"))]
+        Vec::new()
     }
 
     async fn put(&self, path: &str, p: &Pending) -> Result<(), ferry_protocol::ProtocolError> {
@@ -105,6 +116,21 @@ impl Peers {
         self.cluster.owners(path, page).first().is_none_or(|o| *o == self.self_id)
     }
 
+    /// Asks the page's other owner (its owner before this node joined, when
+    /// this node is the first owner now) for a cached copy.
+    async fn peer_page(&self, path: &str, etag: &str, page: u64) -> Option<bytes::Bytes> {
+        let owners = self.cluster.owners(path, page);
+        let other = owners.iter().take(2).find(|id| **id != self.self_id && self.cluster.healthy(id))?;
+        let ask = async { self.cluster.node(other).await.ok()?.peek(path, page, etag).await.ok().flatten() };
+        match tokio::time::timeout(PEEK_LIMIT, ask).await {
+            Ok(page) => page,
+            Err(_) => {
+                self.cluster.failed(other);
+                None
+            }
+        }
+    }
+
     fn is_member(&self, id: &str) -> bool {
         self.cluster.membership().view().members.iter().any(|m| m.id == id)
     }
@@ -113,6 +139,9 @@ impl Peers {
 impl CacheNode {
     /// Makes this node a member of the cluster `peers` describes.
     pub fn join(&self, peers: Arc<Peers>) {
+        if peers.cluster.membership().view().members.len() > 1 || peers.registry.is_some() {
+            self.cache.ask_peers_first(Arc::new(PeerSource(peers.clone())));
+        }
         if let Some(p) = &self.prefetch {
             let owner = peers.clone();
             p.only_pages(Box::new(move |path, page| owner.owns(path, page)));
@@ -284,6 +313,18 @@ impl CacheNode {
         Ok(out)
     }
 
+    /// Answers `Peek`: the page if this node has it cached at `etag`.
+    pub async fn handle_peek(&self, path: &str, page: u64, etag: &str) -> Result<bytes::Bytes, NodeError> {
+        let path = parse_path(path)?;
+        let info = self.cache.stat(&path).await?;
+        if info.etag != etag {
+            return Err(NodeError::NotFound(format!("{path} at version {etag}")));
+        }
+        self.cache
+            .cached_page(&path, &info, page)?
+            .ok_or_else(|| NodeError::NotFound(format!("{path} page {page} (not cached)")))
+    }
+
     /// Answers `Status`.
     pub fn handle_status(&self) -> NodeStatus {
         let (pages, memory_bytes, disk_bytes) = self.cache.usage();
@@ -323,17 +364,17 @@ impl CacheNode {
     /// forgets the write.
     pub(super) async fn uploaded(&self, path: &str, seq: u64) {
         let Some(peers) = self.peers().cloned() else { return };
-        let known = peers.holders.lock().expect("holders lock poisoned").remove(path);
-        let holders = match known {
-            Some((s, h)) if s == seq => h,
-            _ => peers
-                .registry
-                .as_ref()
-                .and_then(|r| r.get(path))
-                .filter(|p| p.seq == seq)
-                .map(|p| p.holders)
-                .unwrap_or_default(),
+        let known = {
+            let mut map = peers.holders.lock().expect("holders lock poisoned");
+            match map.get(path) {
+                Some((s, _)) if *s == seq => map.remove(path).map(|(_, h)| h),
+                _ => None,
+            }
         };
+        let holders = known
+            .or_else(|| peers.registry.as_ref().and_then(|r| r.get(path)).filter(|p| p.seq == seq).map(|p| p.holders))
+            .unwrap_or_default();
+        tracing::debug!(%path, seq, holders = %holders.join(","), "uploaded; releasing the copies");
         for id in holders.iter().filter(|id| **id != peers.self_id) {
             let released = match peers.cluster.node(id).await {
                 Ok(c) => c.release(path, seq).await,
@@ -368,6 +409,16 @@ impl CacheNode {
 
     async fn take_over(&self) {
         let Some(peers) = self.peers().cloned() else { return };
+        // Records of this node's writes that left its journal without the
+        // record being cleared (a crash between upload and clearing).
+        if let Some(reg) = &peers.registry {
+            for (path, record) in reg.all() {
+                if record.holders.first() == Some(&peers.self_id) && self.journal.pending(&path).is_none() {
+                    tracing::info!(%path, "clearing the pending record of a write already uploaded");
+                    self.uploaded(&path, record.seq).await;
+                }
+            }
+        }
         for e in self.journal.entries() {
             let Some((writer, seq)) = e.held_for.clone() else { continue };
             if e.promoted {
@@ -410,5 +461,20 @@ impl CacheNode {
             return Duration::ZERO;
         }
         since.entry(writer.to_string()).or_insert_with(Instant::now).elapsed()
+    }
+}
+
+/// Missing pages asked of other nodes first.
+#[derive(Debug)]
+struct PeerSource(Arc<Peers>);
+
+impl crate::cache::PeerPages for PeerSource {
+    fn page<'a>(
+        &'a self,
+        path: &'a str,
+        etag: &'a str,
+        page: u64,
+    ) -> futures::future::BoxFuture<'a, Option<bytes::Bytes>> {
+        Box::pin(self.0.peer_page(path, etag, page))
     }
 }

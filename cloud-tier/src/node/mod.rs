@@ -361,6 +361,7 @@ impl CacheNode {
         if !mount.write_through {
             self.spread_write(path, mount.write_replicas, entry).await?;
         }
+        self.journal.ready(entry.seq);
         if mount.write_through {
             // The uploader picks the entry up at once; wait for it.
             if !self.journal.wait_uploaded(entry, std::time::Duration::from_secs(3600)).await {

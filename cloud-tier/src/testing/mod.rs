@@ -230,3 +230,75 @@ pub async fn file_node_with(dir: &Path, faults: crate::testing::faulty::Faults) 
     let node = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), faults).await;
     FileNode { certs, base, prefix, node }
 }
+
+/// An etcd server on free loopback ports with its own data directory,
+/// stopped on drop.
+#[derive(Debug)]
+pub struct Etcd {
+    child: Option<Child>,
+    /// Its client URL.
+    pub endpoint: String,
+    client_port: u16,
+    peer_port: u16,
+    dir: PathBuf,
+}
+
+impl Etcd {
+    /// Starts etcd in `dir`, or returns `None` outside CI when it is not
+    /// installed (`apt-get install etcd-server`). Under CI a missing etcd
+    /// is a failure.
+    pub fn start(dir: &Path) -> Option<Etcd> {
+        let found = Command::new("etcd").arg("--version").output().is_ok_and(|o| o.status.success());
+        if !available(found, "etcd not found (scripts/test.sh installs etcd-server)") {
+            return None;
+        }
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let mut e = Etcd {
+            child: None,
+            endpoint: String::new(),
+            client_port: free(),
+            peer_port: free(),
+            dir: dir.to_path_buf(),
+        };
+        e.endpoint = format!("http://127.0.0.1:{}", e.client_port);
+        e.resume();
+        Some(e)
+    }
+
+    /// Stops the server (clients lose it; its data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again over the same data.
+    pub fn resume(&mut self) {
+        let (c, p) = (self.client_port, self.peer_port);
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{p}")])
+            .args(["--initial-cluster", &format!("default=http://127.0.0.1:{p}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", c)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "etcd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,504 @@
+//! A cluster as an operator runs it: a real etcd, `ferry cloud` nodes as
+//! separate processes over one store, clients following membership in
+//! etcd; faults by kill -9, SIGTERM, a dropped port (nftables), a store a
+//! node cannot reach, and etcd itself stopped.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ferry_cloud_tier::testing::{self, Etcd, Moto};
+
+struct Node {
+    id: String,
+    port: u16,
+    mport: u16,
+    cfg: PathBuf,
+    proc: Option<Running>,
+}
+
+/// Certificates, an etcd, node configs and a client config in one directory.
+struct Testbed {
+    // Dropped in this order: nodes before their etcd.
+    nodes: Vec<Node>,
+    etcd: Etcd,
+    dir: PathBuf,
+    certs: PathBuf,
+    client: String,
+}
+
+/// `mounts(i)` gives node `i`'s `[mounts]` sections (nodes may reach the store differently).
+fn testbed(dir: &Path, n: usize, mounts: impl Fn(usize) -> String) -> Option<Testbed> {
+    let etcd = Etcd::start(&dir.join("etcd"))?;
+    let certs = testing::certs(dir);
+    let c = certs.to_str().expect("utf8");
+    for i in 2..=n {
+        assert!(run(&["cert", "issue", "--dir", c, "--role", "cloud", "--id", &format!("cloud-{i}")]).status.success());
+    }
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        let (id, port, mport) = (format!("cloud-{i}"), free_port(), free_tcp_port());
+        let cfg = dir.join(format!("{id}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "node_id = \"{id}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\n\
+                 certs = \"certs\"\npage_size = \"1MiB\"\nprefetch = \"none\"\n\
+                 [cache]\nmemory = \"64MiB\"\ndisk = \"256MiB\"\ndisk_dir = \"{id}-cache\"\n\
+                 {}\n[cluster]\nlease_ttl = \"2s\"\n[cluster.etcd]\nendpoints = [\"{}\"]\n",
+                mounts(i),
+                etcd.endpoint
+            ),
+        )
+        .expect("write node config");
+        nodes.push(Node { id, port, mport, cfg, proc: None });
+    }
+    let client = dir.join("client.toml");
+    std::fs::write(
+        &client,
+        format!("nodes = []\ncerts = \"certs\"\nid = \"client\"\n[etcd]\nendpoints = [\"{}\"]\n", etcd.endpoint),
+    )
+    .expect("write client config");
+    Some(Testbed { dir: dir.to_path_buf(), certs, etcd, nodes, client: client.to_str().expect("utf8").into() })
+}
+
+impl Testbed {
+    fn start(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let mut p = Running(ferry().args(["cloud", "--config", n.cfg.to_str().expect("utf8")]).spawn().expect("spawn"));
+        let mport = n.mport;
+        wait_until(Duration::from_secs(30), "node did not start", || {
+            if let Some(s) = p.0.try_wait().expect("try_wait") {
+                panic!("{} exited at start ({s}); see its error above", n.id);
+            }
+            std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
+        });
+        n.proc = Some(p);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].proc.take() {
+            signal(&p.0, "KILL");
+            let _ = p.0.wait();
+        }
+    }
+
+    /// `ferry cluster status --json`, members by id.
+    fn members(&self) -> Vec<String> {
+        let out = run(&["cluster", "status", "--json", "--config", &self.client]);
+        assert!(out.status.success(), "cluster status: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        v["members"].as_array().expect("members").iter().map(|m| m["id"].as_str().expect("id").to_string()).collect()
+    }
+
+    fn wait_members(&self, n: usize) {
+        wait_until(Duration::from_secs(30), "membership did not settle", || self.members().len() == n);
+    }
+
+    /// A client of the nodes' own ring (ids as etcd lists them), for writes and owner lookups.
+    fn static_client(&self) -> ferry_protocol::client::Cluster {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("{}@127.0.0.1:{}", n.id, n.port)).collect();
+        testing::client(&self.certs, &nodes)
+    }
+
+    fn index_of(&self, id: &str) -> usize {
+        self.nodes.iter().position(|n| n.id == id).expect("known node")
+    }
+
+    /// Per member (`ferry cluster status --json`): its own pending writes and the copies it holds for others.
+    fn journals(&self) -> Vec<(String, u64, u64)> {
+        let out = run(&["cluster", "status", "--json", "--config", &self.client]);
+        assert!(out.status.success(), "cluster status: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        v["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| {
+                let n = |k: &str| m[k].as_u64().unwrap_or(0);
+                (m["id"].as_str().expect("id").to_string(), n("pending_writes"), n("held_writes"))
+            })
+            .collect()
+    }
+}
+
+/// `ferry cat PATH` in a new process: its bytes and how long it took.
+fn cat(client: &str, path: &str) -> (Vec<u8>, Duration) {
+    let t0 = Instant::now();
+    let out = ferry().args(["cat", path, "--config", client]).stderr(Stdio::piped()).output().expect("run cat");
+    assert!(out.status.success(), "cat {path}: {}", String::from_utf8_lossy(&out.stderr));
+    (out.stdout, t0.elapsed())
+}
+
+fn nft(script: &str) -> bool {
+    let mut child =
+        std::process::Command::new("nft").args(["-f", "-"]).stdin(Stdio::piped()).stderr(Stdio::null()).spawn().ok();
+    let Some(c) = child.as_mut() else { return false };
+    c.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write nft");
+    c.wait().is_ok_and(|s| s.success())
+}
+
+/// Drops the UDP port `port` on loopback (an nftables table of its own), removed on drop.
+struct Partition(String);
+
+impl Partition {
+    fn of(port: u16) -> Option<Partition> {
+        let table = format!("ferrytest{port}");
+        let ok = nft(&format!(
+            "table inet {table} {{\n chain input {{\n  type filter hook input priority -10;\n  udp dport {port} drop\n  udp sport {port} drop\n }}\n}}\n"
+        ));
+        available(ok, "nft cannot add rules (nftables, root)").then_some(Partition(table))
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        nft(&format!("delete table inet {}\n", self.0));
+    }
+}
+
+#[test]
+fn readers_notice_no_node_killed_or_partitioned() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(store.join("train")).expect("mkdir");
+    let Some(mut bed) = testbed(tmp.path(), 3, |_| format!("[mounts.\"/d\"]\nurl = \"file://{}\"\n", store.display()))
+    else {
+        return;
+    };
+    // The dataset is put into the store by another tool.
+    let big = testing::data(24 << 20, 1);
+    std::fs::write(store.join("train/big.bin"), &big).expect("write");
+    let small: Vec<Vec<u8>> = (0..6).map(|i| testing::data(200_000 + i * 1000, 10 + i as u64)).collect();
+    for (i, s) in small.iter().enumerate() {
+        std::fs::write(store.join(format!("train/s{i}.bin")), s).expect("write");
+    }
+    for i in 0..3 {
+        bed.start(i);
+    }
+    bed.wait_members(3);
+    let load = run(&["load", "/d/train", "--config", &bed.client]);
+    assert!(load.status.success(), "load: {}", String::from_utf8_lossy(&load.stderr));
+    let warm: Vec<Duration> = (0..3).map(|_| cat(&bed.client, "/d/train/big.bin").1).collect();
+
+    // A loop of new `ferry cat` processes; one node killed partway.
+    let mut times = Vec::new();
+    for round in 0..12 {
+        if round == 3 {
+            bed.kill(1);
+        }
+        let (got, took) = cat(&bed.client, "/d/train/big.bin");
+        assert!(got == big, "round {round}: wrong bytes ({} of {})", got.len(), big.len());
+        for (i, s) in small.iter().enumerate() {
+            assert!(cat(&bed.client, &format!("/d/train/s{i}.bin")).0 == *s, "round {round}: s{i}.bin");
+        }
+        times.push(took);
+    }
+    // Gone from every client's ring once its lease ran out.
+    bed.wait_members(2);
+    println!("warm {warm:?}; with cloud-2 killed at round 3: {times:?}");
+
+    // Partitioned: the node is up and registered, its port unreachable.
+    let Some(partition) = Partition::of(bed.nodes[2].port) else { return };
+    let mut times = Vec::new();
+    for round in 0..6 {
+        let (got, took) = cat(&bed.client, "/d/train/big.bin");
+        assert!(got == big, "partitioned, round {round}: wrong bytes");
+        times.push(took);
+    }
+    drop(partition);
+    println!("with cloud-3's port dropped: {times:?}");
+}
+
+/// A TCP proxy to `target` that can be paused: paused, it cuts its
+/// connections and refuses new ones (the node behind it cannot reach the store).
+struct Proxy {
+    port: u16,
+    paused: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn to(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let paused = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (p, cs) = (paused.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { continue };
+                if p.load(Ordering::SeqCst) {
+                    let _ = inbound.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(outbound) = TcpStream::connect(&target) else { continue };
+                cs.lock()
+                    .expect("conns")
+                    .extend([inbound.try_clone().expect("clone"), outbound.try_clone().expect("clone")]);
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(inbound.try_clone().expect("clone"), outbound.try_clone().expect("clone"));
+                pipe(outbound, inbound);
+            }
+        });
+        Proxy { port, paused, conns }
+    }
+
+    fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().expect("conns").drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether the bucket holds `key`, and its bytes.
+fn s3_get(moto: &Moto, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    use object_store::ObjectStoreExt;
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_endpoint(&moto.endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .expect("s3 client");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        match store.get(&object_store::path::Path::from(key)).await {
+            Ok(r) => Some(r.bytes().await.expect("body").to_vec()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("s3 get {key}: {e}"),
+        }
+    })
+}
+
+fn s3_put(moto: &Moto, bucket: &str, key: &str, bytes: &[u8]) {
+    use object_store::ObjectStoreExt;
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_endpoint(&moto.endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .expect("s3 client");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(store.put(&object_store::path::Path::from(key), bytes.to_vec().into())).expect("s3 put");
+}
+
+#[test]
+fn a_checkpoint_outlives_the_node_that_took_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("ckpt");
+    let (two, one) = ("/two/step-100.pt", "/one/step-100.pt");
+    // The nodes reach the store through proxies the test can cut.
+    let proxies: Vec<Proxy> =
+        (0..3).map(|_| Proxy::to(moto.endpoint.trim_start_matches("http://").to_string())).collect();
+    let Some(mut bed) = testbed(tmp.path(), 3, |i| {
+        let endpoint = format!("http://127.0.0.1:{}", proxies[i - 1].port);
+        let opts = format!(
+            "options = {{ aws_endpoint = \"{endpoint}\", aws_allow_http = \"true\", aws_region = \"us-east-1\", \
+             aws_access_key_id = \"test\", aws_secret_access_key = \"test\" }}"
+        );
+        format!(
+            "[mounts.\"/two\"]\nurl = \"s3://ckpt/two\"\n{opts}\n[mounts.\"/one\"]\nurl = \"s3://ckpt/one\"\nwrite_replicas = 1\n{opts}\n"
+        )
+    }) else {
+        return;
+    };
+    for i in 0..3 {
+        bed.start(i);
+    }
+    bed.wait_members(3);
+    // An older version is in the store already: nobody may serve it once the new one is acknowledged.
+    let old = testing::data(300_000, 7);
+    s3_put(&moto, "ckpt", "one/step-100.pt", &old);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let client = {
+        let _in_runtime = rt.enter();
+        bed.static_client()
+    };
+
+    // write_replicas = 2 (the default with three nodes): the writer cannot
+    // reach the store, acknowledges once a second node holds the bytes, and is killed.
+    let ckpt = testing::data(6 << 20, 3);
+    proxies.iter().for_each(Proxy::pause);
+    let written = rt.block_on(client.put_bytes(two, &ckpt)).expect("put checkpoint");
+    assert!(!written.persisted);
+    assert!(s3_get(&moto, "ckpt", "two/step-100.pt").is_none(), "nothing in the store before its data");
+    let journals = bed.journals();
+    let writer = journals.iter().find(|j| j.1 == 1).expect("a node has the write pending").0.clone();
+    let holders = journals.iter().filter(|j| j.2 == 1).count();
+    assert_eq!(holders, 1, "one other node holds a copy: {journals:?}");
+    let w = bed.index_of(&writer);
+    bed.kill(w);
+    proxies.iter().enumerate().filter(|(i, _)| *i != w).for_each(|(_, p)| p.resume());
+    let got = rt.block_on(testing::read_all(&client, two)).expect("read from the replica");
+    assert!(got == ckpt, "the replica served {} bytes, not the checkpoint", got.len());
+    // The holder uploads it once the writer is out of the ring; the store
+    // never shows a partial or empty object under its name meanwhile.
+    wait_until(Duration::from_secs(60), "the replica never uploaded the checkpoint", || {
+        match s3_get(&moto, "ckpt", "two/step-100.pt") {
+            None => false,
+            Some(b) => {
+                assert!(b == ckpt, "the store showed {} bytes under the checkpoint's name", b.len());
+                true
+            }
+        }
+    });
+    proxies[w].resume();
+
+    // write_replicas = 1: while its only holder is down, the path is an
+    // error everywhere, never the store's older bytes.
+    bed.start(w);
+    bed.wait_members(3);
+    let new = testing::data(400_000, 8);
+    proxies.iter().for_each(Proxy::pause);
+    let written = rt.block_on(client.put_bytes(one, &new)).expect("put with one copy");
+    assert!(!written.persisted);
+    let journals = bed.journals();
+    let writer_one = journals.iter().find(|j| j.1 == 1).expect("a node has the write pending").0.clone();
+    assert!(journals.iter().all(|j| j.2 == 0), "write_replicas = 1 made a copy: {journals:?}");
+    let w1 = bed.index_of(&writer_one);
+    bed.kill(w1);
+    proxies.iter().for_each(Proxy::resume);
+    bed.wait_members(2);
+    let out = ferry().args(["cat", one, "--config", &bed.client]).output().expect("cat");
+    assert!(!out.status.success(), "cat served {} bytes while the only holder was down", out.stdout.len());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(one) && err.contains(&writer_one), "unclear error: {err}");
+    assert!(rt.block_on(testing::read_all(&client, one)).is_err(), "a client read the older version");
+    // Back: the holder serves and uploads it.
+    bed.start(w1);
+    bed.wait_members(3);
+    let (got, _) = cat(&bed.client, one);
+    assert!(got == new, "after the holder came back: {} bytes", got.len());
+    wait_until(Duration::from_secs(60), "the holder never uploaded", || {
+        s3_get(&moto, "ckpt", "one/step-100.pt").is_some_and(|b| b == new)
+    });
+}
+
+#[test]
+fn clients_keep_reading_without_etcd_and_bad_settings_fail_at_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let Some(mut bed) = testbed(tmp.path(), 2, |_| format!("[mounts.\"/d\"]\nurl = \"file://{}\"\n", store.display()))
+    else {
+        return;
+    };
+    let data = testing::data(3 << 20, 5);
+    std::fs::write(store.join("f.bin"), &data).expect("write");
+    bed.start(0);
+    bed.start(1);
+    bed.wait_members(2);
+    // A long-lived reader: a mount.
+    let mnt = bed.dir.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    if !available(Path::new("/dev/fuse").exists(), "/dev/fuse missing") {
+        return;
+    }
+    let _mount =
+        Running(ferry().args(["mount", mnt.to_str().expect("utf8"), "--config", &bed.client]).spawn().expect("mount"));
+    wait_until(Duration::from_secs(30), "mount did not come up", || is_mounted(&mnt));
+    assert!(std::fs::read(mnt.join("d/f.bin")).expect("read") == data);
+    bed.etcd.stop();
+    // etcd gone: the mount and the nodes go on with the last membership.
+    for _ in 0..3 {
+        assert!(std::fs::read(mnt.join("d/f.bin")).expect("read without etcd") == data);
+    }
+    bed.etcd.resume();
+    // Read by a client before the join: cached on cloud-1 and cloud-2.
+    let big = testing::data(8 << 20, 6);
+    std::fs::write(store.join("g.bin"), &big).expect("write");
+    assert!(cat(&bed.client, "/d/g.bin").0 == big);
+    // Back: changes apply again; a third node joins and the running mount uses it.
+    let extra = tmp.path().join("extra");
+    std::fs::create_dir_all(&extra).expect("mkdir");
+    let c = bed.certs.to_str().expect("utf8").to_string();
+    assert!(run(&["cert", "issue", "--dir", &c, "--role", "cloud", "--id", "cloud-3"]).status.success());
+    let port = free_port();
+    let cfg3 = tmp.path().join("cloud-3.toml");
+    let base = std::fs::read_to_string(&bed.nodes[1].cfg).expect("read config");
+    let old_listen = format!("127.0.0.1:{}", bed.nodes[1].port);
+    let old_metrics = format!("127.0.0.1:{}", bed.nodes[1].mport);
+    let mport = free_tcp_port();
+    std::fs::write(
+        &cfg3,
+        base.replace("cloud-2", "cloud-3")
+            .replace(&old_listen, &format!("127.0.0.1:{port}"))
+            .replace(&old_metrics, &format!("127.0.0.1:{mport}")),
+    )
+    .expect("write");
+    bed.nodes.push(Node { id: "cloud-3".into(), port, mport, cfg: cfg3, proc: None });
+    bed.start(2);
+    bed.wait_members(3);
+    let status_before = run(&["cluster", "status", "--json", "--config", &bed.client]);
+    let pages = |out: &std::process::Output| -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["id"] == "cloud-3")
+            .map_or(0, |m| m["pages"].as_u64().unwrap_or(0))
+    };
+    assert_eq!(pages(&status_before), 0);
+    let fresh = testing::data(8 << 20, 9);
+    std::fs::write(store.join("h.bin"), &fresh).expect("write");
+    assert!(std::fs::read(mnt.join("d/h.bin")).expect("read after the join") == fresh);
+    let status_after = run(&["cluster", "status", "--json", "--config", &bed.client]);
+    assert!(pages(&status_after) > 0, "the running mount never used the joined node");
+    // The joined node takes its share of g.bin from the previous owners, not the store.
+    let before = metrics(mport);
+    assert!(cat(&bed.client, "/d/g.bin").0 == big);
+    let after = metrics(mport);
+    let store_bytes = |m: &str| metric(m, "ferry_store_read_bytes_total");
+    let peer_bytes = |m: &str| metric(m, "ferry_peer_read_bytes_total");
+    assert!(peer_bytes(&after) > peer_bytes(&before), "no page came from a previous owner:\n{after}");
+    assert_eq!(store_bytes(&after), store_bytes(&before), "the joined node read g.bin from the store");
+
+    // A wrong etcd address and a lease of 0 are refused at start, clearly.
+    let bad = tmp.path().join("bad.toml");
+    let text = std::fs::read_to_string(&bed.nodes[0].cfg)
+        .expect("read")
+        .replace(&format!("127.0.0.1:{}", bed.nodes[0].port), &format!("127.0.0.1:{}", free_port()))
+        .replace(&format!("127.0.0.1:{}", bed.nodes[0].mport), &format!("127.0.0.1:{}", free_tcp_port()));
+    std::fs::write(&bad, text.replace(&bed.etcd.endpoint, "http://127.0.0.1:1")).expect("write");
+    let out = run(&["cloud", "--config", bad.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("etcd at http://127.0.0.1:1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&bad, text.replace("lease_ttl = \"2s\"", "lease_ttl = \"0s\"")).expect("write");
+    let out = run(&["cloud", "--config", bad.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lease_ttl"), "{}", String::from_utf8_lossy(&out.stderr));
+}
