@@ -175,7 +175,7 @@ fn up_serves_the_data_directory_and_stops_cleanly() {
     }
 
     let load = run(&["load", "--config", &up.client, "/datasets"]);
-    assert!(String::from_utf8_lossy(&load.stdout).contains("loaded 2 object(s)"), "{:?}", load);
+    assert!(String::from_utf8_lossy(&load.stdout).contains("loaded 2 file(s)"), "{:?}", load);
 
     let missing = run(&["cat", "--config", &up.client, "/datasets/nope.bin"]);
     assert!(!missing.status.success());

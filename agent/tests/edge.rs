@@ -71,6 +71,12 @@ impl Env {
     /// Waits until the store holds exactly `local`'s bytes under `name`.
     fn wait_uploaded(&self, name: &str, limit: Duration) {
         let want = std::fs::read(self.robot.join(name)).expect("local file");
+        self.wait_stored(name, &want, limit);
+    }
+
+    /// Waits until the store holds exactly `want` under `name` (the local
+    /// file may be gone by then: uploaded files go when over budget).
+    fn wait_stored(&self, name: &str, want: &[u8], limit: Duration) {
         let object = self.object(name);
         wait_until(limit, &format!("{name} did not arrive intact"), || {
             std::fs::read(&object).is_ok_and(|got| got == want)
@@ -251,8 +257,8 @@ fn over_budget_uploaded_files_go_first_and_the_rest_stay() {
     // The uploaded ones are safe in the store; the rest follow once the node is back.
     assert_eq!(std::fs::read(env.object("a.bin")).expect("a stored"), mib(0));
     let _node = env.cloud();
-    for n in ["c.bin", "d.bin", "e.bin", "f.bin"] {
-        env.wait_uploaded(n, Duration::from_secs(60));
+    for (i, n) in ["c.bin", "d.bin", "e.bin", "f.bin"].iter().enumerate() {
+        env.wait_stored(n, &mib(10 + i as u64), Duration::from_secs(60));
     }
 }
 

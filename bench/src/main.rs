@@ -5,9 +5,11 @@
 //! `ferry` binary next to this one, or `--ferry PATH`.
 //!
 //! Modules: `cache` (read, train, checkpoint: a cache node and a mount in
-//! this process), `edge` (edge, edge-link, edge-crash, fleet).
+//! this process), `edge` (edge, edge-link, edge-crash, fleet), `cluster`
+//! (nodes in network namespaces, etcd, node loss and join).
 
 mod cache;
+mod cluster;
 mod edge;
 
 use std::path::PathBuf;
@@ -157,6 +159,23 @@ enum Scenario {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Cache nodes in network namespaces behind rate-limited links, membership in etcd: warm aggregate
+    /// throughput with 1..N nodes vs N x one node, store bytes per dataset byte, read stall when a node is
+    /// killed, store bytes read by a joining node (needs root, ip, tc, etcd).
+    Cluster {
+        /// Dataset size (8 files).
+        #[arg(long, default_value = "256MiB")]
+        size: ByteSize,
+        /// Most nodes (rounds with 1..N).
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Each node's link in Mbit/s (tbf on both ends).
+        #[arg(long, default_value_t = 400)]
+        rate_mbit: u32,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Kill -9 the edge agent at random points while logs grow; check every object afterwards.
     EdgeCrash {
         /// Kill iterations.
@@ -189,6 +208,11 @@ async fn run(s: Scenario, ferry: Option<PathBuf>) -> Result<()> {
         }
         Scenario::Fleet { size, device_rate, robots, dir } => {
             edge::fleet(size.as_u64(), device_rate.as_u64(), &robots, dir).await
+        }
+        Scenario::Cluster { size, nodes, rate_mbit, dir } => {
+            anyhow::ensure!(nodes >= 1, "--nodes must be at least 1");
+            let ferry = ferry_binary(ferry)?;
+            tokio::task::spawn_blocking(move || cluster::cluster(&ferry, size.as_u64(), nodes, rate_mbit, dir)).await?
         }
         Scenario::EdgeCrash { iterations, dir } => {
             let ferry = ferry_binary(ferry)?;

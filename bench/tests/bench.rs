@@ -35,7 +35,7 @@ fn ferry() -> PathBuf {
 
 #[test]
 fn every_scenario_documents_itself() {
-    for s in ["read", "checkpoint", "train", "edge", "edge-link", "edge-crash", "fleet"] {
+    for s in ["read", "checkpoint", "train", "edge", "edge-link", "edge-crash", "fleet", "cluster"] {
         let o = bench(&[s, "--help"]);
         assert!(o.status.success(), "{s}: {}", String::from_utf8_lossy(&o.stderr));
         assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"), "{s}");
