@@ -389,6 +389,13 @@ impl Member {
         self.health.lock().expect("member health lock poisoned")
     }
 
+    /// Datagrams received so far on the member's open connection for
+    /// `lane` (`None` without one, or while it is being opened).
+    fn received(&self, lane: usize) -> Option<u64> {
+        let slot = self.conns[lane % self.conns.len()].try_lock().ok()?;
+        slot.as_ref().filter(|c| !c.is_closed()).map(|c| c.stats().udp_rx.datagrams)
+    }
+
     fn avoided(&self) -> bool {
         self.health().avoid_until.is_some_and(|t| Instant::now() < t)
     }
@@ -682,11 +689,14 @@ impl Cluster {
         let mut running = futures::stream::FuturesUnordered::new();
         let mut next = 0;
         let mut last = None;
+        // Datagrams the latest owner asked had sent when last looked at.
+        let mut seen = None;
         loop {
             if running.is_empty() {
                 let Some(m) = order.get(next) else {
                     return Err(last.unwrap_or_else(|| self.no_members()));
                 };
+                seen = m.received(lane);
                 running.push(attempt(m.clone()));
                 next += 1;
             }
@@ -708,8 +718,17 @@ impl Cluster {
                 },
                 () = tokio::time::sleep(hedge.unwrap_or_default()), if hedge.is_some() => {
                     let slow = &order[next - 1];
+                    // A node still sending on its connection is alive, only
+                    // busy (a saturated link): asking another owner too
+                    // would add to the load, not cut the wait.
+                    let now = slow.received(lane);
+                    if now.is_some() && now > seen {
+                        seen = now;
+                        continue;
+                    }
                     tracing::debug!(node = %slow.id, after = ?hedge, "no answer in time; asking the next owner too");
                     slow.failed();
+                    seen = order[next].received(lane);
                     running.push(attempt(order[next].clone()));
                     next += 1;
                 }

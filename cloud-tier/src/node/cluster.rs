@@ -21,7 +21,7 @@ use super::{parse_path, CacheNode};
 
 /// How long a node waits for a peer's cached copy of a page before going
 /// to the store (a peer that does not answer in time is skipped for a while).
-const PEEK_LIMIT: Duration = Duration::from_millis(150);
+const PEEK_LIMIT: Duration = Duration::from_millis(300);
 
 /// How often holders look for writers that are gone.
 const TAKEOVER_CHECK: Duration = Duration::from_secs(1);
