@@ -401,6 +401,24 @@ fn a_checkpoint_outlives_the_node_that_took_it() {
     wait_until(Duration::from_secs(60), "the holder never uploaded", || {
         s3_get(&moto, "ckpt", "one/step-100.pt").is_some_and(|b| b == new)
     });
+
+    // A node leaving on SIGTERM with a write it alone holds (write_replicas
+    // = 1) and cannot upload hands it over first: nothing pending is lost.
+    let newer = testing::data(500_000, 9);
+    proxies.iter().for_each(Proxy::pause);
+    assert!(!rt.block_on(client.put_bytes(one, &newer)).expect("put").persisted);
+    let journals = bed.journals();
+    let leaver = journals.iter().find(|j| j.1 == 1).expect("a node has the write pending").0.clone();
+    let l = bed.index_of(&leaver);
+    signal(&bed.nodes[l].proc.as_ref().expect("running").0, "TERM");
+    bed.wait_members(2);
+    proxies.iter().enumerate().filter(|(i, _)| *i != l).for_each(|(_, p)| p.resume());
+    wait_until(Duration::from_secs(60), "the write of the node that left never reached the store", || {
+        s3_get(&moto, "ckpt", "one/step-100.pt").is_some_and(|b| b == newer)
+    });
+    assert!(cat(&bed.client, one).0 == newer);
+    bed.kill(l);
+    proxies[l].resume();
 }
 
 #[test]

@@ -231,6 +231,53 @@ impl CacheNode {
             .map_err(|e| NodeError::Unavailable(e.to_string()))
     }
 
+    /// Before this node leaves: every write of its own not yet in the store
+    /// and held by no other member gets a copy on the path's next owner
+    /// (recorded as a holder), which uploads it once this node is out of
+    /// the ring. Returns the writes handed over.
+    pub async fn hand_over(&self) -> usize {
+        let Some(peers) = self.peers().cloned() else { return 0 };
+        let mut handed = 0;
+        for e in self.journal.entries().into_iter().filter(|e| e.held_for.is_none()) {
+            let known = peers.holders.lock().expect("holders lock poisoned").get(&e.path).cloned();
+            let mut holders = known
+                .filter(|(s, _)| *s == e.seq)
+                .map(|(_, h)| h)
+                .or_else(|| {
+                    peers.registry.as_ref().and_then(|r| r.get(&e.path)).filter(|p| p.seq == e.seq).map(|p| p.holders)
+                })
+                .unwrap_or_else(|| vec![peers.self_id.clone()]);
+            if holders.iter().any(|h| *h != peers.self_id && peers.is_member(h)) {
+                continue;
+            }
+            let targets: Vec<String> =
+                peers.cluster.owners(&e.path, 0).into_iter().filter(|id| *id != peers.self_id).collect();
+            for id in targets {
+                match self.copy_to(&peers.cluster, &id, &e).await {
+                    Ok(()) => {
+                        holders.push(id.clone());
+                        if let Some(reg) = &peers.registry {
+                            let record = Pending { seq: e.seq, size: e.size, holders: holders.clone() };
+                            if let Err(err) = reg.put(&e.path, &record).await {
+                                tracing::warn!(path = %e.path, error = %err, "could not record a handed-over write");
+                            }
+                        }
+                        peers
+                            .holders
+                            .lock()
+                            .expect("holders lock poisoned")
+                            .insert(e.path.clone(), (e.seq, holders.clone()));
+                        tracing::info!(path = %e.path, node = %id, "handed a pending write over before leaving");
+                        handed += 1;
+                        break;
+                    }
+                    Err(err) => tracing::warn!(path = %e.path, node = %id, error = %err, "could not hand a write over"),
+                }
+            }
+        }
+        handed
+    }
+
     /// Answers `Hold` from node `writer`: keeps a durable copy of its write.
     pub async fn handle_hold<R>(
         &self,

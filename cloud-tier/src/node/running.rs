@@ -163,13 +163,19 @@ impl RunningNode {
         })
     }
 
-    /// Leaves the cluster on purpose (SIGTERM): out of the ring first, so
-    /// clients stop sending here, then the journal's own writes are
-    /// uploaded (up to [`DRAIN_LIMIT`]), then [`RunningNode::shutdown`].
+    /// Leaves the cluster on purpose (SIGTERM): each pending write held by
+    /// no other member is copied to its next owner, then the node leaves
+    /// the ring (clients stop sending here, and the holders upload what it
+    /// does not), then its own writes are uploaded (up to [`DRAIN_LIMIT`]),
+    /// then [`RunningNode::shutdown`].
     /// What could not be uploaded stays in the journal for the next start,
     /// and its copies on other nodes stay too.
     #[cfg_attr(not(feature = "etcd"), allow(unused_mut))]
     pub async fn leave(mut self) {
+        let handed = self.node.hand_over().await;
+        if handed > 0 {
+            tracing::info!(handed, "pending writes copied to other nodes before leaving");
+        }
         #[cfg(feature = "etcd")]
         if let Some(r) = self.registration.take() {
             match r.leave().await {
