@@ -120,6 +120,27 @@ fn seq_floor() -> u64 {
     u64::try_from(SystemClock.now_ms()).unwrap_or(0).saturating_mul(1000)
 }
 
+/// Removes what an interrupted upload to a `file://` store left next to
+/// `dest`: object_store stages there as `NAME#N` and renames on completion,
+/// so a node killed mid-upload leaves the staging file behind. Called by
+/// the one uploader of the path, before it uploads again.
+fn remove_staged_uploads(dest: &Path) {
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str())) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(f) = file.to_str() else { continue };
+        let staged = f
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('#'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if staged {
+            tracing::info!(file = %e.path().display(), "removing an interrupted upload's staging file");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Object size up to which an upload is one PUT; larger ones go in parts of this size.
 const UPLOAD_PART: usize = 8 << 20;
 /// Parts of one multipart upload in flight.
@@ -571,6 +592,9 @@ impl Journal {
     ) -> Result<(), NodeError> {
         let path = NsPath::parse(&e.path).map_err(|e| NodeError::InvalidInput(e.to_string()))?;
         let r = ns.resolve(&path)?;
+        if let Some(dir) = &r.mount.local_dir {
+            remove_staged_uploads(&dir.join(r.location.as_ref()));
+        }
         ns.metrics().store_request("put");
         let etag = self.put_to_store(&r.mount.store, &r.location, e).await?;
         enum After {
@@ -699,5 +723,33 @@ mod tests {
         let got =
             store.get(&object_store::path::Path::from("ck.pt")).await.expect("stored").bytes().await.expect("bytes");
         assert_eq!(&got[..], b"version one");
+    }
+
+    /// A node killed mid-upload to a `file://` store leaves object_store's
+    /// `NAME#N` staging file; the next upload of that path removes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_uploads_staging_file_goes_with_the_next_upload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store_dir = dir.path().join("store");
+        std::fs::create_dir_all(store_dir.join("ck")).expect("store dir");
+        std::fs::write(store_dir.join("ck/step.pt#1"), b"half of an old upl").expect("leftover");
+        std::fs::write(store_dir.join("ck/step.pt#x"), b"not ours").expect("other file");
+        let mut mounts = BTreeMap::new();
+        mounts.insert(
+            "/".to_string(),
+            crate::config::MountConfig { url: format!("file://{}", store_dir.display()), ..Default::default() },
+        );
+        let ns = Namespace::open(&mounts, Arc::new(Metrics::new())).expect("namespace");
+        let j = Arc::new(Journal::open(&dir.path().join("journal")).expect("journal"));
+        let mut w = j.begin(&NsPath::parse("/ck/step.pt").expect("path")).await.expect("begin");
+        w.write(b"whole checkpoint").await.expect("write");
+        let e = j.commit(w).await.expect("commit");
+        j.ready(e.seq);
+        let uploader = tokio::spawn(j.clone().run_uploader(ns, |_, _| {}));
+        assert!(j.drain(std::time::Duration::from_secs(30)).await);
+        uploader.abort();
+        assert_eq!(std::fs::read(store_dir.join("ck/step.pt")).expect("stored"), b"whole checkpoint");
+        assert!(!store_dir.join("ck/step.pt#1").exists(), "the staging file of the interrupted upload is still there");
+        assert!(store_dir.join("ck/step.pt#x").exists(), "a file that is no staging file was removed");
     }
 }

@@ -36,6 +36,9 @@ pub struct Mount {
     /// Nodes a write-back write must be durable on before it is
     /// acknowledged; `None`: 2 where the cluster has two nodes or more.
     pub write_replicas: Option<usize>,
+    /// The directory of a `file://` store (whose uploads stage in
+    /// `NAME#N` files next to their target).
+    pub local_dir: Option<std::path::PathBuf>,
 }
 
 /// Where a namespace path lives.
@@ -100,6 +103,10 @@ impl Namespace {
             }
             if let Some(m) = mount_name(name).ok().and_then(|n| ns.mounts.get_mut(n.as_str())) {
                 m.write_replicas = cfg.write_replicas;
+                m.local_dir = url::Url::parse(&cfg.url)
+                    .ok()
+                    .filter(|u| u.scheme() == "file")
+                    .map(|u| std::path::PathBuf::from(u.path()));
             }
         }
         Ok(ns)
@@ -125,7 +132,15 @@ impl Namespace {
         }
         self.mounts.insert(
             key.clone(),
-            Mount { name: Arc::from(key.as_str()), store, prefix, quota, write_through: false, write_replicas: None },
+            Mount {
+                name: Arc::from(key.as_str()),
+                store,
+                prefix,
+                quota,
+                write_through: false,
+                write_replicas: None,
+                local_dir: None,
+            },
         );
         Ok(())
     }

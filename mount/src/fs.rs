@@ -289,7 +289,24 @@ impl<N: Nodes> MountFs<N> {
         Ok((self.entry(&path, self.local_file_attr(&path, 0)), opened))
     }
 
-    /// `flush` (each close) and `fsync`: make written bytes durable on the node.
+    /// `flush` (each close of a descriptor): like [`MountFs::fsync`], except
+    /// that an empty file is left for `release` (or an fsync) to send. A
+    /// process that forks while writing a file closes its copy of the
+    /// descriptor in the child, which flushes: sent then, a new checkpoint
+    /// would reach the store as an empty object under its name before its
+    /// data. An empty file a program means to leave empty is sent when its
+    /// last descriptor closes.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        if let Some(Handle::Write(w)) = self.handle(fh)? {
+            let empty = w.staged().file.metadata().is_ok_and(|m| m.len() == 0);
+            if empty {
+                return Ok(());
+            }
+        }
+        self.fsync(fh).await
+    }
+
+    /// `fsync`, and `flush` of a file with bytes in it: make written bytes durable on the node.
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
         match self.handle(fh)? {
             Some(Handle::Write(w)) => self.persist(&w).await,

@@ -363,7 +363,7 @@ impl<N: Nodes> Filesystem for FuseAdapter<N> {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        self.reply_empty(reply, move |fs| async move { fs.fsync(fh.0).await });
+        self.reply_empty(reply, move |fs| async move { fs.flush(fh.0).await });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {

@@ -270,6 +270,27 @@ async fn create_write_fsync_rename_unlink() {
 }
 
 #[tokio::test]
+async fn a_new_file_reaches_the_node_only_with_its_bytes_or_at_its_last_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = Fake::default();
+    let fs = fs_over(&nodes, dir.path(), 0).await;
+    // A forked child closing its copy of the descriptor flushes before any write.
+    let (_, opened) = fs.create(ROOT_INO, "ckpt.pt").await.expect("create");
+    fs.flush(opened.fh()).await.expect("flush");
+    assert!(nodes.puts().is_empty(), "an empty new file was sent at a flush");
+    fs.write(opened.fh(), 0, b"weights").expect("write");
+    fs.flush(opened.fh()).await.expect("flush");
+    assert_eq!(nodes.body("/ckpt.pt").as_deref(), Some(&b"weights"[..]));
+    fs.release(opened.fh()).await.expect("release");
+    // A file meant to stay empty arrives when its last descriptor closes.
+    let (_, opened) = fs.create(ROOT_INO, "empty").await.expect("create");
+    fs.flush(opened.fh()).await.expect("flush");
+    assert!(nodes.body("/empty").is_none());
+    fs.release(opened.fh()).await.expect("release");
+    assert_eq!(nodes.body("/empty").as_deref(), Some(&b""[..]));
+}
+
+#[tokio::test]
 async fn a_file_unlinked_while_open_is_not_brought_back_by_its_close() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = Fake::default();
