@@ -112,20 +112,30 @@ impl Testbed {
         self.nodes.iter().position(|n| n.id == id).expect("known node")
     }
 
-    /// Per member (`ferry cluster status --json`): its own pending writes and the copies it holds for others.
+    /// Per member (`ferry cluster status --json`): its own pending writes
+    /// and the copies it holds for others; asked again (up to 20 s) while a
+    /// member does not answer the status request.
     fn journals(&self) -> Vec<(String, u64, u64)> {
-        let out = run(&["cluster", "status", "--json", "--config", &self.client]);
-        assert!(out.status.success(), "cluster status: {}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
-        v["members"]
-            .as_array()
-            .expect("members")
-            .iter()
-            .map(|m| {
-                let n = |k: &str| m[k].as_u64().unwrap_or(0);
-                (m["id"].as_str().expect("id").to_string(), n("pending_writes"), n("held_writes"))
-            })
-            .collect()
+        let mut rows = Vec::new();
+        wait_until(Duration::from_secs(20), "a member never answered cluster status", || {
+            let out = run(&["cluster", "status", "--json", "--config", &self.client]);
+            assert!(out.status.success(), "cluster status: {}", String::from_utf8_lossy(&out.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+            let members = v["members"].as_array().expect("members").clone();
+            if members.iter().any(|m| m["healthy"] != true) {
+                println!("cluster status: {v}");
+                return false;
+            }
+            rows = members
+                .iter()
+                .map(|m| {
+                    let n = |k: &str| m[k].as_u64().expect("a healthy member's counts");
+                    (m["id"].as_str().expect("id").to_string(), n("pending_writes"), n("held_writes"))
+                })
+                .collect();
+            true
+        });
+        rows
     }
 }
 

@@ -606,6 +606,12 @@ impl Cluster {
         }
     }
 
+    /// Datagrams received so far from member `id` on its first connection
+    /// (`None` when there is none open): still growing, the member is alive.
+    pub fn received(&self, id: &str) -> Option<u64> {
+        self.layout().members.iter().find(|m| m.id == id)?.received(0)
+    }
+
     /// Whether member `id` answered lately (not failed or too slow since).
     pub fn healthy(&self, id: &str) -> bool {
         self.layout().members.iter().any(|m| m.id == id && !m.avoided())

@@ -22,6 +22,8 @@ use super::{parse_path, CacheNode};
 /// How long a node waits for a peer's cached copy of a page before going
 /// to the store (a peer that does not answer in time is skipped for a while).
 const PEEK_LIMIT: Duration = Duration::from_millis(300);
+/// The longest a node waits for a peer that keeps sending.
+const PEEK_MAX: Duration = Duration::from_secs(5);
 
 /// How often holders look for writers that are gone.
 const TAKEOVER_CHECK: Duration = Duration::from_secs(1);
@@ -122,11 +124,24 @@ impl Peers {
         let owners = self.cluster.owners(path, page);
         let other = owners.iter().take(2).find(|id| **id != self.self_id && self.cluster.healthy(id))?;
         let ask = async { self.cluster.node(other).await.ok()?.peek(path, page, etag).await.ok().flatten() };
-        match tokio::time::timeout(PEEK_LIMIT, ask).await {
-            Ok(page) => page,
-            Err(_) => {
-                self.cluster.failed(other);
-                None
+        tokio::pin!(ask);
+        // A peer still sending is busy (its link full of reads), not gone:
+        // wait for it, up to PEEK_MAX; one that sends nothing for
+        // PEEK_LIMIT is skipped for a while and the store asked instead.
+        let give_up = tokio::time::Instant::now() + PEEK_MAX;
+        let mut seen = self.cluster.received(other);
+        loop {
+            match tokio::time::timeout(PEEK_LIMIT, &mut ask).await {
+                Ok(page) => return page,
+                Err(_) => {
+                    let now = self.cluster.received(other);
+                    if now.is_some() && now > seen && tokio::time::Instant::now() < give_up {
+                        seen = now;
+                        continue;
+                    }
+                    self.cluster.failed(other);
+                    return None;
+                }
             }
         }
     }
