@@ -283,18 +283,15 @@ impl Proxy {
     }
 }
 
+/// A client of `bucket` on `moto`, built as the nodes build theirs.
+fn s3(moto: &Moto, bucket: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
+    ferry_cloud_tier::namespace::open_store(&format!("s3://{bucket}"), &moto.options()).expect("s3 client").0
+}
+
 /// Whether the bucket holds `key`, and its bytes.
 fn s3_get(moto: &Moto, bucket: &str, key: &str) -> Option<Vec<u8>> {
     use object_store::ObjectStoreExt;
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_endpoint(&moto.endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .build()
-        .expect("s3 client");
+    let store = s3(moto, bucket);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         match store.get(&object_store::path::Path::from(key)).await {
@@ -307,15 +304,7 @@ fn s3_get(moto: &Moto, bucket: &str, key: &str) -> Option<Vec<u8>> {
 
 fn s3_put(moto: &Moto, bucket: &str, key: &str, bytes: &[u8]) {
     use object_store::ObjectStoreExt;
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_endpoint(&moto.endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .build()
-        .expect("s3 client");
+    let store = s3(moto, bucket);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(store.put(&object_store::path::Path::from(key), bytes.to_vec().into())).expect("s3 put");
 }

@@ -6,7 +6,7 @@
 //! joining node reads (it should take its share from the previous owners).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -15,22 +15,7 @@ use rand::RngCore;
 use ferry_protocol::ids::{NodeId, Role};
 use ferry_protocol::tls;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run_ok(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
+use crate::edge::{run_ok, Proc};
 
 /// One namespace per node, joined to the root namespace by a veth pair
 /// with `tbf` at `rate_mbit` on both ends.

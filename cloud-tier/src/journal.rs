@@ -172,6 +172,30 @@ pub struct JournalWrite {
 }
 
 impl JournalWrite {
+    /// Appends exactly `len` bytes read from `body` (a request's body).
+    pub async fn write_from<R>(&mut self, body: &mut R, len: u64) -> Result<(), NodeError>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = body.read(&mut buf[..want]).await?;
+            if n == 0 {
+                return Err(NodeError::InvalidInput(format!(
+                    "{}: body ended after {} of {len} bytes",
+                    self.path,
+                    len - left
+                )));
+            }
+            self.write(&buf[..n]).await?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
     /// Appends bytes.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), NodeError> {
         let f = self.file.as_mut().expect("file is present until commit");

@@ -649,27 +649,31 @@ impl Cluster {
         let layout = self.layout();
         let mut last = None;
         for m in self.order(&layout, key, 0) {
-            let started = Instant::now();
-            let attempt = match self.conn(&m, lane).await {
-                Ok(c) => op(c).await,
-                Err(e) => Err(e),
-            };
-            match attempt {
-                Ok(v) => {
-                    m.answered(started.elapsed());
-                    return Ok(v);
-                }
-                Err(e) if e.try_elsewhere() => {
-                    if e.is_connection() {
-                        m.failed();
-                    }
-                    tracing::debug!(node = %m.id, error = %e, "trying next owner");
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
+            let (m, took, r) = self.attempt(m, lane, &op).await;
+            if let Some(done) = settle(&m, took, r, &mut last) {
+                return done;
             }
         }
         Err(last.unwrap_or_else(|| self.no_members()))
+    }
+
+    /// `op` on a connection to `m`, and how long it took.
+    async fn attempt<T, F, Fut>(
+        &self,
+        m: Arc<Member>,
+        lane: usize,
+        op: &F,
+    ) -> (Arc<Member>, Duration, Result<T, ProtocolError>)
+    where
+        F: Fn(NodeConn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProtocolError>>,
+    {
+        let started = Instant::now();
+        let r = match self.conn(&m, lane).await {
+            Ok(c) => op(c).await,
+            Err(e) => Err(e),
+        };
+        (m, started.elapsed(), r)
     }
 
     /// Runs the read `op` against the owners of `key`: when an owner does
@@ -683,15 +687,6 @@ impl Cluster {
     {
         let layout = self.layout();
         let order = self.order(&layout, key, spread);
-        let op = &op;
-        let attempt = |m: Arc<Member>| async move {
-            let started = Instant::now();
-            let r = match self.conn(&m, lane).await {
-                Ok(c) => op(c).await,
-                Err(e) => Err(e),
-            };
-            (m, started.elapsed(), r)
-        };
         let mut running = futures::stream::FuturesUnordered::new();
         let mut next = 0;
         let mut last = None;
@@ -703,25 +698,16 @@ impl Cluster {
                     return Err(last.unwrap_or_else(|| self.no_members()));
                 };
                 seen = m.received(lane);
-                running.push(attempt(m.clone()));
+                running.push(self.attempt(m.clone(), lane, &op));
                 next += 1;
             }
             let hedge = order.get(next).map(|_| order[next - 1].hedge_after());
             tokio::select! {
-                Some((m, took, r)) = running.next() => match r {
-                    Ok(v) => {
-                        m.answered(took);
-                        return Ok(v);
+                Some((m, took, r)) = running.next() => {
+                    if let Some(done) = settle(&m, took, r, &mut last) {
+                        return done;
                     }
-                    Err(e) if e.try_elsewhere() => {
-                        if e.is_connection() {
-                            m.failed();
-                        }
-                        tracing::debug!(node = %m.id, error = %e, "trying next owner");
-                        last = Some(e);
-                    }
-                    Err(e) => return Err(e),
-                },
+                }
                 () = tokio::time::sleep(hedge.unwrap_or_default()), if hedge.is_some() => {
                     let slow = &order[next - 1];
                     // A node still sending on its connection is alive, only
@@ -735,7 +721,7 @@ impl Cluster {
                     tracing::debug!(node = %slow.id, after = ?hedge, "no answer in time; asking the next owner too");
                     slow.failed();
                     seen = order[next].received(lane);
-                    running.push(attempt(order[next].clone()));
+                    running.push(self.attempt(order[next].clone(), lane, &op));
                     next += 1;
                 }
             }
@@ -917,6 +903,32 @@ impl Cluster {
         }
         out.flush().await?;
         Ok(written)
+    }
+}
+
+/// What an owner's answer means for a request: `Some` when it is final (an
+/// answer, or an error no other owner would change), `None` to ask the next
+/// owner (the error kept in `last`). Connection failures count against `m`.
+fn settle<T>(
+    m: &Member,
+    took: Duration,
+    r: Result<T, ProtocolError>,
+    last: &mut Option<ProtocolError>,
+) -> Option<Result<T, ProtocolError>> {
+    match r {
+        Ok(v) => {
+            m.answered(took);
+            Some(Ok(v))
+        }
+        Err(e) if e.try_elsewhere() => {
+            if e.is_connection() {
+                m.failed();
+            }
+            tracing::debug!(node = %m.id, error = %e, "trying next owner");
+            *last = Some(e);
+            None
+        }
+        Err(e) => Some(Err(e)),
     }
 }
 

@@ -70,27 +70,22 @@ impl Etcd {
             opts =
                 opts.with_tls(etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem)));
         }
+        let silent = |_| {
+            ProtocolError::connection(format!(
+                "etcd at {}: no answer within {:?}",
+                cfg.endpoints.join(","),
+                cfg.timeout
+            ))
+        };
         let connect = Client::connect(cfg.endpoints.clone(), Some(opts));
         let mut client = tokio::time::timeout(cfg.timeout, connect)
             .await
-            .map_err(|_| {
-                ProtocolError::connection(format!(
-                    "etcd at {}: no answer within {:?}",
-                    cfg.endpoints.join(","),
-                    cfg.timeout
-                ))
-            })?
+            .map_err(silent)?
             .map_err(|e| etcd_err("cannot connect", &cfg.endpoints, e))?;
         // Connecting is lazy: ask something so a wrong address fails now.
         tokio::time::timeout(cfg.timeout, client.get(format!("{}/", cfg.prefix), None))
             .await
-            .map_err(|_| {
-                ProtocolError::connection(format!(
-                    "etcd at {}: no answer within {:?}",
-                    cfg.endpoints.join(","),
-                    cfg.timeout
-                ))
-            })?
+            .map_err(silent)?
             .map_err(|e| etcd_err("cannot read", &cfg.endpoints, e))?;
         Ok(Etcd { client, cfg: cfg.clone() })
     }
@@ -207,8 +202,9 @@ impl Etcd {
 
     async fn watch_prefix(&self, prefix: &str) -> Result<watch::Receiver<Snapshot>, ProtocolError> {
         let mut client = self.client.clone();
-        let (entries, revision) =
-            read_prefix(&mut client, prefix).await.map_err(|e| etcd_err("reading members", &self.cfg.endpoints, e))?;
+        let (entries, revision) = read_prefix(&mut client, prefix)
+            .await
+            .map_err(|e| etcd_err(&format!("reading {prefix}"), &self.cfg.endpoints, e))?;
         let (tx, rx) = watch::channel(Snapshot { entries, epoch: 1 });
         let (prefix, endpoints) = (prefix.to_string(), self.cfg.endpoints.clone());
         tokio::spawn(async move {

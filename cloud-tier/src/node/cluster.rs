@@ -306,19 +306,9 @@ impl CacheNode {
     where
         R: tokio::io::AsyncRead + Unpin,
     {
-        use tokio::io::AsyncReadExt;
         let (path, _) = self.writable(path)?;
         let mut w = self.journal.begin_held(&path, writer, seq, mtime_ms).await?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut left = len;
-        while left > 0 {
-            let n = body.read(&mut buf[..left.min(1 << 20) as usize]).await?;
-            if n == 0 {
-                return Err(NodeError::InvalidInput(format!("{path}: copy ended after {} of {len} bytes", len - left)));
-            }
-            w.write(&buf[..n]).await?;
-            left -= n as u64;
-        }
+        w.write_from(body, len).await?;
         self.journal.commit(w).await?;
         self.cache.invalidate(&path);
         Ok(())
@@ -481,6 +471,8 @@ impl CacheNode {
                 }
             }
         }
+        // Per writer, asked once a round however many of its writes are held here.
+        let mut gone_by_writer: HashMap<String, bool> = HashMap::new();
         for e in self.journal.entries() {
             let Some((writer, seq)) = e.held_for.clone() else { continue };
             if e.promoted {
@@ -497,10 +489,17 @@ impl CacheNode {
                     continue;
                 }
             }
-            let gone = if record.is_some() {
-                !peers.is_member(&writer)
-            } else {
-                self.unreachable_for(&peers, &writer).await >= peers.takeover_after
+            let gone = match gone_by_writer.get(&writer) {
+                Some(g) => *g,
+                None => {
+                    let g = if record.is_some() {
+                        !peers.is_member(&writer)
+                    } else {
+                        self.unreachable_for(&peers, &writer).await >= peers.takeover_after
+                    };
+                    gone_by_writer.insert(writer.clone(), g);
+                    g
+                }
             };
             if gone {
                 tracing::warn!(path = %e.path, %writer, "writer is gone; uploading its write from the copy here");

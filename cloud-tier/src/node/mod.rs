@@ -331,20 +331,9 @@ impl CacheNode {
     where
         R: tokio::io::AsyncRead + Unpin,
     {
-        use tokio::io::AsyncReadExt;
         let (path, resolved) = self.writable(path)?;
         let mut w = self.journal.begin(&path).await?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut left = len;
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = body.read(&mut buf[..want]).await?;
-            if n == 0 {
-                return Err(NodeError::InvalidInput(format!("{path}: body ended after {} of {len} bytes", len - left)));
-            }
-            w.write(&buf[..n]).await?;
-            left -= n as u64;
-        }
+        w.write_from(body, len).await?;
         let entry = self.journal.commit(w).await?;
         self.committed(&path, &resolved.mount, &entry).await
     }

@@ -170,18 +170,34 @@ impl Moto {
         Some(moto)
     }
 
-    /// Creates a bucket with a plain HTTP PUT.
+    /// Creates a bucket with a plain HTTP PUT. A server that accepts
+    /// connections may still drop them while it finishes starting: asked
+    /// again then, for up to 30 s.
     pub fn create_bucket(&self, name: &str) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect moto");
-        write!(
-            s,
-            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        )
-        .expect("send");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read");
-        assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+        let t0 = Instant::now();
+        loop {
+            let answer = (|| -> std::io::Result<String> {
+                let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+                write!(
+                    s,
+                    "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    self.port
+                )?;
+                let mut resp = String::new();
+                s.read_to_string(&mut resp)?;
+                Ok(resp)
+            })();
+            match answer {
+                Ok(resp) => {
+                    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+                    return;
+                }
+                Err(e) => {
+                    assert!(t0.elapsed() < Duration::from_secs(30), "create bucket {name}: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
     }
 
     /// object_store options for this server.
