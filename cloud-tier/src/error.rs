@@ -35,6 +35,15 @@ pub enum NodeError {
     /// The peer may not do this.
     #[error("{0}")]
     Unauthorized(String),
+    /// Something is already at the path.
+    #[error("{0} exists")]
+    Exists(String),
+    /// The directory holds entries.
+    #[error("{0} is not empty")]
+    NotEmpty(String),
+    /// The store cannot do this.
+    #[error("{0}")]
+    Unsupported(String),
     /// The cluster cannot serve this now (the nodes holding a path's
     /// newest data are unreachable, too few nodes for the write's copies).
     #[error("{0}")]
@@ -64,6 +73,9 @@ impl NodeError {
             NodeError::Chunk(_) => ErrorCode::InvalidInput,
             NodeError::Unauthorized(_) => ErrorCode::Unauthorized,
             NodeError::Unavailable(_) => ErrorCode::Unavailable,
+            NodeError::Exists(_) => ErrorCode::Exists,
+            NodeError::NotEmpty(_) => ErrorCode::NotEmpty,
+            NodeError::Unsupported(_) => ErrorCode::Unsupported,
         }
     }
 

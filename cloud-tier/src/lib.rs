@@ -29,6 +29,7 @@ pub mod cache;
 pub mod chunks;
 pub use ferry_protocol::clock;
 pub mod config;
+pub mod dirs;
 pub mod error;
 pub mod journal;
 pub mod metrics;

@@ -17,6 +17,7 @@ use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo};
 use ferry_protocol::ids::NsPath;
 
 use crate::config::MountConfig;
+pub use crate::dirs::Dirs;
 use crate::error::{ConfigError, NodeError};
 use crate::metrics::Metrics;
 
@@ -39,6 +40,9 @@ pub struct Mount {
     /// The directory of a `file://` store (whose uploads stage in
     /// `NAME#N` files next to their target).
     pub local_dir: Option<std::path::PathBuf>,
+    /// Directories of their own in the store (local directories, S3
+    /// folder markers); `None`: directories exist only as prefixes.
+    pub dirs: Option<Dirs>,
 }
 
 /// Where a namespace path lives.
@@ -64,6 +68,16 @@ pub fn open_store(
     url: &str,
     options: &BTreeMap<String, String>,
 ) -> Result<(Arc<dyn ObjectStore>, StorePath), OpenError> {
+    open_store_with_dirs(url, options).map(|(store, prefix, _)| (store, prefix))
+}
+
+/// A store opened from its URL, with its prefix and, where the store has
+/// directories of its own, the means to make and remove them.
+pub type OpenedStore = (Arc<dyn ObjectStore>, StorePath, Option<Dirs>);
+
+/// Like [`open_store`], also giving the store's directories: local
+/// directories for `file://`, folder markers for `s3://`.
+pub fn open_store_with_dirs(url: &str, options: &BTreeMap<String, String>) -> Result<OpenedStore, OpenError> {
     let parsed = url::Url::parse(url).map_err(|source| OpenError::Url { url: url.to_string(), source })?;
     if parsed.scheme() == "file" {
         let dir = std::path::Path::new(parsed.path());
@@ -72,10 +86,25 @@ pub fn open_store(
         }
         // Rooted at the directory so the store never reaches outside it.
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
-        return Ok((Arc::new(fs), StorePath::default()));
+        return Ok((Arc::new(fs), StorePath::default(), Some(Dirs::Local(dir.to_path_buf()))));
+    }
+    if matches!(parsed.scheme(), "s3" | "s3a") {
+        // As object_store's parse_url_opts builds it, keeping the concrete
+        // store for the markers' signed requests.
+        let builder = options.iter().fold(object_store::aws::AmazonS3Builder::new().with_url(url), |b, (k, v)| match k
+            .to_ascii_lowercase()
+            .parse()
+        {
+            Ok(key) => b.with_config(key, v),
+            Err(_) => b,
+        });
+        let bucket = parsed.host_str().unwrap_or_default().to_string();
+        let (s3, markers) = crate::dirs::S3Markers::open(builder, &bucket)?;
+        let prefix = StorePath::from_url_path(parsed.path()).map_err(object_store::Error::from)?;
+        return Ok((s3, prefix, Some(Dirs::S3(markers))));
     }
     let (store, prefix) = object_store::parse_url_opts(&parsed, options.iter())?;
-    Ok((Arc::from(store), prefix))
+    Ok((Arc::from(store), prefix, None))
 }
 
 fn mount_name(s: &str) -> Result<NsPath, String> {
@@ -95,9 +124,10 @@ impl Namespace {
     pub fn open(mounts: &BTreeMap<String, MountConfig>, metrics: Arc<Metrics>) -> Result<Namespace, ConfigError> {
         let mut ns = Namespace { mounts: BTreeMap::new(), metrics };
         for (name, cfg) in mounts {
-            let (store, prefix) = open_store(&cfg.url, &cfg.options)
+            let (store, prefix, dirs) = open_store_with_dirs(&cfg.url, &cfg.options)
                 .map_err(|source| ConfigError::Store { mount: name.clone(), source })?;
             ns.add(name, store, prefix, cfg.quota.as_u64())?;
+            ns.set_dirs(name, dirs);
             if cfg.write_through {
                 ns.set_write_through(name, true);
             }
@@ -140,9 +170,17 @@ impl Namespace {
                 write_through: false,
                 write_replicas: None,
                 local_dir: None,
+                dirs: None,
             },
         );
         Ok(())
+    }
+
+    /// Gives mount `name` the store's own directories.
+    pub fn set_dirs(&mut self, name: &str, dirs: Option<Dirs>) {
+        if let Some(m) = mount_name(name).ok().and_then(|n| self.mounts.get_mut(n.as_str())) {
+            m.dirs = dirs;
+        }
     }
 
     /// Sets whether writes under mount `name` are acknowledged only once stored.
@@ -186,14 +224,28 @@ impl Namespace {
     }
 
     fn dir_info() -> ObjectInfo {
+        Self::dir_at(0)
+    }
+
+    /// A directory last modified at `mtime_ms` (0: unknown).
+    fn dir_at(mtime_ms: i64) -> ObjectInfo {
         ObjectInfo {
             kind: EntryKind::Dir,
             size: 0,
-            mtime_ms: 0,
+            mtime_ms,
             etag: String::new(),
             persisted: true,
             origin: String::new(),
         }
+    }
+
+    /// A directory found by listing `location`: the time of its folder
+    /// marker when it has one (the marker lists as an object at the
+    /// prefix itself), else of the newest object directly in it.
+    fn listed_dir(location: &StorePath, listing: &object_store::ListResult) -> ObjectInfo {
+        let marker = listing.objects.iter().find(|o| o.location == *location);
+        let newest = listing.objects.iter().map(|o| o.last_modified.timestamp_millis()).max();
+        Self::dir_at(marker.map(|m| m.last_modified.timestamp_millis()).or(newest).unwrap_or(0))
     }
 
     /// Metadata from the store (no caching here).
@@ -202,6 +254,10 @@ impl Namespace {
             return Ok(Self::dir_info());
         }
         let r = self.resolve(path)?;
+        // A local store's directories are file system entries, empty or not.
+        if let Some(t) = r.mount.dirs.as_ref().and_then(|d| d.local_dir_mtime(&r.location)) {
+            return Ok(Self::dir_at(t));
+        }
         if r.location.as_ref().is_empty() {
             return Ok(Self::dir_info());
         }
@@ -216,7 +272,7 @@ impl Namespace {
                 origin: String::new(),
             }),
             Err(object_store::Error::NotFound { .. }) => {
-                // A "directory" is a prefix that objects share.
+                // A "directory" is a prefix that objects share, or a folder marker.
                 self.metrics.store_request("list");
                 let listing = r
                     .mount
@@ -227,18 +283,58 @@ impl Namespace {
                 if listing.objects.is_empty() && listing.common_prefixes.is_empty() {
                     Err(NodeError::NotFound(path.to_string()))
                 } else {
-                    Ok(Self::dir_info())
+                    Ok(Self::listed_dir(&r.location, &listing))
                 }
             }
             // The local store reports a directory as "not a file"-style errors; list it instead.
             Err(e) => {
                 self.metrics.store_request("list");
                 match r.mount.store.list_with_delimiter(Some(&r.location)).await {
-                    Ok(l) if !l.objects.is_empty() || !l.common_prefixes.is_empty() => Ok(Self::dir_info()),
+                    Ok(l) if !l.objects.is_empty() || !l.common_prefixes.is_empty() => {
+                        Ok(Self::listed_dir(&r.location, &l))
+                    }
                     _ => Err(NodeError::from_store(path.as_str(), e)),
                 }
             }
         }
+    }
+
+    /// Makes directory `path` in its store (a local directory, an S3 folder
+    /// marker). Stores without directories of their own refuse it.
+    pub async fn mkdir(&self, path: &NsPath) -> Result<(), NodeError> {
+        let r = self.resolve(path)?;
+        let Some(dirs) = &r.mount.dirs else {
+            return Err(NodeError::Unsupported(format!(
+                "{path}: the store of mount {} keeps no empty directories (only files make them)",
+                r.mount.name
+            )));
+        };
+        match self.head(path).await {
+            Ok(_) => return Err(NodeError::Exists(path.to_string())),
+            Err(NodeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.metrics.store_request("put");
+        dirs.make(&r.location).await
+    }
+
+    /// Removes empty directory `path` from its store.
+    pub async fn rmdir(&self, path: &NsPath) -> Result<(), NodeError> {
+        let r = self.resolve(path)?;
+        if path.as_str() == &*r.mount.name || !self.virtual_children(path).is_empty() {
+            return Err(NodeError::InvalidInput(format!("{path} is a mount point")));
+        }
+        let info = self.head(path).await?;
+        if info.kind == EntryKind::File {
+            return Err(NodeError::InvalidInput(format!("{path} is a file, not a directory")));
+        }
+        if !self.list(path).await?.is_empty() {
+            return Err(NodeError::NotEmpty(path.to_string()));
+        }
+        // Without directories of their own, an empty directory is nothing to remove.
+        let Some(dirs) = &r.mount.dirs else { return Ok(()) };
+        self.metrics.store_request("delete");
+        dirs.remove(&r.location).await
     }
 
     /// Entries directly under `dir`, sorted by name.
@@ -272,10 +368,15 @@ impl Namespace {
                 }
                 for p in listing.common_prefixes {
                     if let Some(name) = p.filename() {
-                        entries.insert(name.to_string(), Self::dir_info());
+                        let t = r.mount.dirs.as_ref().and_then(|d| d.local_dir_mtime(&p)).unwrap_or(0);
+                        entries.insert(name.to_string(), Self::dir_at(t));
                     }
                 }
                 for o in listing.objects {
+                    // The directory's own folder marker is not an entry in it.
+                    if prefix == Some(&o.location) {
+                        continue;
+                    }
                     if let Some(name) = o.location.filename() {
                         entries.insert(
                             name.to_string(),

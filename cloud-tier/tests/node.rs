@@ -13,6 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use common::*;
 use ferry_cloud_tier::namespace::open_store;
 use ferry_cloud_tier::testing::faulty::{Faults, Gate};
+use ferry_cloud_tier::testing::start_node_over;
 use ferry_cloud_tier::CloudConfig;
 use ferry_protocol::client::Cluster;
 use ferry_protocol::codec::EntryKind;
@@ -451,4 +452,86 @@ fn bad_mount_configuration_is_a_clear_error() {
     }
     let bad_name = [("no-slash".to_string(), MountConfig { url: "memory:///".into(), ..Default::default() })].into();
     assert!(Namespace::open(&bad_name, Arc::new(Metrics::new())).is_err());
+}
+
+/// Directories of their own in the store: what DLIO, `mkdir -p` and the S3
+/// console make. `make_empty` creates an empty directory `valid` under the
+/// mount the way another tool would; `exists` says whether the store has a
+/// directory (or folder marker) at a mount-relative path.
+async fn directories(
+    opened: ferry_cloud_tier::namespace::OpenedStore,
+    make_empty: impl Fn(),
+    exists: impl Fn(&str) -> bool,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let (base, prefix) = (opened.0.clone(), opened.1.clone());
+    put(&base, &prefix, "train/a.bin", data(1000, 1)).await;
+    make_empty();
+    let cfg = node_config(&dir.path().join("cache"), 16 << 20, 0);
+    let n = start_node_over(&certs, &cfg, "/data", opened, Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    let code = |e: ProtocolError| remote_code(&e);
+    let recent = |ms: i64| ms > 1_600_000_000_000;
+
+    // An empty directory made by another tool: a directory, listed, with a real time.
+    let valid = c.stat("/data/valid").await.expect("stat an empty directory");
+    assert_eq!(valid.kind, EntryKind::Dir);
+    assert!(recent(valid.mtime_ms), "mtime {}", valid.mtime_ms);
+    assert!(c.list("/data/valid").await.expect("list an empty directory").is_empty(), "no phantom entry");
+    let top = c.list("/data").await.expect("list /data");
+    let names: Vec<&str> = top.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["train", "valid"]);
+    assert!(top.iter().all(|e| e.info.kind == EntryKind::Dir));
+
+    // mkdir persists in the store; a second one, or one over a file, is refused.
+    c.mkdir("/data/ck").await.expect("mkdir");
+    assert!(exists("valid"), "HEAD of a marker");
+    assert!(exists("ck"), "the store has the new directory");
+    c.mkdir("/data/ck/run-1").await.expect("mkdir below it");
+    let ck = c.stat("/data/ck").await.expect("stat new dir");
+    assert_eq!(ck.kind, EntryKind::Dir);
+    assert!(recent(ck.mtime_ms), "mtime {}", ck.mtime_ms);
+    assert_eq!(c.mkdir("/data/ck").await.map_err(code), Err(Some(ErrorCode::Exists)));
+    assert_eq!(c.mkdir("/data/train/a.bin").await.map_err(code), Err(Some(ErrorCode::Exists)));
+
+    // rmdir: only empty directories, only directories.
+    assert_eq!(c.rmdir("/data/ck").await.map_err(code), Err(Some(ErrorCode::NotEmpty)));
+    c.put_bytes("/data/ck/run-1/w.pt", b"weights").await.expect("write below");
+    assert_eq!(c.rmdir("/data/ck/run-1").await.map_err(code), Err(Some(ErrorCode::NotEmpty)));
+    assert_eq!(c.rmdir("/data/train/a.bin").await.map_err(code), Err(Some(ErrorCode::InvalidInput)));
+    assert_eq!(c.rmdir("/data").await.map_err(code), Err(Some(ErrorCode::InvalidInput)));
+    c.delete("/data/ck/run-1/w.pt").await.expect("delete");
+    c.rmdir("/data/ck/run-1").await.expect("rmdir run-1");
+    c.rmdir("/data/ck").await.expect("rmdir ck");
+    assert!(!exists("ck/run-1") && !exists("ck"), "rmdir reached the store");
+    assert_eq!(c.stat("/data/ck").await.map_err(code), Err(Some(ErrorCode::NotFound)));
+    c.rmdir("/data/valid").await.expect("rmdir another tool's directory");
+    assert!(!exists("valid"));
+    assert_eq!(c.list("/data").await.expect("list").len(), 1);
+    n.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_of_local_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let opened =
+        ferry_cloud_tier::namespace::open_store_with_dirs(&format!("file://{}", root.display()), &Default::default())
+            .expect("open");
+    directories(opened, || std::fs::create_dir(root.join("valid")).expect("mkdir valid"), |p| root.join(p).is_dir())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_of_s3_are_folder_markers() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("ferry-dirs");
+    let opened =
+        ferry_cloud_tier::namespace::open_store_with_dirs("s3://ferry-dirs/ds", &moto.options()).expect("open s3");
+    // As the S3 console or `aws s3api put-object --key ds/valid/` make one.
+    let make = || assert_eq!(moto.request("PUT", "/ferry-dirs/ds/valid/").0, 200);
+    let exists = |p: &str| moto.keys("ferry-dirs", &format!("ds/{p}/")).contains(&format!("ds/{p}/"));
+    directories(opened, make, exists).await;
 }

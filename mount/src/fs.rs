@@ -42,6 +42,8 @@ pub struct MountFs<N: Nodes = Cluster> {
     pub(crate) swept: Mutex<HashSet<PathBuf>>,
     /// Prefetch across files; `None` when disabled.
     pub(crate) prefetch: Option<Arc<MountPrefetch<N>>>,
+    /// When the mount started: the time of directories without one.
+    pub(crate) started: SystemTime,
 }
 
 pub(crate) fn child(parent: &str, name: &str) -> FsResult<String> {
@@ -86,6 +88,7 @@ impl<N: Nodes> MountFs<N> {
             readahead: AtomicU64::new(READAHEAD_PAGES),
             swept: Mutex::new(HashSet::new()),
             prefetch: None,
+            started: SystemTime::now(),
         })
     }
 
@@ -139,7 +142,7 @@ impl<N: Nodes> MountFs<N> {
             ino: self.ino_of(path),
             kind: EntryKind::Dir,
             size: 0,
-            mtime: UNIX_EPOCH,
+            mtime: self.started,
             etag: String::new(),
             origin: String::new(),
         }
@@ -166,7 +169,9 @@ impl<N: Nodes> MountFs<N> {
             ino,
             kind: info.kind,
             size: info.size,
-            mtime: mtime(info.mtime_ms),
+            // A directory the store keeps no time for (a prefix that
+            // objects share) shows when the mount started, not 1970.
+            mtime: if info.kind == EntryKind::Dir && info.mtime_ms == 0 { self.started } else { mtime(info.mtime_ms) },
             etag: info.etag.clone(),
             origin: info.origin.clone(),
         }
@@ -383,14 +388,27 @@ impl<N: Nodes> MountFs<N> {
         Ok(())
     }
 
-    /// Makes directory `name` in `parent`.
+    /// Makes directory `name` in `parent`: in the store (a directory or
+    /// folder marker, so it outlives the mount), or, for stores without
+    /// directories of their own, here until a file is written below it.
     pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let path = child(&self.path_of(parent)?, name)?;
         if self.stat_path(&path).await.is_ok() {
             return Err(FsError::new(libc::EEXIST, format!("{path} exists")));
         }
-        self.made_dirs.lock().expect("dirs lock poisoned").insert(path.clone());
-        Ok(self.entry(&path, self.dir_attr(&path)))
+        match self.cluster.mkdir(&path).await {
+            Ok(()) => {}
+            Err(ProtocolError::Remote { code: ErrorCode::Unsupported, message }) => {
+                tracing::info!(path, "{message}; the directory lasts as long as this mount");
+                self.made_dirs.lock().expect("dirs lock poisoned").insert(path.clone());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let attr = match self.cluster.stat(&path).await {
+            Ok(info) if info.kind == EntryKind::Dir => self.attr_of(&path, &info),
+            _ => self.dir_attr(&path),
+        };
+        Ok(self.entry(&path, attr))
     }
 
     /// Removes empty directory `name` from `parent`.
@@ -400,8 +418,12 @@ impl<N: Nodes> MountFs<N> {
         if !self.readdir(ino).await?.is_empty() {
             return Err(FsError::new(libc::ENOTEMPTY, format!("{path} is not empty")));
         }
-        self.made_dirs.lock().expect("dirs lock poisoned").remove(&path);
-        Ok(())
+        let made_here = self.made_dirs.lock().expect("dirs lock poisoned").remove(&path);
+        match self.cluster.rmdir(&path).await {
+            Ok(()) => Ok(()),
+            Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. }) if made_here => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Sets how many pages are fetched ahead of a sequential reader (0: none).

@@ -44,6 +44,10 @@ pub trait Nodes: Clone + Send + Sync + std::fmt::Debug + 'static {
     fn delete(&self, path: &str) -> impl Future<Output = Result<(), ProtocolError>> + Send;
     /// Renames `from` to `to`.
     fn rename(&self, from: &str, to: &str) -> impl Future<Output = Result<bool, ProtocolError>> + Send;
+    /// Makes directory `path` in the store.
+    fn mkdir(&self, path: &str) -> impl Future<Output = Result<(), ProtocolError>> + Send;
+    /// Removes empty directory `path` from the store.
+    fn rmdir(&self, path: &str) -> impl Future<Output = Result<(), ProtocolError>> + Send;
 }
 
 impl Nodes for Cluster {
@@ -80,5 +84,11 @@ impl Nodes for Cluster {
     }
     async fn rename(&self, from: &str, to: &str) -> Result<bool, ProtocolError> {
         Cluster::rename(self, from, to).await
+    }
+    async fn mkdir(&self, path: &str) -> Result<(), ProtocolError> {
+        Cluster::mkdir(self, path).await
+    }
+    async fn rmdir(&self, path: &str) -> Result<(), ProtocolError> {
+        Cluster::rmdir(self, path).await
     }
 }

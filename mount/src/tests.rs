@@ -28,6 +28,8 @@ struct State {
     puts: Mutex<Vec<(String, bool)>>,
     /// The inbox of a node "on this host", if any.
     inbox: Option<PathBuf>,
+    /// Directories made in the store (`None`: a store without directories).
+    dirs: Option<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// Cache nodes in memory.
@@ -70,6 +72,15 @@ impl Fake {
         self.0.objects.lock().expect("lock").insert(path.into(), (body.to_vec(), format!("e{v}")));
     }
 
+    /// A store that keeps directories of its own (local files, S3 markers).
+    fn with_dirs() -> Fake {
+        Fake(Arc::new(State { dirs: Some(Mutex::default()), ..State::default() }))
+    }
+
+    fn has_dir(&self, path: &str) -> bool {
+        self.0.dirs.as_ref().is_some_and(|d| d.lock().expect("lock").contains(path))
+    }
+
     fn body(&self, path: &str) -> Option<Vec<u8>> {
         self.0.objects.lock().expect("lock").get(path).map(|(b, _)| b.clone())
     }
@@ -94,7 +105,7 @@ impl Nodes for Fake {
             return Ok(file_info(b, e));
         }
         let prefix = format!("{}/", path.trim_end_matches('/'));
-        if path == "/" || objects.keys().any(|k| k.starts_with(&prefix)) {
+        if path == "/" || objects.keys().any(|k| k.starts_with(&prefix)) || self.has_dir(path) {
             return Ok(dir_info());
         }
         Err(not_found(path))
@@ -111,7 +122,12 @@ impl Nodes for Fake {
                 None => out.insert(rest.to_string(), file_info(b, e)),
             };
         }
-        if out.is_empty() && path != "/" {
+        for d in self.0.dirs.iter().flat_map(|d| d.lock().expect("lock").clone()) {
+            if let Some(rest) = d.strip_prefix(&prefix) {
+                out.insert(rest.split('/').next().unwrap_or(rest).to_string(), dir_info());
+            }
+        }
+        if out.is_empty() && path != "/" && !self.has_dir(path) {
             return Err(not_found(path));
         }
         Ok(out.into_iter().map(|(name, info)| DirEntry { name, info }).collect())
@@ -158,6 +174,23 @@ impl Nodes for Fake {
         let o = objects.remove(from).ok_or_else(|| not_found(from))?;
         objects.insert(to.into(), o);
         Ok(true)
+    }
+
+    async fn mkdir(&self, path: &str) -> Result<(), ProtocolError> {
+        let Some(dirs) = &self.0.dirs else {
+            return Err(ProtocolError::Remote { code: ErrorCode::Unsupported, message: "no directories".into() });
+        };
+        dirs.lock().expect("lock").insert(path.into());
+        Ok(())
+    }
+
+    async fn rmdir(&self, path: &str) -> Result<(), ProtocolError> {
+        let Some(dirs) = &self.0.dirs else { return Err(not_found(path)) };
+        if dirs.lock().expect("lock").remove(path) {
+            Ok(())
+        } else {
+            Err(not_found(path))
+        }
     }
 }
 
@@ -372,4 +405,40 @@ async fn same_host_writes_are_adopted_and_offered_for_passthrough() {
     std::os::unix::fs::FileExt::write_all_at(&file, b"-v2", 7).expect("write again");
     fs.release(fh).await.expect("release");
     assert_eq!(nodes.body("/ck.pt").as_deref(), Some(&b"weights-v2"[..]));
+}
+
+#[tokio::test]
+async fn mkdir_reaches_the_store_and_outlives_the_mount() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = Fake::with_dirs();
+    let fs = fs_over(&nodes, dir.path(), 0).await;
+    let a = fs.mkdir(ROOT_INO, "a").await.expect("mkdir a");
+    let b = fs.mkdir(a.ino, "b").await.expect("mkdir a/b");
+    assert_eq!(b.kind, EntryKind::Dir);
+    assert!(b.mtime > std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000), "{:?}", b.mtime);
+    assert!(nodes.has_dir("/a/b"), "the store has the directory");
+    drop(fs);
+    // A new mount over the same store sees the empty directories.
+    let fs = fs_over(&nodes, dir.path(), 0).await;
+    let a = fs.lookup(ROOT_INO, "a").await.expect("a after remount");
+    let names: Vec<String> = fs.readdir(a.ino).await.expect("readdir").into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["b"]);
+    let b = fs.lookup(a.ino, "b").await.expect("a/b after remount");
+    assert!(fs.readdir(b.ino).await.expect("empty dir lists").is_empty());
+    assert_eq!(fs.rmdir(ROOT_INO, "a").await.expect_err("not empty").errno(), libc::ENOTEMPTY);
+    fs.rmdir(a.ino, "b").await.expect("rmdir a/b");
+    assert!(!nodes.has_dir("/a/b"), "rmdir reached the store");
+    assert_eq!(fs.lookup(a.ino, "b").await.expect_err("gone").errno(), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn mkdir_on_a_store_without_directories_lasts_as_long_as_the_mount() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = Fake::default();
+    let fs = fs_over(&nodes, dir.path(), 0).await;
+    let a = fs.mkdir(ROOT_INO, "a").await.expect("mkdir");
+    assert!(fs.readdir(a.ino).await.expect("empty").is_empty());
+    assert_eq!(fs.lookup(ROOT_INO, "a").await.expect("lookup").kind, EntryKind::Dir);
+    fs.rmdir(ROOT_INO, "a").await.expect("rmdir");
+    assert_eq!(fs.lookup(ROOT_INO, "a").await.expect_err("gone").errno(), libc::ENOENT);
 }

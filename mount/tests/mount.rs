@@ -9,7 +9,7 @@ use std::time::Duration;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use ferry_cloud_tier::namespace::open_store;
+use ferry_cloud_tier::namespace::open_store_with_dirs;
 use ferry_cloud_tier::testing::faulty::Faults;
 use ferry_cloud_tier::testing::*;
 use ferry_mount::fuse::{self, MountError};
@@ -35,15 +35,21 @@ struct Mounted {
 }
 
 async fn mounted(dir: &Path, objects: &[(&str, &[u8])]) -> Mounted {
-    let certs = certs(dir);
     let root = dir.join("store");
     std::fs::create_dir_all(&root).expect("mkdir");
-    let (base, prefix) = open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    mounted_over(dir, &root, objects).await
+}
+
+/// Like [`mounted`], over the `file://` store at `root`.
+async fn mounted_over(dir: &Path, root: &Path, objects: &[(&str, &[u8])]) -> Mounted {
+    let certs = certs(dir);
+    let opened = open_store_with_dirs(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    let base = opened.0.clone();
     for (name, body) in objects {
         base.put(&StorePath::from(*name), PutPayload::from(body.to_vec())).await.expect("put");
     }
     let cfg = node_config(&dir.join("cache"), 64 << 20, 256 << 20);
-    let n = start_node(&certs, &cfg, "/", base.clone(), prefix, Faults::default()).await;
+    let n = start_node_over(&certs, &cfg, "/", opened, Faults::default()).await;
     let c = client(&certs, &[n.node.addr.to_string()]);
     let fs = MountFs::with_local_copies(c, dir.join("staging"), 1 << 30).await.expect("fs");
     let mnt = dir.join("mnt");
@@ -569,4 +575,64 @@ async fn writes_after_an_adoption_leave_the_adopted_bytes_alone() {
     let stored = base.get(&StorePath::from("ck.pt")).await.expect("stored").bytes().await.expect("bytes");
     assert!(stored[..] == got[..]);
     n.node.shutdown().await;
+}
+
+/// Directories as tools make them in the store (an empty folder DLIO
+/// creates, a checkpoint directory made before its first file) and as
+/// users make them through the mount (`mkdir -p`), across a remount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn store_directories_and_mkdir_outlive_the_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(root.join("ds/valid")).expect("an empty store directory");
+    std::fs::create_dir_all(root.join("checkpoints")).expect("an empty store directory");
+    let Mounted { n, mnt, session, .. } =
+        mounted_over(&dir.path().join("one"), &root, &[("ds/train/a.bin", b"sample")]).await;
+    let (m, r) = (mnt.clone(), root.clone());
+    blocking(move || {
+        let names = |p: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(p)
+                .expect("readdir")
+                .map(|e| e.expect("entry").file_name().into_string().expect("utf8"))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&m.join("ds")), ["train", "valid"]);
+        let valid = std::fs::metadata(m.join("ds/valid")).expect("an empty store directory is a directory");
+        assert!(valid.is_dir());
+        let year_2020 = std::time::UNIX_EPOCH + Duration::from_secs(1_577_836_800);
+        assert!(valid.modified().expect("mtime") > year_2020, "{:?}", valid.modified());
+        assert!(std::fs::metadata(m.join("ds")).expect("stat").modified().expect("mtime") > year_2020);
+        assert!(names(&m.join("ds/valid")).is_empty());
+        // A file written into an empty store directory.
+        std::fs::write(m.join("checkpoints/x"), b"x").expect("write into an empty store directory");
+        // mkdir -p reaches the store at once, before any file is below it.
+        std::fs::create_dir_all(m.join("ck/run-1/sub")).expect("mkdir -p");
+        assert!(r.join("ck/run-1/sub").is_dir(), "the store has the new directories");
+        std::fs::write(m.join("ck/run-1/w.pt"), b"weights").expect("write");
+    })
+    .await;
+    unmount(session, n).await;
+
+    // A new node and a new mount over the same store.
+    let Mounted { n, mnt, session, .. } = mounted_over(&dir.path().join("two"), &root, &[]).await;
+    let (m, r) = (mnt.clone(), root.clone());
+    blocking(move || {
+        assert!(std::fs::metadata(m.join("ck/run-1/sub")).expect("after a remount").is_dir());
+        assert_eq!(std::fs::read(m.join("ck/run-1/w.pt")).expect("read"), b"weights");
+        assert_eq!(std::fs::read(m.join("checkpoints/x")).expect("read"), b"x");
+        let e = std::fs::remove_dir(m.join("ck/run-1")).expect_err("not empty");
+        assert_eq!(e.kind(), std::io::ErrorKind::DirectoryNotEmpty, "{e}");
+        std::fs::remove_dir(m.join("ck/run-1/sub")).expect("rmdir");
+        assert!(!r.join("ck/run-1/sub").exists(), "rmdir reached the store");
+        std::fs::remove_dir(m.join("ds/valid")).expect("rmdir another tool's directory");
+        assert!(!r.join("ds/valid").exists());
+        assert_eq!(std::fs::metadata(m.join("ds/valid")).expect_err("gone").kind(), std::io::ErrorKind::NotFound);
+    })
+    .await;
+    unmount(session, n).await;
 }

@@ -224,6 +224,22 @@ impl NodeConn {
         }
     }
 
+    /// Makes directory `path` in the store.
+    pub async fn mkdir(&self, path: &str) -> Result<(), ProtocolError> {
+        match self.call(&Request::Mkdir { path: path.into() }).await?.0 {
+            Response::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes empty directory `path` from the store.
+    pub async fn rmdir(&self, path: &str) -> Result<(), ProtocolError> {
+        match self.call(&Request::Rmdir { path: path.into() }).await?.0 {
+            Response::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The chunks among `chunks` the node does not hold.
     pub async fn has_chunks(&self, chunks: &[ChunkHash]) -> Result<Vec<ChunkHash>, ProtocolError> {
         match self.call(&Request::HasChunks { chunks: chunks.to_vec() }).await?.0 {
@@ -820,6 +836,16 @@ impl Cluster {
     /// Deletes `path` through its owner.
     pub async fn delete(&self, path: &str) -> Result<(), ProtocolError> {
         self.with_owner(&page_key(path, 0), 0, |c| async move { c.delete(path).await }).await
+    }
+
+    /// Makes directory `path` through the owner of its metadata.
+    pub async fn mkdir(&self, path: &str) -> Result<(), ProtocolError> {
+        self.with_owner(&page_key(path, 0), 0, |c| async move { c.mkdir(path).await }).await
+    }
+
+    /// Removes empty directory `path` through the owner of its metadata.
+    pub async fn rmdir(&self, path: &str) -> Result<(), ProtocolError> {
+        self.with_owner(&page_key(path, 0), 0, |c| async move { c.rmdir(path).await }).await
     }
 
     /// Renames `from` to `to` through the owner of `from`.

@@ -97,6 +97,10 @@ pub enum Request {
     Delete { path: String },
     /// Rename an object.
     Rename { from: String, to: String },
+    /// Make a directory in the store (a local directory, an S3 folder marker).
+    Mkdir { path: String },
+    /// Remove an empty directory from the store.
+    Rmdir { path: String },
     /// Write a whole object from a file a client on the node's own host
     /// placed in the node's inbox directory (named in `HelloOk`): the node
     /// takes the file over without copying it. `file` is a plain file name
@@ -215,6 +219,8 @@ mod tag {
     pub const STATUS: u8 = 0x0F;
     pub const WARM: u8 = 0x10;
     pub const PEEK: u8 = 0x11;
+    pub const MKDIR: u8 = 0x12;
+    pub const RMDIR: u8 = 0x13;
     pub const HELLO_OK: u8 = 0x81;
     pub const STAT_OK: u8 = 0x82;
     pub const LIST_OK: u8 = 0x83;
@@ -399,6 +405,8 @@ impl Request {
             Request::Put { .. } => "put",
             Request::Delete { .. } => "delete",
             Request::Rename { .. } => "rename",
+            Request::Mkdir { .. } => "mkdir",
+            Request::Rmdir { .. } => "rmdir",
             Request::Adopt { .. } => "adopt",
             Request::HasChunks { .. } => "has_chunks",
             Request::PutChunk { .. } => "put_chunk",
@@ -417,6 +425,8 @@ impl Request {
             Request::Put { path, .. }
             | Request::Adopt { path, .. }
             | Request::Delete { path }
+            | Request::Mkdir { path }
+            | Request::Rmdir { path }
             | Request::Commit { path, .. }
             | Request::Hold { path, .. } => vec![path],
             Request::Rename { from, to } => vec![from, to],
@@ -472,6 +482,16 @@ impl Request {
             }
             Request::Delete { path } => {
                 let mut w = Writer::new(buf, tag::DELETE);
+                w.string(path);
+                w.finish();
+            }
+            Request::Mkdir { path } => {
+                let mut w = Writer::new(buf, tag::MKDIR);
+                w.string(path);
+                w.finish();
+            }
+            Request::Rmdir { path } => {
+                let mut w = Writer::new(buf, tag::RMDIR);
                 w.string(path);
                 w.finish();
             }
@@ -553,6 +573,8 @@ impl Request {
             tag::PUT => Request::Put { path: r.string()?, len: r.u64()? },
             tag::DELETE => Request::Delete { path: r.string()? },
             tag::RENAME => Request::Rename { from: r.string()?, to: r.string()? },
+            tag::MKDIR => Request::Mkdir { path: r.string()? },
+            tag::RMDIR => Request::Rmdir { path: r.string()? },
             tag::ADOPT => Request::Adopt { path: r.string()?, file: r.string()?, len: r.u64()? },
             tag::HAS_CHUNKS => Request::HasChunks { chunks: r.hashes()? },
             tag::PUT_CHUNK => {
@@ -738,6 +760,8 @@ mod tests {
             Request::Put { path: "/ckpt/step-1.pt".into(), len: 1 << 33 },
             Request::Delete { path: "/x".into() },
             Request::Rename { from: "/a.tmp".into(), to: "/a".into() },
+            Request::Mkdir { path: "/data/valid".into() },
+            Request::Rmdir { path: "/data/valid".into() },
             Request::Adopt { path: "/ckpt/step-2.pt".into(), file: "m12-3".into(), len: 5 },
             Request::HasChunks { chunks: vec![[7; 32], [0; 32]] },
             Request::HasChunks { chunks: vec![] },

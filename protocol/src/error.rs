@@ -24,6 +24,12 @@ pub enum ErrorCode {
     VersionMismatch = 7,
     /// The request asks for more than the node allows in one response.
     TooLarge = 8,
+    /// Something is already at the path. Do not retry.
+    Exists = 9,
+    /// The directory is not empty. Do not retry.
+    NotEmpty = 10,
+    /// The store behind the path cannot do this. Do not retry.
+    Unsupported = 11,
 }
 
 impl ErrorCode {
@@ -38,6 +44,9 @@ impl ErrorCode {
             6 => ErrorCode::Internal,
             7 => ErrorCode::VersionMismatch,
             8 => ErrorCode::TooLarge,
+            9 => ErrorCode::Exists,
+            10 => ErrorCode::NotEmpty,
+            11 => ErrorCode::Unsupported,
             _ => return None,
         })
     }
@@ -64,6 +73,9 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Internal => "internal error",
             ErrorCode::VersionMismatch => "protocol version mismatch",
             ErrorCode::TooLarge => "request too large",
+            ErrorCode::Exists => "exists",
+            ErrorCode::NotEmpty => "not empty",
+            ErrorCode::Unsupported => "not supported by the store",
         };
         f.write_str(s)
     }

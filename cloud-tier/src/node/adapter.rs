@@ -96,6 +96,14 @@ async fn handle_stream(
             .handle_delete(&path)
             .await
             .map_or_else(|e| error_response(&e), |()| Response::Done { persisted: true, etag: String::new() }),
+        Request::Mkdir { path } => node
+            .handle_mkdir(&path)
+            .await
+            .map_or_else(|e| error_response(&e), |()| Response::Done { persisted: true, etag: String::new() }),
+        Request::Rmdir { path } => node
+            .handle_rmdir(&path)
+            .await
+            .map_or_else(|e| error_response(&e), |()| Response::Done { persisted: true, etag: String::new() }),
         Request::Rename { from, to } => node
             .handle_rename(&from, &to)
             .await

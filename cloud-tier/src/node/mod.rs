@@ -191,7 +191,7 @@ impl CacheNode {
     fn writable(&self, path: &str) -> Result<(NsPath, crate::namespace::Resolved), NodeError> {
         let path = parse_path(path)?;
         let resolved = self.cache.namespace().resolve(&path)?;
-        if resolved.location.as_ref().is_empty() {
+        if resolved.location.as_ref().is_empty() || path.as_str() == &*resolved.mount.name {
             return Err(NodeError::InvalidInput(format!("{path} is a mount point, not a file")));
         }
         Ok((path, resolved))
@@ -364,6 +364,31 @@ impl CacheNode {
             return Ok((true, etag));
         }
         Ok((false, journal_etag(entry.seq)))
+    }
+
+    /// Answers `Mkdir`.
+    pub async fn handle_mkdir(&self, path: &str) -> Result<(), NodeError> {
+        let (path, _) = self.writable(path)?;
+        if self.journal.pending(path.as_str()).is_some() || self.journal.has_below(&dir_prefix(&path)) {
+            return Err(NodeError::Exists(path.to_string()));
+        }
+        self.cache.namespace().mkdir(&path).await?;
+        self.cache.invalidate(&path);
+        Ok(())
+    }
+
+    /// Answers `Rmdir`.
+    pub async fn handle_rmdir(&self, path: &str) -> Result<(), NodeError> {
+        let (path, _) = self.writable(path)?;
+        if self.journal.has_below(&dir_prefix(&path)) {
+            return Err(NodeError::NotEmpty(path.to_string()));
+        }
+        if self.journal.pending(path.as_str()).is_some() {
+            return Err(NodeError::InvalidInput(format!("{path} is a file, not a directory")));
+        }
+        self.cache.namespace().rmdir(&path).await?;
+        self.cache.invalidate(&path);
+        Ok(())
     }
 
     /// Answers `Delete`.

@@ -93,9 +93,22 @@ pub async fn start_node(
     prefix: object_store::path::Path,
     faults: Faults,
 ) -> TestNode {
+    start_node_over(certs, cfg, mount, (base, prefix, None), faults).await
+}
+
+/// Like [`start_node`], over a store opened with its directories
+/// ([`crate::namespace::open_store_with_dirs`]).
+pub async fn start_node_over(
+    certs: &Path,
+    cfg: &CloudConfig,
+    mount: &str,
+    (base, prefix, dirs): crate::namespace::OpenedStore,
+    faults: Faults,
+) -> TestNode {
     let store = Arc::new(FaultyStore::new(base, faults));
     let mut ns = Namespace::empty(Arc::new(Metrics::new()));
     ns.add(mount, store.clone(), prefix, 0).expect("add mount");
+    ns.set_dirs(mount, dirs);
     let node =
         RunningNode::start_with(cfg, ns, tls_of(certs, "cloud-1"), Arc::new(SystemClock)).await.expect("start node");
     TestNode { node, store }
@@ -200,6 +213,29 @@ impl Moto {
         }
     }
 
+    /// Sends an unsigned `method` request for `path` (`/BUCKET/KEY...`, as
+    /// other S3 tools would); the response's status code and body.
+    pub fn request(&self, method: &str, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("send to moto");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("moto's answer");
+        let code = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (code, resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    }
+
+    /// The keys in `bucket` that start with `prefix`, listed as other S3 tools list them.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let (code, body) = self.request("GET", &format!("/{bucket}?prefix={prefix}"));
+        assert_eq!(code, 200, "list {bucket}: {body}");
+        body.split("<Key>").skip(1).filter_map(|k| k.split_once("</Key>")).map(|(k, _)| k.to_string()).collect()
+    }
+
     /// object_store options for this server.
     pub fn options(&self) -> BTreeMap<String, String> {
         [
@@ -240,10 +276,11 @@ pub async fn file_node_with(dir: &Path, faults: crate::testing::faulty::Faults) 
     let certs = certs(dir);
     let root = dir.join("store");
     std::fs::create_dir_all(&root).expect("mkdir");
-    let (base, prefix) =
-        crate::namespace::open_store(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    let opened = crate::namespace::open_store_with_dirs(&format!("file://{}", root.display()), &Default::default())
+        .expect("open");
+    let (base, prefix) = (opened.0.clone(), opened.1.clone());
     let cfg = node_config(&dir.join("cache"), 16 << 20, 64 << 20);
-    let node = start_node(&certs, &cfg, "/", base.clone(), prefix.clone(), faults).await;
+    let node = start_node_over(&certs, &cfg, "/", opened, faults).await;
     FileNode { certs, base, prefix, node }
 }
 
