@@ -12,7 +12,11 @@ announcement the mount still prefetches, by prediction.
     loader = DataLoader(ds, sampler=sampler, batch_size=32, num_workers=8)
 
 Each epoch, the sampler's order is written to the mount's `.ferry-announce`
-file before the first index is handed out. `path_of(index)` gives a path
+file before the first index is handed out. An order belongs to the process
+that announced it and the processes it starts (its DataLoader workers):
+the ranks of a data-parallel job on one host, each wrapping its own
+DistributedSampler, each get their own order, and neither replaces the
+other's. Readers outside every announcing process follow the latest order. `path_of(index)` gives a path
 (absolute under the mount, or relative to its root); for samples inside
 large record files, a tuple `(path, offset, length)`; for samples made of
 several files (a clip of video frames, one step of several sensors), a list
@@ -57,8 +61,8 @@ def _lines(mount, entry):
 
 def announce(mount, entries):
     """Announces `entries` (paths, (path, offset, length) tuples, or lists of
-    those for samples of several files) as the order every reader of `mount`
-    will read next. Returns how many files or ranges were announced. A path
+    those for samples of several files) as the order this process and its
+    children (DataLoader workers) will read `mount` in next. Returns how many files or ranges were announced. A path
     that does not exist raises OSError and changes nothing.
     """
     lines = [line for e in entries for line in _lines(mount, e)]

@@ -632,3 +632,79 @@ fn a_pytorch_dataloader_reads_the_mount_in_its_announced_order() {
     signal(&mount.0, "TERM");
     assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
 }
+
+/// Two ranks of a data-parallel job on one host, each with its own
+/// DistributedSampler share announced through the Python helper and read by
+/// its own DataLoader workers: neither announcement replaces the other, and
+/// each rank's workers find every page prefetched for them.
+#[test]
+fn ranks_on_one_host_each_get_their_announced_order() {
+    use sha2::Digest;
+    if !fuse_available() {
+        return;
+    }
+    let Some(py) = torch_python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cloud_setup(dir.path());
+    let mut want: std::collections::BTreeMap<String, String> = Default::default();
+    for i in 0..24usize {
+        let len = 200_000 + i * 50_000;
+        let body: Vec<u8> = (0..len).map(|j| ((j * 7 + i * 13) % 251) as u8).collect();
+        let name = format!("{i:03}.bin");
+        std::fs::create_dir_all(c.store.join("shards")).expect("mkdir");
+        std::fs::write(c.store.join("shards").join(&name), &body).expect("write");
+        want.insert(name, sha2::Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect());
+    }
+    let _node = start_cloud(&c);
+    let mnt = c.dir.join("mnt");
+    // No local copies: every epoch's reads go through the mount's pages.
+    let mut mount = start_mount(&c, &mnt, &["--local-copies", "0"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/dataloader_check.py");
+    // The ranks start each epoch together, so their announcements and reads overlap.
+    let barrier = dir.path().join("barrier");
+    std::fs::create_dir_all(&barrier).expect("mkdir");
+    let ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            std::process::Command::new(&py)
+                .args([path(&script), path(&mnt), "d/shards", "--epochs", "2", "--workers", "2"])
+                .args(["--world", "2", "--rank", &rank.to_string(), "--barrier", path(&barrier)])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("python")
+        })
+        .collect();
+    let outs: Vec<serde_json::Value> = ranks
+        .into_iter()
+        .map(|r| {
+            let o = r.wait_with_output().expect("rank");
+            assert!(o.status.success(), "dataloader_check.py: {}", String::from_utf8_lossy(&o.stderr));
+            serde_json::from_slice(&o.stdout).expect("one JSON object")
+        })
+        .collect();
+    for e in 0..2 {
+        let mut seen: Vec<String> = Vec::new();
+        for out in &outs {
+            for s in out["epochs"][e].as_array().expect("samples") {
+                let name = s[0].as_str().expect("path").to_string();
+                assert_eq!(s[2].as_str(), want.get(&name).map(String::as_str), "epoch {e}: bytes of {name}");
+                seen.push(name);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, want.keys().cloned().collect::<Vec<_>>(), "epoch {e}: the two ranks read every sample once");
+    }
+    let stats = prefetch_stats(&mnt);
+    let announcers = stats["announcers"].as_array().expect("announcers in .ferry-stats");
+    for out in &outs {
+        let pid = out["pid"].as_u64().expect("pid");
+        let a = announcers.iter().find(|a| a["pid"].as_u64() == Some(pid)).unwrap_or_else(|| {
+            panic!("rank {pid} has no announcement of its own: {stats}");
+        });
+        let demand = a["demand_pages"].as_u64().expect("demand_pages");
+        assert!(demand > 0, "rank {pid}'s workers read nothing through its order: {stats}");
+        assert_eq!(a["prefetch_hits"].as_u64(), Some(demand), "rank {pid}: every page prefetched: {stats}");
+    }
+    signal(&mount.0, "TERM");
+    assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
+}

@@ -2,13 +2,13 @@
 //! `.ferry-announce` takes a training job's read order, `.ferry-stats`
 //! shows the prefetch counters. Both bypass the kernel's page cache.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::{FsError, FsResult};
 use crate::fs::MountFs;
-use crate::handle::{Handle, Opened};
+use crate::handle::{Announcing, Handle, Opened};
 use crate::nodes::Nodes;
 
 /// Writing paths here (one per line, optionally `OFFSET LENGTH` after it)
@@ -40,8 +40,8 @@ impl<N: Nodes> MountFs<N> {
     }
 
     /// `data` written at `offset` of an open announce file.
-    pub(crate) fn write_announce(buf: &Mutex<Vec<u8>>, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let mut buf = buf.lock().expect("announce lock poisoned");
+    pub(crate) fn write_announce(a: &Announcing, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let mut buf = a.text.lock().expect("announce lock poisoned");
         let at = usize::try_from(offset).map_err(|_| FsError::new(libc::EFBIG, "announcement too large"))?;
         if buf.len() < at + data.len() {
             buf.resize(at + data.len(), 0);
@@ -50,20 +50,28 @@ impl<N: Nodes> MountFs<N> {
         Ok(data.len() as u32)
     }
 
+    /// Records that process `pid` opened handle `fh` (an announcement is
+    /// its and its children's read order).
+    pub fn opened_by(&self, fh: u64, pid: u32) {
+        if let Ok(Some(Handle::Announce(a))) = self.handle(fh) {
+            a.by.store(pid, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Whether `path` is one of the control files (only with prefetch on).
     pub(crate) fn control(&self, path: &str) -> bool {
         self.prefetch.is_some() && (path == ANNOUNCE_FILE || path == STATS_FILE)
     }
 
     /// Applies what was written to `.ferry-announce` (at each close).
-    pub(crate) async fn announce(&self, a: &Mutex<Vec<u8>>) -> FsResult<()> {
-        let text = std::mem::take(&mut *a.lock().expect("announce lock poisoned"));
+    pub(crate) async fn announce(&self, a: &Announcing) -> FsResult<()> {
+        let text = std::mem::take(&mut *a.text.lock().expect("announce lock poisoned"));
         let Some(p) = &self.prefetch else { return Ok(()) };
         if text.is_empty() {
             return Ok(());
         }
         let text = String::from_utf8(text).map_err(|_| FsError::new(libc::EINVAL, "announce: not UTF-8 text"))?;
-        match p.announce(&text).await {
+        match p.announce(a.by.load(std::sync::atomic::Ordering::Relaxed), &text).await {
             Ok(n) => {
                 tracing::info!(entries = n, "read order announced");
                 Ok(())

@@ -236,7 +236,8 @@ impl<N: Nodes> Filesystem for FuseAdapter<N> {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let pid = req.pid();
         let acc = flags.0 & libc::O_ACCMODE;
         let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
         let truncate = flags.0 & libc::O_TRUNC != 0;
@@ -251,7 +252,10 @@ impl<N: Nodes> Filesystem for FuseAdapter<N> {
                 fs.open(ino.0, write, truncate).await
             };
             match opened {
-                Ok(Opened::Direct(fh)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                Ok(Opened::Direct(fh)) => {
+                    fs.opened_by(fh, pid);
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+                }
                 Ok(opened) => {
                     let fh = opened.fh();
                     match pass.decide(ino.0, fh, opened.file(), !write || shared, |f| reply.open_backing(f)) {

@@ -70,12 +70,20 @@ impl Opened {
     }
 }
 
+/// An open `.ferry-announce`: what was written so far, and by whom.
+#[derive(Debug, Default)]
+pub(crate) struct Announcing {
+    pub(crate) text: Mutex<Vec<u8>>,
+    /// The process that opened it (0: unknown).
+    pub(crate) by: std::sync::atomic::AtomicU32,
+}
+
 #[derive(Debug)]
 pub(crate) enum Handle {
     Read(Arc<ReadHandle>),
     Write(Arc<WriteHandle>),
-    /// `.ferry-announce` open for writing: what was written so far.
-    Announce(Arc<Mutex<Vec<u8>>>),
+    /// `.ferry-announce` open for writing.
+    Announce(Arc<Announcing>),
     /// `.ferry-stats`: the counters when it was opened.
     Stats(Bytes),
 }

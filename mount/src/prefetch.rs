@@ -8,7 +8,7 @@
 //! announce its read order (`.ferry-announce` at the mount root); every
 //! reader without an order of its own follows it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -59,14 +59,60 @@ impl Default for PrefetchOptions {
 struct Store {
     pages: HashMap<(String, u64), (PageFuture, String)>,
     ledger: Ledger<(String, u64)>,
+    /// The announcement each page fetched for one was fetched for.
+    announced_for: HashMap<(String, u64), u32>,
 }
 
 impl Store {
     fn forget(&mut self, keys: Vec<(String, u64)>) {
         for k in keys {
             self.pages.remove(&k);
+            self.announced_for.remove(&k);
         }
     }
+}
+
+/// Which announcement each reading process follows: a process reads by
+/// the order the nearest of itself and its ancestors announced (a
+/// DataLoader worker by its rank's), else by the latest announcement.
+#[derive(Debug, Default)]
+struct Followers {
+    /// Processes that announced an order.
+    announcers: HashSet<u32>,
+    /// Reader (thread) id → the announcer it follows, as last worked out.
+    of: HashMap<u32, Option<u32>>,
+    /// Per announcer: demand pages its followers read, and how many of
+    /// them were prefetched.
+    counts: HashMap<u32, (u64, u64)>,
+}
+
+/// Most announcing processes remembered; past it, the oldest are forgotten
+/// with their orders (processes that ended).
+const MAX_ANNOUNCERS: usize = 1024;
+
+/// The thread group of `pid` and its ancestors, nearest first (from /proc).
+fn lineage(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut at = pid;
+    for _ in 0..32 {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{at}/status")) else { break };
+        let field =
+            |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u32>().ok());
+        let (Some(tgid), Some(ppid)) = (field("Tgid:"), field("PPid:")) else { break };
+        if out.is_empty() && tgid != at {
+            out.push(at);
+        }
+        out.push(tgid);
+        if ppid <= 1 {
+            break;
+        }
+        at = ppid;
+    }
+    out
+}
+
+fn announcer_key(pid: u32) -> String {
+    format!("announce:{pid}")
 }
 
 /// The mount's prefetcher, page store and counters.
@@ -77,6 +123,7 @@ pub struct MountPrefetch<N> {
     clock: Arc<dyn Clock>,
     brain: Mutex<Online>,
     store: Mutex<Store>,
+    followers: Mutex<Followers>,
 }
 
 impl<N> std::fmt::Debug for MountPrefetch<N> {
@@ -98,13 +145,24 @@ impl<N: Nodes> MountPrefetch<N> {
             name,
             clock: Arc::new(SystemClock),
             brain: Mutex::new(Online::new(predictor, config, page_size)),
-            store: Mutex::new(Store { pages: HashMap::new(), ledger: Ledger::new(opts.budget) }),
+            store: Mutex::new(Store {
+                pages: HashMap::new(),
+                ledger: Ledger::new(opts.budget),
+                announced_for: HashMap::new(),
+            }),
+            followers: Mutex::new(Followers::default()),
         }))
     }
 
-    /// Counts one demand page and where it came from.
-    pub fn count(&self, source: Demand) {
+    /// Counts one demand page read by `reader` and where it came from.
+    pub fn count(&self, reader: u32, source: Demand) {
         self.store.lock().expect("prefetch lock poisoned").ledger.demand(source);
+        let mut f = self.followers.lock().expect("prefetch lock poisoned");
+        if let Some(Some(a)) = f.of.get(&reader).copied() {
+            let c = f.counts.entry(a).or_default();
+            c.0 += 1;
+            c.1 += u64::from(source == Demand::Prefetched);
+        }
     }
 
     /// Page `page` of `path` (version `etag`), if it was prefetched.
@@ -128,25 +186,46 @@ impl<N: Nodes> MountPrefetch<N> {
     /// A demand read of `[offset, end)` of `path` by `reader`: learn from
     /// it and start fetching what comes next.
     pub fn access(self: &Arc<Self>, reader: u32, path: &str, offset: u64, end: u64) {
+        let key = format!("pid:{reader}");
+        let follows = self.follows(reader);
         let mut wants = Vec::new();
-        let unknown = self.brain.lock().expect("prefetch lock poisoned").access(
-            &format!("pid:{reader}"),
-            path,
-            offset,
-            end.saturating_sub(offset),
-            &mut wants,
-        );
+        let unknown = {
+            let mut brain = self.brain.lock().expect("prefetch lock poisoned");
+            if let Some(a) = follows {
+                brain.follow(&key, a.map(announcer_key).as_deref());
+            }
+            brain.access(&key, path, offset, end.saturating_sub(offset), &mut wants)
+        };
         if let Some(dir) = unknown {
             let me = self.clone();
             tokio::spawn(async move { me.list(&dir).await });
         }
-        self.start_all(&wants);
+        self.start_all(&wants, None);
     }
 
-    fn start_all(&self, wants: &[Want]) {
+    /// The announcer `reader` follows, when not worked out since the last
+    /// announcement (`None`: nothing changed).
+    fn follows(&self, reader: u32) -> Option<Option<u32>> {
+        {
+            let f = self.followers.lock().expect("prefetch lock poisoned");
+            if f.announcers.is_empty() || f.of.contains_key(&reader) {
+                return None;
+            }
+        }
+        let line = lineage(reader);
+        let mut f = self.followers.lock().expect("prefetch lock poisoned");
+        let a = line.into_iter().find(|p| f.announcers.contains(p));
+        if f.of.len() >= 1 << 16 {
+            f.of.clear();
+        }
+        f.of.insert(reader, a);
+        Some(a)
+    }
+
+    fn start_all(&self, wants: &[Want], announcer: Option<u32>) {
         for w in wants {
             for page in u64::from(w.first)..u64::from(w.end) {
-                if !self.start(&w.path, w.size, &w.tag, page) {
+                if !self.start(&w.path, w.size, &w.tag, page, announcer) {
                     return; // over budget: the rest waits for reads to make room
                 }
             }
@@ -154,7 +233,7 @@ impl<N: Nodes> MountPrefetch<N> {
     }
 
     /// Starts fetching one page unless it is held; false when over budget.
-    fn start(&self, path: &str, size: u64, etag: &str, page: u64) -> bool {
+    fn start(&self, path: &str, size: u64, etag: &str, page: u64, announcer: Option<u32>) -> bool {
         let ps = self.page_size;
         let (start, end) = (page * ps, ((page + 1) * ps).min(size));
         if start >= end && !(page == 0 && size == 0) {
@@ -173,6 +252,9 @@ impl<N: Nodes> MountPrefetch<N> {
         tokio::spawn(async move {
             let _ = s2.await;
         });
+        if let Some(a) = announcer {
+            st.announced_for.insert(key.clone(), a);
+        }
         st.pages.insert(key, (shared, etag.to_string()));
         true
     }
@@ -182,11 +264,15 @@ impl<N: Nodes> MountPrefetch<N> {
         self.brain.lock().expect("prefetch lock poisoned").listed(dir, files);
     }
 
-    /// Applies an announcement: lines of `PATH` or `PATH OFFSET LENGTH`
-    /// (paths from the mount root) that every reader will read in this
-    /// order. Returns how many entries were taken; malformed lines and
-    /// paths that do not exist are errors that change nothing.
-    pub async fn announce(self: &Arc<Self>, text: &str) -> Result<usize, AnnounceError> {
+    /// Applies an announcement by process `announcer` (0: unknown): lines
+    /// of `PATH` or `PATH OFFSET LENGTH` (paths from the mount root) that
+    /// it and the processes it started (its DataLoader workers) will read
+    /// in this order, as will readers that follow no announcement of
+    /// their own. Each process's order is its own: two ranks announcing
+    /// do not replace each other's. Returns how many entries were taken;
+    /// malformed lines and paths that do not exist are errors that change
+    /// nothing.
+    pub async fn announce(self: &Arc<Self>, announcer: u32, text: &str) -> Result<usize, AnnounceError> {
         let mut wanted: Vec<(String, Option<(u64, u64)>)> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -213,14 +299,38 @@ impl<N: Nodes> MountPrefetch<N> {
             self.list(&dir).await;
         }
         let mut wants = Vec::new();
-        let n = self.brain.lock().expect("prefetch lock poisoned").announce(ANY_READER, &wanted, &mut wants)?;
-        // An old order's pages are of no use any more; the new one's first
-        // entries are fetched before anyone reads.
-        let mut st = self.store.lock().expect("prefetch lock poisoned");
-        let dropped = st.ledger.drop_unread();
+        let n = {
+            let mut brain = self.brain.lock().expect("prefetch lock poisoned");
+            let n = brain.announce(ANY_READER, &wanted, &mut wants)?;
+            if announcer != 0 {
+                wants.clear();
+                brain.announce(&announcer_key(announcer), &wanted, &mut wants)?;
+            }
+            n
+        };
+        if announcer != 0 {
+            let mut f = self.followers.lock().expect("prefetch lock poisoned");
+            if f.announcers.len() >= MAX_ANNOUNCERS {
+                f.announcers.clear();
+                f.counts.clear();
+            }
+            f.announcers.insert(announcer);
+            f.of.clear();
+        }
+        // This announcer's old order's pages are of no use any more (other
+        // announcers' are); the new one's first entries are fetched before
+        // anyone reads.
+        let mut guard = self.store.lock().expect("prefetch lock poisoned");
+        let st = &mut *guard;
+        let dropped = if announcer == 0 {
+            st.ledger.drop_unread()
+        } else {
+            let mine = &st.announced_for;
+            st.ledger.drop_unread_where(|k| mine.get(k) == Some(&announcer))
+        };
         st.forget(dropped);
-        drop(st);
-        self.start_all(&wants);
+        drop(guard);
+        self.start_all(&wants, (announcer != 0).then_some(announcer));
         Ok(n)
     }
 
@@ -230,6 +340,22 @@ impl<N: Nodes> MountPrefetch<N> {
             let st = self.store.lock().expect("prefetch lock poisoned");
             let b = self.brain.lock().expect("prefetch lock poisoned");
             (st.ledger.counts(), st.ledger.budget(), st.ledger.held(), b.streams(), b.files())
+        };
+        let announcers: Vec<serde_json::Value> = {
+            let f = self.followers.lock().expect("prefetch lock poisoned");
+            let mut pids: Vec<u32> = f.announcers.iter().copied().collect();
+            pids.sort_unstable();
+            pids.into_iter()
+                .map(|pid| {
+                    let (demand, hits) = f.counts.get(&pid).copied().unwrap_or_default();
+                    serde_json::json!({
+                        "pid": pid,
+                        "demand_pages": demand,
+                        "prefetch_hits": hits,
+                        "hit_ratio": if demand == 0 { 0.0 } else { hits as f64 / demand as f64 },
+                    })
+                })
+                .collect()
         };
         serde_json::json!({
             "predictor": self.name,
@@ -247,6 +373,7 @@ impl<N: Nodes> MountPrefetch<N> {
             "hit_ratio": c.hit_ratio(),
             "streams": streams,
             "catalog_files": files,
+            "announcers": announcers,
         })
     }
 }

@@ -162,7 +162,7 @@ impl<N: Nodes> MountFs<N> {
         }
         let count = |source| {
             if let Some(p) = &self.prefetch {
-                p.count(source);
+                p.count(reader, source);
             }
         };
         if !sequential {

@@ -166,7 +166,12 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
 
     /// Drops every page not read yet (an announcement replaced the order); returns them.
     pub fn drop_unread(&mut self) -> Vec<K> {
-        let unread: Vec<K> = self.slots.iter().filter(|(_, s)| !s.used).map(|(k, _)| k.clone()).collect();
+        self.drop_unread_where(|_| true)
+    }
+
+    /// Drops the pages not read yet for which `which` holds; returns them.
+    pub fn drop_unread_where(&mut self, which: impl Fn(&K) -> bool) -> Vec<K> {
+        let unread: Vec<K> = self.slots.iter().filter(|(k, s)| !s.used && which(k)).map(|(k, _)| k.clone()).collect();
         for k in &unread {
             self.forget(k);
         }

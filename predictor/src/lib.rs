@@ -202,6 +202,8 @@ pub struct Prefetcher {
     config: PrefetchConfig,
     streams: HashMap<(String, u32), Stream>,
     announced: HashMap<String, Announced>,
+    /// Readers that read by another reader's announced order.
+    follows: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Prefetcher {
@@ -215,7 +217,7 @@ impl std::fmt::Debug for Prefetcher {
 
 impl Prefetcher {
     pub fn new(predictor: Box<dyn Predictor>, config: PrefetchConfig) -> Prefetcher {
-        Prefetcher { predictor, config, streams: HashMap::new(), announced: HashMap::new() }
+        Prefetcher { predictor, config, streams: HashMap::new(), announced: HashMap::new(), follows: HashMap::new() }
     }
 
     pub fn predictor_name(&self) -> &str {
@@ -238,6 +240,19 @@ impl Prefetcher {
     /// without an order of its own.
     pub fn announce_ranges(&mut self, reader: &str, order: Vec<Fetch>) {
         self.announced.insert(reader.to_string(), Announced { order, cursor: 0 });
+    }
+
+    /// `reader` reads by the order `announcer` announced (a DataLoader
+    /// worker by its rank's order); `None`: by its own, or [`ANY_READER`]'s.
+    pub fn follow(&mut self, reader: &str, announcer: Option<&str>) {
+        match announcer {
+            Some(a) => {
+                self.follows.insert(reader.to_string(), a.to_string());
+            }
+            None => {
+                self.follows.remove(reader);
+            }
+        }
     }
 
     /// The next entries of `reader`'s announced order (what to fetch right
@@ -296,8 +311,12 @@ impl Prefetcher {
         if reads_ahead && sequential && end < f.pages {
             out.push(Fetch { file, first: end, end: (end + self.config.in_file_pages).min(f.pages) });
         }
-        let announcer = if self.announced.contains_key(reader) { reader } else { ANY_READER };
-        if let Some(a) = self.announced.get_mut(announcer).filter(|_| reads_ahead) {
+        let announcer = match self.follows.get(reader) {
+            Some(a) if self.announced.contains_key(a) => a.clone(),
+            _ if self.announced.contains_key(reader) => reader.to_string(),
+            _ => ANY_READER.to_string(),
+        };
+        if let Some(a) = self.announced.get_mut(&announcer).filter(|_| reads_ahead) {
             let upto = (a.cursor + ANNOUNCE_WINDOW).min(a.order.len());
             let hit = |x: &Fetch| x.file == file && (x.end == WHOLE_FILE || (x.first < end && first < x.end));
             let matched = a.order[a.cursor..upto].iter().position(hit);

@@ -106,6 +106,11 @@ impl Online {
         paths.into_iter().map(parent).filter(|d| !self.catalog.has_dir(d)).map(listing_path).collect()
     }
 
+    /// `reader` reads by the order `announcer` announced; `None`: by its own.
+    pub fn follow(&mut self, reader: &str, announcer: Option<&str>) {
+        self.prefetcher.follow(reader, announcer);
+    }
+
     /// `reader` will read these files (whole, or the byte range given) in
     /// this order; appends the first entries to fetch to `out`. A path not
     /// in the catalog is an error that changes nothing. Returns how many
