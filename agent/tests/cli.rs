@@ -599,7 +599,9 @@ fn a_pytorch_dataloader_reads_the_mount_in_its_announced_order() {
     }
     let _node = start_cloud(&c);
     let mnt = c.dir.join("mnt");
-    let mut mount = start_mount(&c, &mnt, &[]);
+    // No local shortcuts (copies, the store's own files): the workers' reads
+    // go through the mount's pages, where the announced order is kept.
+    let mut mount = start_mount(&c, &mnt, &["--local-copies", "0"]);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/dataloader_check.py");
     let o = std::process::Command::new(&py)
@@ -705,6 +707,59 @@ fn ranks_on_one_host_each_get_their_announced_order() {
         assert!(demand > 0, "rank {pid}'s workers read nothing through its order: {stats}");
         assert_eq!(a["prefetch_hits"].as_u64(), Some(demand), "rank {pid}: every page prefetched: {stats}");
     }
+    signal(&mount.0, "TERM");
+    assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
+}
+
+/// A node on the mount's own host over a `file://` store: reads of a file
+/// already in the store go to the store's file itself, not through the
+/// node (a first epoch at the disk's speed), and a new version written by
+/// another tool is read as the new version once the node sees it.
+#[test]
+fn same_host_reads_of_a_file_store_use_the_store_files() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cloud_setup(dir.path());
+    let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 249) as u8).collect();
+    std::fs::create_dir_all(c.store.join("train")).expect("mkdir");
+    std::fs::write(c.store.join("train/a.npz"), &body).expect("write");
+    let _node = start_cloud(&c);
+    let mnt = c.dir.join("mnt");
+    let mut mount = start_mount(&c, &mnt, &[]);
+    let served = || metric(&metrics(c.mport), "ferry_store_read_bytes_total");
+    assert!(std::fs::read(mnt.join("d/train/a.npz")).expect("read") == body);
+    assert_eq!(served(), 0, "the node read nothing for the mount: the store's file was read directly");
+    // Another tool replaces the file (a new inode, as writers that rename do).
+    let newer: Vec<u8> = body.iter().map(|b| b ^ 0x5a).collect();
+    std::fs::write(c.store.join("train/.a.tmp"), &newer).expect("write");
+    std::fs::rename(c.store.join("train/.a.tmp"), c.store.join("train/a.npz")).expect("rename");
+    // Whichever version the mount still takes it for, a read gets one whole
+    // version, never the new file's bytes under the old version's name mixed
+    // with old pages; a file opened after the kernel's attributes expire is the new one.
+    let got = std::fs::read(mnt.join("d/train/a.npz")).expect("read after the replacement");
+    assert!(got == body || got == newer, "one whole version");
+    wait_until(Duration::from_secs(30), "the new version was never read", || {
+        std::fs::read(mnt.join("d/train/a.npz")).is_ok_and(|b| b == newer)
+    });
+    // A write through the mount is in the store only once uploaded: until
+    // then it is read through the node, then from the store's file.
+    let fresh: Vec<u8> = body.iter().map(|b| b.wrapping_add(1)).collect();
+    std::fs::write(mnt.join("d/train/b.npz"), &fresh).expect("write through the mount");
+    assert!(std::fs::read(mnt.join("d/train/b.npz")).expect("read") == fresh);
+    wait_until(Duration::from_secs(30), "the write was not uploaded", || {
+        std::fs::read(c.store.join("train/b.npz")).is_ok_and(|b| b == fresh)
+    });
+    assert!(std::fs::read(mnt.join("d/train/b.npz")).expect("read after the upload") == fresh);
+    signal(&mount.0, "TERM");
+    assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
+    // With local copies off, every read goes through the node.
+    let mut mount = start_mount(&c, &mnt, &["--local-copies", "0"]);
+    let before = served();
+    let got = std::fs::read(mnt.join("d/train/a.npz")).expect("read");
+    assert!(got == body || got == newer, "one whole version, not a mix");
+    assert!(served() > before, "--local-copies 0 reads through the node");
     signal(&mount.0, "TERM");
     assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
 }

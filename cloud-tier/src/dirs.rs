@@ -34,7 +34,7 @@ pub enum Dirs {
 
 impl Dirs {
     /// The file system path of `location` in a local store rooted at `root`.
-    fn local(root: &std::path::Path, location: &StorePath) -> PathBuf {
+    pub fn local(root: &std::path::Path, location: &StorePath) -> PathBuf {
         let mut p = root.to_path_buf();
         for part in location.parts() {
             // object_store escapes some characters in a part and unescapes

@@ -85,7 +85,9 @@ impl<N: Nodes> MountFs<N> {
             writing: Mutex::new(HashMap::new()),
             made_dirs: Mutex::new(HashSet::new()),
             local,
-            readahead: AtomicU64::new(READAHEAD_PAGES),
+            readahead: AtomicU64::new(
+                std::env::var("FERRY_RA_TMP").ok().and_then(|v| v.parse().ok()).unwrap_or(READAHEAD_PAGES),
+            ),
             swept: Mutex::new(HashSet::new()),
             prefetch: None,
             started: SystemTime::now(),
@@ -283,7 +285,8 @@ impl<N: Nodes> MountFs<N> {
         if write {
             return self.open_write(&path, &attr, truncate).await;
         }
-        Ok(self.open_read(path, attr))
+        let store_file = self.store_file(&path, &attr).await;
+        Ok(self.open_read(path, attr, store_file))
     }
 
     /// Creates and opens `name` in `parent` for writing.

@@ -108,7 +108,7 @@ pub(crate) struct ReadHandle {
     pub(crate) etag: String,
     /// A complete local copy, read directly when the kernel does not pass reads through.
     pub(crate) local: Option<std::fs::File>,
-    /// Where the last read ended; a read starting there is sequential.
+    /// The furthest any read ended; a read near it continues a sequential stream.
     pub(crate) last_end: AtomicU64,
     /// Bytes read through the handle so far. Reads arrive concurrently and
     /// finish in any order, so this, not `last_end`, tells the whole file was read.

@@ -44,6 +44,9 @@ pub trait Nodes: Clone + Send + Sync + std::fmt::Debug + 'static {
     fn delete(&self, path: &str) -> impl Future<Output = Result<(), ProtocolError>> + Send;
     /// Renames `from` to `to`.
     fn rename(&self, from: &str, to: &str) -> impl Future<Output = Result<bool, ProtocolError>> + Send;
+    /// The file of persisted object `path` on this host, when its node runs
+    /// here over a `file://` store.
+    fn locate(&self, path: &str) -> impl Future<Output = Option<ferry_protocol::codec::Located>> + Send;
     /// Makes directory `path` in the store.
     fn mkdir(&self, path: &str) -> impl Future<Output = Result<(), ProtocolError>> + Send;
     /// Removes empty directory `path` from the store.
@@ -84,6 +87,9 @@ impl Nodes for Cluster {
     }
     async fn rename(&self, from: &str, to: &str) -> Result<bool, ProtocolError> {
         Cluster::rename(self, from, to).await
+    }
+    async fn locate(&self, path: &str) -> Option<ferry_protocol::codec::Located> {
+        Cluster::locate(self, path).await
     }
     async fn mkdir(&self, path: &str) -> Result<(), ProtocolError> {
         Cluster::mkdir(self, path).await

@@ -29,15 +29,19 @@ use crate::prefetch::{fetch_page, PageFuture};
 /// Pages a read handle keeps.
 const HANDLE_PAGES: usize = 12;
 
+/// How far behind the furthest read a read may start and still be taken
+/// for the same sequential stream (pages).
+const STREAM_BEHIND_PAGES: u64 = 2;
+
 impl<N: Nodes> MountFs<N> {
     /// A read handle on `path` at version `attr`; offered for passthrough
     /// when a local copy of that version, or a same-host writer's file, is at hand.
-    pub(crate) fn open_read(&self, path: String, attr: Attr) -> Opened {
+    pub(crate) fn open_read(&self, path: String, attr: Attr, store_file: Option<std::fs::File>) -> Opened {
         // Someone is writing the file through passthrough: read what they wrote
         // (and the kernel wants one backing file per inode anyway).
         let writer = self.passthrough_files(&path).into_iter().next();
         let local_copy = self.local.as_ref().and_then(|l| LocalFiles::keys(&path, &attr).find_map(|k| l.lookup(&k)));
-        let local_file = writer.or_else(|| local_copy.and_then(|p| std::fs::File::open(p).ok()));
+        let local_file = writer.or_else(|| local_copy.and_then(|p| std::fs::File::open(p).ok())).or(store_file);
         let h = ReadHandle {
             path,
             size: attr.size,
@@ -52,6 +56,32 @@ impl<N: Nodes> MountFs<N> {
             Some(file) => Opened::Passthrough { fh, file },
             None => Opened::Handle(fh),
         }
+    }
+
+    /// The store's own file of `path` at version `attr`, opened read-only,
+    /// when the path's node runs on this host over a `file://` store and
+    /// the object is in the store: reads of it then cost what reads of the
+    /// store cost (the kernel reads the file itself, through passthrough).
+    /// The file opened is checked to be the one the node described
+    /// (inode, size, time) at the version the reader stat'ed. Like local
+    /// copies, off when they are.
+    pub(crate) async fn store_file(&self, path: &str, attr: &Attr) -> Option<std::fs::File> {
+        use std::os::unix::fs::MetadataExt;
+        // Off with local copies (`--local-copies 0`: every read through the node).
+        if self.local.is_none()
+            || attr.etag.is_empty()
+            || self.writing.lock().expect("writing lock poisoned").contains_key(path)
+        {
+            return None;
+        }
+        let l = self.cluster.locate(path).await?;
+        if l.etag != attr.etag || l.size != attr.size {
+            return None;
+        }
+        let file = std::fs::File::open(&l.file).ok()?;
+        let m = file.metadata().ok()?;
+        let mtime_ns = m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec());
+        (m.is_file() && m.ino() == l.inode && m.len() == l.size && mtime_ns == l.mtime_ns).then_some(file)
     }
 
     /// Keeps a local copy of a file a reader went through to the end.
@@ -151,10 +181,14 @@ impl<N: Nodes> MountFs<N> {
             f.read_exact_at(&mut buf, offset)?;
             return Ok(Bytes::from(buf));
         }
-        let sequential = offset == 0 || offset == h.last_end.load(Ordering::Relaxed);
-        h.last_end.store(end, Ordering::Relaxed);
-        h.read_bytes.fetch_add(end - offset, Ordering::Relaxed);
+        // The kernel sends a sequential reader's reads (its own readahead
+        // among them) several at a time, and they arrive in any order: a
+        // read that starts at most a page past the furthest read so far, and
+        // not far behind it, continues the stream.
+        let furthest = h.last_end.fetch_max(end, Ordering::Relaxed);
         let ps = self.page_size;
+        let sequential = offset == 0 || (offset <= furthest + ps && offset + STREAM_BEHIND_PAGES * ps >= furthest);
+        h.read_bytes.fetch_add(end - offset, Ordering::Relaxed);
         let (first, last) = (offset / ps, (end - 1) / ps);
         // Predictions first, so the handle's own readahead finds their pages.
         if let Some(p) = &self.prefetch {

@@ -176,6 +176,10 @@ impl Nodes for Fake {
         Ok(true)
     }
 
+    async fn locate(&self, _path: &str) -> Option<ferry_protocol::codec::Located> {
+        None
+    }
+
     async fn mkdir(&self, path: &str) -> Result<(), ProtocolError> {
         let Some(dirs) = &self.0.dirs else {
             return Err(ProtocolError::Remote { code: ErrorCode::Unsupported, message: "no directories".into() });

@@ -224,6 +224,14 @@ impl NodeConn {
         }
     }
 
+    /// Where persisted object `path` lives on this node's file system.
+    pub async fn locate(&self, path: &str) -> Result<crate::codec::Located, ProtocolError> {
+        match self.call(&Request::Locate { path: path.into() }).await?.0 {
+            Response::Located(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Makes directory `path` in the store.
     pub async fn mkdir(&self, path: &str) -> Result<(), ProtocolError> {
         match self.call(&Request::Mkdir { path: path.into() }).await?.0 {
@@ -836,6 +844,21 @@ impl Cluster {
     /// Deletes `path` through its owner.
     pub async fn delete(&self, path: &str) -> Result<(), ProtocolError> {
         self.with_owner(&page_key(path, 0), 0, |c| async move { c.delete(path).await }).await
+    }
+
+    /// The file of persisted object `path`, when its owner runs on this
+    /// host over a `file://` store (`None` otherwise, or when the object
+    /// is not in the store yet).
+    pub async fn locate(&self, path: &str) -> Option<crate::codec::Located> {
+        self.with_owner(&page_key(path, 0), 0, |c| async move {
+            if c.inbox.is_none() {
+                return Ok(None);
+            }
+            Ok(c.locate(path).await.ok())
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Makes directory `path` through the owner of its metadata.

@@ -101,6 +101,10 @@ pub enum Request {
     Mkdir { path: String },
     /// Remove an empty directory from the store.
     Rmdir { path: String },
+    /// Where a persisted object of a `file://` store lives on the node's
+    /// own file system (for a client on the same host, which then reads
+    /// the file itself).
+    Locate { path: String },
     /// Write a whole object from a file a client on the node's own host
     /// placed in the node's inbox directory (named in `HelloOk`): the node
     /// takes the file over without copying it. `file` is a plain file name
@@ -176,8 +180,26 @@ pub enum Response {
     Missing { chunks: Vec<ChunkHash> },
     /// Answer to `Status`.
     StatusOk(NodeStatus),
+    /// Answer to `Locate`: the object's file, and what the node saw of it
+    /// (the client checks the file it opens is that one).
+    Located(Located),
     /// The request failed.
     Error { code: ErrorCode, message: String },
+}
+
+/// A persisted object's file on the node's host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Located {
+    /// Absolute path of the file.
+    pub file: String,
+    /// Its inode number.
+    pub inode: u64,
+    /// Its size.
+    pub size: u64,
+    /// Its modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// The object's version tag (as `Stat` gives it).
+    pub etag: String,
 }
 
 /// What a node holds, for `ferry cluster status`.
@@ -221,6 +243,8 @@ mod tag {
     pub const PEEK: u8 = 0x11;
     pub const MKDIR: u8 = 0x12;
     pub const RMDIR: u8 = 0x13;
+    pub const LOCATE: u8 = 0x14;
+    pub const LOCATED: u8 = 0x89;
     pub const HELLO_OK: u8 = 0x81;
     pub const STAT_OK: u8 = 0x82;
     pub const LIST_OK: u8 = 0x83;
@@ -407,6 +431,7 @@ impl Request {
             Request::Rename { .. } => "rename",
             Request::Mkdir { .. } => "mkdir",
             Request::Rmdir { .. } => "rmdir",
+            Request::Locate { .. } => "locate",
             Request::Adopt { .. } => "adopt",
             Request::HasChunks { .. } => "has_chunks",
             Request::PutChunk { .. } => "put_chunk",
@@ -431,6 +456,7 @@ impl Request {
             | Request::Hold { path, .. } => vec![path],
             Request::Rename { from, to } => vec![from, to],
             Request::Hello { .. }
+            | Request::Locate { .. }
             | Request::Stat { .. }
             | Request::List { .. }
             | Request::ReadRange { .. }
@@ -492,6 +518,11 @@ impl Request {
             }
             Request::Rmdir { path } => {
                 let mut w = Writer::new(buf, tag::RMDIR);
+                w.string(path);
+                w.finish();
+            }
+            Request::Locate { path } => {
+                let mut w = Writer::new(buf, tag::LOCATE);
                 w.string(path);
                 w.finish();
             }
@@ -575,6 +606,7 @@ impl Request {
             tag::RENAME => Request::Rename { from: r.string()?, to: r.string()? },
             tag::MKDIR => Request::Mkdir { path: r.string()? },
             tag::RMDIR => Request::Rmdir { path: r.string()? },
+            tag::LOCATE => Request::Locate { path: r.string()? },
             tag::ADOPT => Request::Adopt { path: r.string()?, file: r.string()?, len: r.u64()? },
             tag::HAS_CHUNKS => Request::HasChunks { chunks: r.hashes()? },
             tag::PUT_CHUNK => {
@@ -629,6 +661,15 @@ impl Response {
                 let w = Writer::new(buf, tag::LOAD_OK);
                 w.buf.put_u64(*objects);
                 w.buf.put_u64(*bytes);
+                w.finish();
+            }
+            Response::Located(l) => {
+                let mut w = Writer::new(buf, tag::LOCATED);
+                w.string(&l.file);
+                w.buf.put_u64(l.inode);
+                w.buf.put_u64(l.size);
+                w.buf.put_i64(l.mtime_ns);
+                w.string(&l.etag);
                 w.finish();
             }
             Response::Done { persisted, etag } => {
@@ -689,6 +730,13 @@ impl Response {
             tag::DATA => Response::Data { len: r.u64()? },
             tag::LOAD_OK => Response::LoadOk { objects: r.u64()?, bytes: r.u64()? },
             tag::DONE => Response::Done { persisted: r.bool()?, etag: r.string()? },
+            tag::LOCATED => Response::Located(Located {
+                file: r.string()?,
+                inode: r.u64()?,
+                size: r.u64()?,
+                mtime_ns: r.i64()?,
+                etag: r.string()?,
+            }),
             tag::MISSING => Response::Missing { chunks: r.hashes()? },
             tag::STATUS_OK => Response::StatusOk(NodeStatus {
                 node_id: r.string()?,
@@ -762,6 +810,7 @@ mod tests {
             Request::Rename { from: "/a.tmp".into(), to: "/a".into() },
             Request::Mkdir { path: "/data/valid".into() },
             Request::Rmdir { path: "/data/valid".into() },
+            Request::Locate { path: "/data/train/a.npz".into() },
             Request::Adopt { path: "/ckpt/step-2.pt".into(), file: "m12-3".into(), len: 5 },
             Request::HasChunks { chunks: vec![[7; 32], [0; 32]] },
             Request::HasChunks { chunks: vec![] },
@@ -792,6 +841,13 @@ mod tests {
             Response::ListOk(vec![]),
             Response::Data { len: 1 << 40 },
             Response::LoadOk { objects: 3, bytes: 9 },
+            Response::Located(Located {
+                file: "/srv/store/a.npz".into(),
+                inode: 77,
+                size: 1 << 30,
+                mtime_ns: -5,
+                etag: "7-1".into(),
+            }),
             Response::Done { persisted: false, etag: "~journal-3".into() },
             Response::Missing { chunks: vec![[3; 32]] },
             Response::StatusOk(NodeStatus { node_id: "n".into(), pages: 1, held_bytes: 8, ..NodeStatus::default() }),

@@ -398,16 +398,27 @@ impl PageCache {
     /// Starts fetching a page unless it is cached or already in flight;
     /// true if a fetch started.
     pub fn prefetch(self: &Arc<Self>, path: &NsPath, info: &ObjectInfo, page: u64) -> bool {
-        let Ok(resolved) = self.ns.resolve(path) else { return false };
+        self.start_prefetch(path, info, page).is_some()
+    }
+
+    /// Like [`PageCache::prefetch`], and waits until the page is filled
+    /// (or its fetch failed): for callers that keep few fetches in flight.
+    pub async fn prefetch_and_wait(self: &Arc<Self>, path: &NsPath, info: &ObjectInfo, page: u64) -> bool {
+        let Some(mut fill) = self.start_prefetch(path, info, page) else { return false };
+        while let Some(Ok(_)) = fill.next().await {}
+        true
+    }
+
+    fn start_prefetch(self: &Arc<Self>, path: &NsPath, info: &ObjectInfo, page: u64) -> Option<PageFill> {
+        let resolved = self.ns.resolve(path).ok()?;
         let key = self.key(&resolved, path, info, page);
         if self.memory.contains(&key) || self.disk.as_ref().is_some_and(|d| d.contains(&key)) {
-            return false;
+            return None;
         }
         if self.inflight.lock().expect("inflight lock poisoned").contains_key(&key) {
-            return false;
+            return None;
         }
-        let _ = self.join_or_fetch(resolved, key, info);
-        true
+        Some(self.join_or_fetch(resolved, key, info))
     }
 
     /// Whether a page is cached in a tier or being fetched.

@@ -96,6 +96,9 @@ async fn handle_stream(
             .handle_delete(&path)
             .await
             .map_or_else(|e| error_response(&e), |()| Response::Done { persisted: true, etag: String::new() }),
+        Request::Locate { path } => {
+            node.handle_locate(&path).await.map_or_else(|e| error_response(&e), Response::Located)
+        }
         Request::Mkdir { path } => node
             .handle_mkdir(&path)
             .await

@@ -366,6 +366,44 @@ impl CacheNode {
         Ok((false, journal_etag(entry.seq)))
     }
 
+    /// Answers `Locate`: the file of a persisted object of a `file://`
+    /// store. Objects with writes pending here or elsewhere, and objects of
+    /// other stores, are refused (the client reads them the usual way).
+    pub async fn handle_locate(&self, path: &str) -> Result<ferry_protocol::codec::Located, NodeError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = parse_path(path)?;
+        if self.journal.pending(path.as_str()).is_some() {
+            return Err(NodeError::Unavailable(format!("{path} is not in the store yet")));
+        }
+        self.check_not_elsewhere(&path)?;
+        let r = self.cache.namespace().resolve(&path)?;
+        let Some(crate::dirs::Dirs::Local(root)) = &r.mount.dirs else {
+            return Err(NodeError::Unsupported(format!("{path}: not a file:// store")));
+        };
+        // The store now, not the cached metadata: the file named must be
+        // the version whose tag is given.
+        let info = self.cache.namespace().head(&path).await?;
+        if info.kind != EntryKind::File {
+            return Err(NodeError::InvalidInput(format!("{path} is a directory")));
+        }
+        if self.cache.stat(&path).await.is_ok_and(|cached| cached.etag != info.etag) {
+            // Replaced in the store behind the cache's back.
+            self.cache.invalidate(&path);
+        }
+        let file = crate::dirs::Dirs::local(root, &r.location);
+        let meta = std::fs::metadata(&file)?;
+        if !meta.is_file() || meta.len() != info.size {
+            return Err(NodeError::Changed(path.to_string()));
+        }
+        Ok(ferry_protocol::codec::Located {
+            file: file.to_string_lossy().into_owned(),
+            inode: meta.ino(),
+            size: meta.len(),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
+            etag: info.etag,
+        })
+    }
+
     /// Answers `Mkdir`.
     pub async fn handle_mkdir(&self, path: &str) -> Result<(), NodeError> {
         let (path, _) = self.writable(path)?;
