@@ -85,9 +85,7 @@ impl<N: Nodes> MountFs<N> {
             writing: Mutex::new(HashMap::new()),
             made_dirs: Mutex::new(HashSet::new()),
             local,
-            readahead: AtomicU64::new(
-                std::env::var("FERRY_RA_TMP").ok().and_then(|v| v.parse().ok()).unwrap_or(READAHEAD_PAGES),
-            ),
+            readahead: AtomicU64::new(READAHEAD_PAGES),
             swept: Mutex::new(HashSet::new()),
             prefetch: None,
             started: SystemTime::now(),
