@@ -440,8 +440,13 @@ fn clients_keep_reading_without_etcd_and_bad_settings_fail_at_start() {
     if !available(Path::new("/dev/fuse").exists(), "/dev/fuse missing") {
         return;
     }
-    let _mount =
-        Running(ferry().args(["mount", mnt.to_str().expect("utf8"), "--config", &bed.client]).spawn().expect("mount"));
+    // Every read through the nodes (no local copies, no same-host store files).
+    let _mount = Running(
+        ferry()
+            .args(["mount", mnt.to_str().expect("utf8"), "--config", &bed.client, "--local-copies", "0"])
+            .spawn()
+            .expect("mount"),
+    );
     wait_until(Duration::from_secs(30), "mount did not come up", || is_mounted(&mnt));
     assert!(std::fs::read(mnt.join("d/f.bin")).expect("read") == data);
     bed.etcd.stop();

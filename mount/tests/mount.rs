@@ -34,16 +34,29 @@ struct Mounted {
     fs: Arc<MountFs>,
 }
 
+/// The node does not tell the mount its store's files (`Locate`: the store
+/// is treated as remote), so reads go through the node and local copies.
 async fn mounted(dir: &Path, objects: &[(&str, &[u8])]) -> Mounted {
     let root = dir.join("store");
     std::fs::create_dir_all(&root).expect("mkdir");
-    mounted_over(dir, &root, objects).await
+    let mut opened = open_store_with_dirs(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    opened.2 = None;
+    mounted_with(dir, opened, objects).await
 }
 
-/// Like [`mounted`], over the `file://` store at `root`.
+/// A node over the `file://` store at `root`, its directories and files
+/// known as a local store's.
 async fn mounted_over(dir: &Path, root: &Path, objects: &[(&str, &[u8])]) -> Mounted {
-    let certs = certs(dir);
     let opened = open_store_with_dirs(&format!("file://{}", root.display()), &Default::default()).expect("open");
+    mounted_with(dir, opened, objects).await
+}
+
+async fn mounted_with(
+    dir: &Path,
+    opened: ferry_cloud_tier::namespace::OpenedStore,
+    objects: &[(&str, &[u8])],
+) -> Mounted {
+    let certs = certs(dir);
     let base = opened.0.clone();
     for (name, body) in objects {
         base.put(&StorePath::from(*name), PutPayload::from(body.to_vec())).await.expect("put");
