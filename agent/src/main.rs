@@ -92,7 +92,9 @@ enum Command {
         staging: Option<PathBuf>,
         /// Bytes of whole-file local copies (kept in the staging directory) of
         /// files read to the end; later opens are served by the kernel from
-        /// them at local-disk speed (FUSE passthrough). 0 turns copies off.
+        /// them at local-disk speed (FUSE passthrough); a node on this host
+        /// over a file:// store lets the kernel read the store's own files
+        /// the same way. 0 turns both off (every read through the node).
         #[arg(long, default_value = "8GiB")]
         local_copies: bytesize::ByteSize,
         /// What predicts the files read next, to fetch them ahead of the
