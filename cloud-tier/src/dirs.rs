@@ -33,8 +33,16 @@ pub enum Dirs {
 }
 
 impl Dirs {
+    /// The file system path of `location`, for a local store.
+    pub fn local_path(&self, location: &StorePath) -> Option<PathBuf> {
+        match self {
+            Dirs::Local(root) => Some(Self::local(root, location)),
+            Dirs::S3(_) => None,
+        }
+    }
+
     /// The file system path of `location` in a local store rooted at `root`.
-    pub fn local(root: &std::path::Path, location: &StorePath) -> PathBuf {
+    fn local(root: &std::path::Path, location: &StorePath) -> PathBuf {
         let mut p = root.to_path_buf();
         for part in location.parts() {
             // object_store escapes some characters in a part and unescapes
@@ -48,8 +56,7 @@ impl Dirs {
     /// the store has one there of its own (a local directory). `None` for
     /// stores whose directories are markers (listed, not looked up).
     pub fn local_dir_mtime(&self, location: &StorePath) -> Option<i64> {
-        let Dirs::Local(root) = self else { return None };
-        let meta = std::fs::metadata(Self::local(root, location)).ok()?;
+        let meta = std::fs::metadata(self.local_path(location)?).ok()?;
         if !meta.is_dir() {
             return None;
         }

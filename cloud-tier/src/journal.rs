@@ -616,8 +616,8 @@ impl Journal {
     ) -> Result<(), NodeError> {
         let path = NsPath::parse(&e.path).map_err(|e| NodeError::InvalidInput(e.to_string()))?;
         let r = ns.resolve(&path)?;
-        if let Some(dir) = &r.mount.local_dir {
-            remove_staged_uploads(&dir.join(r.location.as_ref()));
+        if let Some(dest) = r.mount.dirs.as_ref().and_then(|d| d.local_path(&r.location)) {
+            remove_staged_uploads(&dest);
         }
         ns.metrics().store_request("put");
         let etag = self.put_to_store(&r.mount.store, &r.location, e).await?;

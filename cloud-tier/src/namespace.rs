@@ -37,11 +37,9 @@ pub struct Mount {
     /// Nodes a write-back write must be durable on before it is
     /// acknowledged; `None`: 2 where the cluster has two nodes or more.
     pub write_replicas: Option<usize>,
-    /// The directory of a `file://` store (whose uploads stage in
-    /// `NAME#N` files next to their target).
-    pub local_dir: Option<std::path::PathBuf>,
     /// Directories of their own in the store (local directories, S3
-    /// folder markers); `None`: directories exist only as prefixes.
+    /// folder markers); `None`: directories exist only as prefixes. A
+    /// local store's files are found through it too.
     pub dirs: Option<Dirs>,
 }
 
@@ -133,10 +131,6 @@ impl Namespace {
             }
             if let Some(m) = mount_name(name).ok().and_then(|n| ns.mounts.get_mut(n.as_str())) {
                 m.write_replicas = cfg.write_replicas;
-                m.local_dir = url::Url::parse(&cfg.url)
-                    .ok()
-                    .filter(|u| u.scheme() == "file")
-                    .map(|u| std::path::PathBuf::from(u.path()));
             }
         }
         Ok(ns)
@@ -169,7 +163,6 @@ impl Namespace {
                 quota,
                 write_through: false,
                 write_replicas: None,
-                local_dir: None,
                 dirs: None,
             },
         );
@@ -255,14 +248,18 @@ impl Namespace {
         }
         let r = self.resolve(path)?;
         // A local store's directories are file system entries, empty or not.
-        if let Some(t) = r.mount.dirs.as_ref().and_then(|d| d.local_dir_mtime(&r.location)) {
-            return Ok(Self::dir_at(t));
-        }
+        let local_dir = || r.mount.dirs.as_ref().and_then(|d| d.local_dir_mtime(&r.location));
         if r.location.as_ref().is_empty() {
-            return Ok(Self::dir_info());
+            return Ok(Self::dir_at(local_dir().unwrap_or(0)));
         }
         self.metrics.store_request("head");
-        match r.mount.store.head(&r.location).await {
+        let head = r.mount.store.head(&r.location).await;
+        if head.is_err() {
+            if let Some(t) = local_dir() {
+                return Ok(Self::dir_at(t));
+            }
+        }
+        match head {
             Ok(meta) => Ok(ObjectInfo {
                 kind: EntryKind::File,
                 size: meta.size,

@@ -66,7 +66,6 @@ impl<N: Nodes> MountFs<N> {
     /// (inode, size, time) at the version the reader stat'ed. Like local
     /// copies, off when they are.
     pub(crate) async fn store_file(&self, path: &str, attr: &Attr) -> Option<std::fs::File> {
-        use std::os::unix::fs::MetadataExt;
         // Off with local copies (`--local-copies 0`: every read through the node).
         if self.local.is_none()
             || attr.etag.is_empty()
@@ -79,9 +78,7 @@ impl<N: Nodes> MountFs<N> {
             return None;
         }
         let file = std::fs::File::open(&l.file).ok()?;
-        let m = file.metadata().ok()?;
-        let mtime_ns = m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec());
-        (m.is_file() && m.ino() == l.inode && m.len() == l.size && mtime_ns == l.mtime_ns).then_some(file)
+        l.describes(&file.metadata().ok()?).then_some(file)
     }
 
     /// Keeps a local copy of a file a reader went through to the end.

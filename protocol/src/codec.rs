@@ -202,6 +202,25 @@ pub struct Located {
     pub etag: String,
 }
 
+impl Located {
+    /// `file` as `meta` describes it, at version `etag`.
+    pub fn of(file: String, meta: &std::fs::Metadata, etag: String) -> Located {
+        use std::os::unix::fs::MetadataExt;
+        Located { file, inode: meta.ino(), size: meta.len(), mtime_ns: mtime_ns(meta), etag }
+    }
+
+    /// Whether `meta` (of a file just opened) is the file described.
+    pub fn describes(&self, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        meta.is_file() && meta.ino() == self.inode && meta.len() == self.size && mtime_ns(meta) == self.mtime_ns
+    }
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
+}
+
 /// What a node holds, for `ferry cluster status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeStatus {

@@ -335,6 +335,11 @@ impl PageCache {
         Ok(info)
     }
 
+    /// The cached metadata of `path`, however old, without asking the store.
+    pub fn cached_info(&self, path: &NsPath) -> Option<ObjectInfo> {
+        self.meta.lock().expect("meta lock poisoned").get(path.as_str()).map(|m| m.info.clone())
+    }
+
     /// Forgets cached metadata of `path` (after the store reported a change).
     pub fn invalidate(&self, path: &NsPath) {
         let mut meta = self.meta.lock().expect("meta lock poisoned");

@@ -370,14 +370,13 @@ impl CacheNode {
     /// store. Objects with writes pending here or elsewhere, and objects of
     /// other stores, are refused (the client reads them the usual way).
     pub async fn handle_locate(&self, path: &str) -> Result<ferry_protocol::codec::Located, NodeError> {
-        use std::os::unix::fs::MetadataExt;
         let path = parse_path(path)?;
         if self.journal.pending(path.as_str()).is_some() {
             return Err(NodeError::Unavailable(format!("{path} is not in the store yet")));
         }
         self.check_not_elsewhere(&path)?;
         let r = self.cache.namespace().resolve(&path)?;
-        let Some(crate::dirs::Dirs::Local(root)) = &r.mount.dirs else {
+        let Some(file) = r.mount.dirs.as_ref().and_then(|d| d.local_path(&r.location)) else {
             return Err(NodeError::Unsupported(format!("{path}: not a file:// store")));
         };
         // The store now, not the cached metadata: the file named must be
@@ -386,22 +385,15 @@ impl CacheNode {
         if info.kind != EntryKind::File {
             return Err(NodeError::InvalidInput(format!("{path} is a directory")));
         }
-        if self.cache.stat(&path).await.is_ok_and(|cached| cached.etag != info.etag) {
+        if self.cache.cached_info(&path).is_some_and(|cached| cached.etag != info.etag) {
             // Replaced in the store behind the cache's back.
             self.cache.invalidate(&path);
         }
-        let file = crate::dirs::Dirs::local(root, &r.location);
         let meta = std::fs::metadata(&file)?;
         if !meta.is_file() || meta.len() != info.size {
             return Err(NodeError::Changed(path.to_string()));
         }
-        Ok(ferry_protocol::codec::Located {
-            file: file.to_string_lossy().into_owned(),
-            inode: meta.ino(),
-            size: meta.len(),
-            mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
-            etag: info.etag,
-        })
+        Ok(ferry_protocol::codec::Located::of(file.to_string_lossy().into_owned(), &meta, info.etag))
     }
 
     /// Answers `Mkdir`.
