@@ -43,13 +43,9 @@ impl Dirs {
 
     /// The file system path of `location` in a local store rooted at `root`.
     fn local(root: &std::path::Path, location: &StorePath) -> PathBuf {
-        let mut p = root.to_path_buf();
-        for part in location.parts() {
-            // object_store escapes some characters in a part and unescapes
-            // them on disk: the file system name is the unescaped one.
-            p.push(percent_encoding::percent_decode_str(part.as_ref()).decode_utf8_lossy().as_ref());
-        }
-        p
+        // The store's file names are the path's parts as they are (a part
+        // `a%41` is the file `a%41`, not `aA`).
+        root.join(location.as_ref())
     }
 
     /// The modification time (ms) of the directory at `location`, when

@@ -775,5 +775,25 @@ mod tests {
         assert_eq!(std::fs::read(store_dir.join("ck/step.pt")).expect("stored"), b"whole checkpoint");
         assert!(!store_dir.join("ck/step.pt#1").exists(), "the staging file of the interrupted upload is still there");
         assert!(store_dir.join("ck/step.pt#x").exists(), "a file that is no staging file was removed");
+        // Odd names: on disk as they are (`%41` is not `A`).
+        std::fs::write(store_dir.join("ck/run#2%41.pt#1"), b"half").expect("leftover");
+        let mut w = j.begin(&NsPath::parse("/ck/run#2%41.pt").expect("path")).await.expect("begin");
+        w.write(b"second").await.expect("write");
+        let e = j.commit(w).await.expect("commit");
+        j.ready(e.seq);
+        let uploader = tokio::spawn(j.clone().run_uploader(ns_again(&store_dir), |_, _| {}));
+        assert!(j.drain(std::time::Duration::from_secs(30)).await);
+        uploader.abort();
+        assert_eq!(std::fs::read(store_dir.join("ck/run#2%41.pt")).expect("stored"), b"second");
+        assert!(!store_dir.join("ck/run#2%41.pt#1").exists(), "the staging file of an odd name is still there");
+    }
+
+    fn ns_again(store_dir: &Path) -> Namespace {
+        let mut mounts = BTreeMap::new();
+        mounts.insert(
+            "/".to_string(),
+            crate::config::MountConfig { url: format!("file://{}", store_dir.display()), ..Default::default() },
+        );
+        Namespace::open(&mounts, Arc::new(Metrics::new())).expect("namespace")
     }
 }

@@ -506,6 +506,13 @@ async fn directories(
     c.rmdir("/data/ck").await.expect("rmdir ck");
     assert!(!exists("ck/run-1") && !exists("ck"), "rmdir reached the store");
     assert_eq!(c.stat("/data/ck").await.map_err(code), Err(Some(ErrorCode::NotFound)));
+    // Odd names are the store's names as they are.
+    let odd = "/data/run%41#b x";
+    c.mkdir(odd).await.expect("mkdir an odd name");
+    assert!(exists("run%41#b x"), "the store has the directory under its own name");
+    assert_eq!(c.stat(odd).await.expect("stat").kind, EntryKind::Dir);
+    c.rmdir(odd).await.expect("rmdir an odd name");
+    assert!(!exists("run%41#b x"));
     c.rmdir("/data/valid").await.expect("rmdir another tool's directory");
     assert!(!exists("valid"));
     assert_eq!(c.list("/data").await.expect("list").len(), 1);

@@ -231,7 +231,8 @@ impl Moto {
 
     /// The keys in `bucket` that start with `prefix`, listed as other S3 tools list them.
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let (code, body) = self.request("GET", &format!("/{bucket}?prefix={prefix}"));
+        let query = percent_encoding::utf8_percent_encode(prefix, percent_encoding::NON_ALPHANUMERIC);
+        let (code, body) = self.request("GET", &format!("/{bucket}?prefix={query}"));
         assert_eq!(code, 200, "list {bucket}: {body}");
         body.split("<Key>").skip(1).filter_map(|k| k.split_once("</Key>")).map(|(k, _)| k.to_string()).collect()
     }
