@@ -57,34 +57,10 @@ ferry="$PWD/target/release/ferry"
 [ -x "$ferry" ] || { echo "dlio.sh: build ferry first: cargo build --release -p ferry" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "dlio.sh: run as root (it drops the page cache between runs)" >&2; exit 1; }
 
-work="$(mktemp -d /tmp/ferry-dlio-XXXXXX)"
-up_pid=""
-stop_up() {
-    if [ -n "$up_pid" ]; then
-        kill -INT "$up_pid" 2>/dev/null || true
-        wait "$up_pid" 2>/dev/null || true
-        up_pid=""
-    fi
-}
-cleanup() {
-    stop_up
-    if [ -n "${DLIO_KEEP:-}" ]; then echo "dlio.sh: kept $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-
-start_up() {
-    "$ferry" up --data "$work/up" >>"$work/up.log" 2>&1 &
-    up_pid=$!
-    for _ in $(seq 150); do
-        mountpoint -q "$work/up/mnt" && grep -q "^ferry is up" "$work/up.log" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    cat "$work/up.log" >&2
-    echo "dlio.sh: the mount did not come up" >&2
-    exit 1
-}
+me="dlio.sh"
+keep="${DLIO_KEEP:-}"
+# shellcheck source=bench/up.sh
+. bench/up.sh
 
 # One DLIO run over DIR; MODE is generate or train. Output in $work/out-NAME.
 dlio() {

@@ -24,6 +24,13 @@ pub struct OpLabel {
     pub op: &'static str,
 }
 
+/// Label of a counter split by outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `hit` or `miss`.
+    pub result: &'static str,
+}
+
 /// All metrics of one node.
 #[derive(Debug)]
 pub struct Metrics {
@@ -40,6 +47,8 @@ pub struct Metrics {
     pub store_requests: Family<OpLabel, Counter>,
     /// Bytes read from object stores.
     pub store_bytes: Counter,
+    /// Directory listings answered, by `result` (hit: from the listing cache).
+    pub listings: Family<ResultLabel, Counter>,
     /// Bytes of pages taken from another node's cache instead of the store.
     pub peer_bytes: Counter,
     /// Disk pages that failed their checksum.
@@ -97,6 +106,7 @@ impl Metrics {
             used_bytes: Family::default(),
             store_requests: Family::default(),
             store_bytes: Counter::default(),
+            listings: Family::default(),
             peer_bytes: Counter::default(),
             corrupt_pages: Counter::default(),
             coalesced: Counter::default(),
@@ -121,6 +131,11 @@ impl Metrics {
         registry.register("bytes_served", "Bytes served to readers by origin tier", m.bytes_served.clone());
         registry.register("cache_used_bytes", "Bytes held per cache tier", m.used_bytes.clone());
         registry.register("store_requests", "Requests sent to object stores", m.store_requests.clone());
+        registry.register(
+            "listings",
+            "Directory listings answered, by result (hit: from the listing cache, miss: listed in the store)",
+            m.listings.clone(),
+        );
         registry.register("store_read_bytes", "Bytes read from object stores", m.store_bytes.clone());
         registry.register(
             "peer_read_bytes",
@@ -178,6 +193,11 @@ impl Metrics {
     /// Counts one store request of kind `op`.
     pub fn store_request(&self, op: &'static str) {
         self.store_requests.get_or_create(&OpLabel { op }).inc();
+    }
+
+    /// Counts one directory listing answered (`hit` from the cache, `miss`).
+    pub fn listing(&self, result: &'static str) {
+        self.listings.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// Sum of store requests of every kind.

@@ -232,6 +232,18 @@ impl Namespace {
         }
     }
 
+    /// What the store says of an object, the same from a HEAD as from a listing.
+    fn file_info(meta: object_store::ObjectMeta) -> ObjectInfo {
+        ObjectInfo {
+            kind: EntryKind::File,
+            size: meta.size,
+            mtime_ms: meta.last_modified.timestamp_millis(),
+            etag: meta.e_tag.unwrap_or_else(|| format!("{}-{}", meta.size, meta.last_modified.timestamp_millis())),
+            persisted: true,
+            origin: String::new(),
+        }
+    }
+
     /// A directory found by listing `location`: the time of its folder
     /// marker when it has one (the marker lists as an object at the
     /// prefix itself), else of the newest object directly in it.
@@ -260,14 +272,7 @@ impl Namespace {
             }
         }
         match head {
-            Ok(meta) => Ok(ObjectInfo {
-                kind: EntryKind::File,
-                size: meta.size,
-                mtime_ms: meta.last_modified.timestamp_millis(),
-                etag: meta.e_tag.unwrap_or_else(|| format!("{}-{}", meta.size, meta.last_modified.timestamp_millis())),
-                persisted: true,
-                origin: String::new(),
-            }),
+            Ok(meta) => Ok(Self::file_info(meta)),
             Err(object_store::Error::NotFound { .. }) => {
                 // A "directory" is a prefix that objects share, or a folder marker.
                 self.metrics.store_request("list");
@@ -375,17 +380,8 @@ impl Namespace {
                         continue;
                     }
                     if let Some(name) = o.location.filename() {
-                        entries.insert(
-                            name.to_string(),
-                            ObjectInfo {
-                                kind: EntryKind::File,
-                                size: o.size,
-                                mtime_ms: o.last_modified.timestamp_millis(),
-                                etag: o.e_tag.unwrap_or_default(),
-                                persisted: true,
-                                origin: String::new(),
-                            },
-                        );
+                        // Listed as a HEAD would describe it: a walk's stats come from listings.
+                        entries.insert(name.to_string(), Self::file_info(o));
                     }
                 }
             }

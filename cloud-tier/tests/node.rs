@@ -542,3 +542,125 @@ async fn directories_of_s3_are_folder_markers() {
     let exists = |p: &str| moto.keys("ferry-dirs", &format!("ds/{p}/")).contains(&format!("ds/{p}/"));
     directories(opened, make, exists).await;
 }
+
+/// Polls `cond` for up to 20 s (a change relayed between nodes, an upload).
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
+    for _ in 0..200 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within 20 s");
+}
+
+/// A `file://` store at `DIR/store`, and a way to open it (with its directories) for each node.
+fn local_store(dir: &std::path::Path) -> (std::path::PathBuf, impl Fn() -> ferry_cloud_tier::namespace::OpenedStore) {
+    let root = dir.join("store");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let url = format!("file://{}", root.display());
+    (root, move || ferry_cloud_tier::namespace::open_store_with_dirs(&url, &Default::default()).expect("open"))
+}
+
+/// A walk of a dataset lists each directory and stats each file: once
+/// listed, neither reaches the store again, the listing says of each file
+/// what the store's HEAD says, a restarted node answers from the listings
+/// it persisted, and changes made through the node show at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_serve_walks_survive_a_restart_and_follow_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let (root, opened) = local_store(dir.path());
+    let (base, _, _) = opened();
+    // Put there by another tool, odd names included.
+    std::fs::create_dir_all(root.join("train")).expect("mkdir");
+    for i in 0..40 {
+        std::fs::write(root.join(format!("train/img {i:02} #%41.jpg")), data(100 + i, i as u64)).expect("write");
+    }
+    let cfg = node_config(&dir.path().join("cache"), 16 << 20, 64 << 20);
+    let n = start_node_over(&certs, &cfg, "/data", opened(), Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    let counters = n.store.counters();
+    let asked = || (counters.lists.load(Ordering::SeqCst), counters.heads.load(Ordering::SeqCst));
+
+    let first = c.list("/data/train").await.expect("list");
+    assert_eq!(first.len(), 40);
+    let before = asked();
+    assert_eq!(c.list("/data/train").await.expect("list again"), first);
+    for e in &first {
+        let info = c.stat(&format!("/data/train/{}", e.name)).await.expect("stat");
+        assert_eq!(info, e.info, "{}", e.name);
+        let loc = StorePath::parse(format!("train/{}", e.name)).expect("store path");
+        let head = base.head(&loc).await.expect("head");
+        assert_eq!((info.size, info.etag.as_str()), (head.size, head.e_tag.as_deref().expect("local etag")));
+    }
+    assert_eq!(asked(), before, "a second listing and the stats asked the store");
+
+    // Changes through the node show at once.
+    let names = |l: &[ferry_protocol::codec::DirEntry]| l.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+    c.put_bytes("/data/train/new.jpg", b"new").await.expect("write");
+    assert!(names(&c.list("/data/train").await.expect("list")).contains(&"new.jpg".to_string()));
+    c.delete("/data/train/img 00 #%41.jpg").await.expect("delete");
+    assert!(!names(&c.list("/data/train").await.expect("list")).contains(&"img 00 #%41.jpg".to_string()));
+    c.mkdir("/data/train/sub").await.expect("mkdir");
+    assert!(names(&c.list("/data/train").await.expect("list")).contains(&"sub".to_string()));
+    eventually("upload", || async { c.stat("/data/train/new.jpg").await.is_ok_and(|i| i.persisted) }).await;
+    // Listed after the upload landed: what the restarted node will find on disk.
+    let last = c.list("/data/train").await.expect("list");
+    assert_eq!(last.len(), 41);
+    let new = last.iter().find(|e| e.name == "new.jpg").expect("new file listed");
+    assert!(new.info.persisted && new.info.size == 3);
+    n.node.shutdown().await;
+
+    let n = start_node_over(&certs, &cfg, "/data", opened(), Faults::default()).await;
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    assert_eq!(c.list("/data/train").await.expect("list after restart"), last);
+    assert_eq!(c.stat("/data/train/img 05 #%41.jpg").await.expect("stat").size, 105);
+    let counters = n.store.counters();
+    assert_eq!(counters.lists.load(Ordering::SeqCst), 0, "the restarted node listed the store");
+    assert_eq!(counters.heads.load(Ordering::SeqCst), 0, "the restarted node asked the store for metadata");
+    n.node.shutdown().await;
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A change made through one node reaches the listing another node keeps
+/// (without waiting for the metadata TTL of ten minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_one_node_reaches_another_nodes_listing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let (_, opened) = local_store(dir.path());
+    let (base, prefix, _) = opened();
+    put(&base, &prefix, "d/a.bin", data(10, 1)).await;
+    put(&base, &prefix, "d/b.bin", data(10, 2)).await;
+    let (pa, pb) = (free_port(), free_port());
+    let peers = vec![format!("a@127.0.0.1:{pa}"), format!("b@127.0.0.1:{pb}")];
+    let cfg = |id: &str, port: u16| {
+        let mut c = node_config(&dir.path().join(format!("cache-{id}")), 16 << 20, 0);
+        c.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+        c.node_id = id.into();
+        c.cluster.peers = peers.clone();
+        c
+    };
+    let a = start_node_over(&certs, &cfg("a", pa), "/data", opened(), Faults::default()).await;
+    let b = start_node_over(&certs, &cfg("b", pb), "/data", opened(), Faults::default()).await;
+    let (ca, cb) = (client(&certs, &[a.node.addr.to_string()]), client(&certs, &[b.node.addr.to_string()]));
+    let names = |c: &Cluster| {
+        let c = c.clone();
+        async move { c.list("/data/d").await.expect("list").into_iter().map(|e| e.name).collect::<Vec<_>>() }
+    };
+    assert_eq!(names(&cb).await, ["a.bin", "b.bin"]);
+    assert_eq!(names(&ca).await, ["a.bin", "b.bin"]);
+
+    ca.delete("/data/d/a.bin").await.expect("delete through a");
+    eventually("b forgets the deleted file", || async { names(&cb).await == ["b.bin"] }).await;
+    ca.mkdir("/data/d/valid").await.expect("mkdir through a");
+    eventually("b lists the new directory", || async { names(&cb).await == ["b.bin", "valid"] }).await;
+    ca.rename("/data/d/b.bin", "/data/d/c.bin").await.expect("rename through a");
+    eventually("b lists the rename", || async { names(&cb).await == ["c.bin", "valid"] }).await;
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+}

@@ -7,10 +7,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_protocol::client::Cluster;
-use ferry_protocol::codec::{EntryKind, ObjectInfo};
+use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo};
 use ferry_protocol::ids::NsPath;
 
 use crate::error::{FsError, FsResult};
@@ -20,6 +20,20 @@ use crate::local::LocalFiles;
 use crate::nodes::Nodes;
 use crate::prefetch::{MountPrefetch, PrefetchOptions};
 use ferry_protocol::{ErrorCode, ProtocolError};
+
+/// How long a directory's listing answers lookups of its entries without
+/// asking a node (a walk lists a directory, then looks up each entry).
+pub const LISTING_TTL: Duration = Duration::from_secs(10);
+/// Listings kept for lookups at most.
+const LISTED_DIRS: usize = 4096;
+
+/// Recent listings, for lookups. Any change made through this mount
+/// forgets them all (and a listing fetched across a change is not kept).
+#[derive(Debug, Default)]
+pub(crate) struct Listed {
+    dirs: HashMap<String, (Instant, Arc<Vec<DirEntry>>)>,
+    generation: u64,
+}
 
 /// The filesystem.
 #[derive(Debug)]
@@ -44,6 +58,8 @@ pub struct MountFs<N: Nodes = Cluster> {
     pub(crate) prefetch: Option<Arc<MountPrefetch<N>>>,
     /// When the mount started: the time of directories without one.
     pub(crate) started: SystemTime,
+    /// Recent listings, answering lookups.
+    pub(crate) listed: Mutex<Listed>,
 }
 
 pub(crate) fn child(parent: &str, name: &str) -> FsResult<String> {
@@ -89,6 +105,7 @@ impl<N: Nodes> MountFs<N> {
             swept: Mutex::new(HashSet::new()),
             prefetch: None,
             started: SystemTime::now(),
+            listed: Mutex::new(Listed::default()),
         })
     }
 
@@ -201,11 +218,55 @@ impl<N: Nodes> MountFs<N> {
         }
     }
 
-    /// Looks up `name` in directory `parent`.
+    /// Looks up `name` in directory `parent`: from the directory's recent
+    /// listing when there is one, else from a node.
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
-        let path = child(&self.path_of(parent)?, name)?;
+        let dir = self.path_of(parent)?;
+        let path = child(&dir, name)?;
+        if let Some(info) = self.listed_info(&dir, name, &path) {
+            return Ok(self.entry(&path, self.attr_of(&path, &info)));
+        }
         let a = self.stat_path(&path).await?;
         Ok(self.entry(&path, a))
+    }
+
+    /// What the recent listing of `dir` says of its entry `name` (`path`).
+    fn listed_info(&self, dir: &str, name: &str, path: &str) -> Option<ObjectInfo> {
+        if self.control(path) || self.writing.lock().expect("writing lock poisoned").contains_key(path) {
+            return None;
+        }
+        let listed = self.listed.lock().expect("listing lock poisoned");
+        let (at, entries) = listed.dirs.get(dir)?;
+        if at.elapsed() >= LISTING_TTL {
+            return None;
+        }
+        let i = entries.binary_search_by(|e| e.name.as_str().cmp(name)).ok()?;
+        Some(entries[i].info.clone())
+    }
+
+    /// Keeps `entries`, listed from `dir` since `generation`, for lookups.
+    fn keep_listing(&self, dir: &str, entries: Arc<Vec<DirEntry>>, generation: u64) {
+        if !entries.is_sorted_by(|a, b| a.name < b.name) {
+            return;
+        }
+        let mut listed = self.listed.lock().expect("listing lock poisoned");
+        if listed.generation != generation {
+            return;
+        }
+        if listed.dirs.len() >= LISTED_DIRS {
+            listed.dirs.retain(|_, (at, _)| at.elapsed() < LISTING_TTL);
+            if listed.dirs.len() >= LISTED_DIRS {
+                listed.dirs.clear();
+            }
+        }
+        listed.dirs.insert(dir.to_string(), (Instant::now(), entries));
+    }
+
+    /// Forgets every recent listing: something changed through this mount.
+    pub(crate) fn forget_listings(&self) {
+        let mut listed = self.listed.lock().expect("listing lock poisoned");
+        listed.generation += 1;
+        listed.dirs.clear();
     }
 
     /// Attributes of `ino`.
@@ -217,15 +278,20 @@ impl<N: Nodes> MountFs<N> {
     /// Entries of directory `ino` (without `.` and `..`).
     pub async fn readdir(&self, ino: u64) -> FsResult<Vec<(String, Attr)>> {
         let path = self.path_of(ino)?;
+        let generation = self.listed.lock().expect("listing lock poisoned").generation;
         let mut out: Vec<(String, Attr)> = match self.cluster.list(&path).await {
-            Ok(entries) => entries
-                .into_iter()
-                .map(|e| {
-                    let p = child(&path, &e.name).unwrap_or_default();
-                    let ino = self.inodes.lock().expect("inode lock poisoned").listed(&p);
-                    (e.name, self.attr_of_ino(ino, &e.info))
-                })
-                .collect(),
+            Ok(entries) => {
+                let entries = Arc::new(entries);
+                self.keep_listing(&path, entries.clone(), generation);
+                entries
+                    .iter()
+                    .map(|e| {
+                        let p = child(&path, &e.name).unwrap_or_default();
+                        let ino = self.inodes.lock().expect("inode lock poisoned").listed(&p);
+                        (e.name.clone(), self.attr_of_ino(ino, &e.info))
+                    })
+                    .collect()
+            }
             Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. })
                 if self.made_dirs.lock().expect("dirs lock poisoned").contains(&path) =>
             {
@@ -276,6 +342,13 @@ impl<N: Nodes> MountFs<N> {
         if self.control(&path) {
             return self.open_control(&path, write);
         }
+        if !write {
+            // A same-host store's file describes the version it holds: one
+            // request to the node instead of a stat and then a locate.
+            if let Some((attr, file)) = self.located(&path).await {
+                return Ok(self.open_read(path, attr, Some(file)));
+            }
+        }
         let attr = self.stat_path(&path).await?;
         if attr.kind == EntryKind::Dir {
             return Err(FsError::new(libc::EISDIR, format!("{path} is a directory")));
@@ -290,6 +363,7 @@ impl<N: Nodes> MountFs<N> {
     /// Creates and opens `name` in `parent` for writing.
     pub async fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, Opened)> {
         let path = child(&self.path_of(parent)?, name)?;
+        self.forget_listings();
         let (fh, w) = self.new_write_handle(&path, true, true).await?;
         let opened = self.write_opened(fh, &w)?;
         Ok((self.entry(&path, self.local_file_attr(&path, 0)), opened))
@@ -348,7 +422,10 @@ impl<N: Nodes> MountFs<N> {
             local.forget(&path);
         }
         let was_writing = self.writing.lock().expect("writing lock poisoned").remove(&path).is_some();
-        match self.cluster.delete(&path).await {
+        self.forget_listings();
+        let deleted = self.cluster.delete(&path).await;
+        self.forget_listings();
+        match deleted {
             Ok(()) => {}
             // Created here but never sent to the node: nothing to delete there.
             Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. }) if was_writing => {}
@@ -372,7 +449,10 @@ impl<N: Nodes> MountFs<N> {
         if self.made_dirs.lock().expect("dirs lock poisoned").contains(&from) {
             return Err(FsError::new(libc::EXDEV, "renaming directories is not supported"));
         }
-        self.cluster.rename(&from, &to).await?;
+        self.forget_listings();
+        let renamed = self.cluster.rename(&from, &to).await;
+        self.forget_listings();
+        renamed?;
         for w in &open {
             *w.path.lock().expect("path lock poisoned") = to.clone();
         }
@@ -397,7 +477,9 @@ impl<N: Nodes> MountFs<N> {
         if self.stat_path(&path).await.is_ok() {
             return Err(FsError::new(libc::EEXIST, format!("{path} exists")));
         }
-        match self.cluster.mkdir(&path).await {
+        let made = self.cluster.mkdir(&path).await;
+        self.forget_listings();
+        match made {
             Ok(()) => {}
             Err(ProtocolError::Remote { code: ErrorCode::Unsupported, message }) => {
                 tracing::info!(path, "{message}; the directory lasts as long as this mount");
@@ -420,7 +502,9 @@ impl<N: Nodes> MountFs<N> {
             return Err(FsError::new(libc::ENOTEMPTY, format!("{path} is not empty")));
         }
         let made_here = self.made_dirs.lock().expect("dirs lock poisoned").remove(&path);
-        match self.cluster.rmdir(&path).await {
+        let removed = self.cluster.rmdir(&path).await;
+        self.forget_listings();
+        match removed {
             Ok(()) => Ok(()),
             Err(ProtocolError::Remote { code: ErrorCode::NotFound, .. }) if made_here => Ok(()),
             Err(e) => Err(e.into()),

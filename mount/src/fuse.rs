@@ -2,15 +2,17 @@
 //! [`Passthrough`] decisions, and their results into replies. The rules
 //! live in those two; this file only forwards.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use ferry_protocol::client::Cluster;
@@ -33,7 +35,14 @@ pub struct FuseAdapter<N: Nodes = Cluster> {
     uid: u32,
     gid: u32,
     pass: Arc<Passthrough<fuser::BackingId>>,
+    /// What each open directory handle listed at offset 0: later offsets
+    /// page through that, so a large directory is listed once per pass.
+    dirs: Arc<Mutex<HashMap<u64, Listing>>>,
+    next_dir: AtomicU64,
 }
+
+/// One directory listing pass: `.`, `..` and the entries.
+type Listing = Arc<Vec<(String, Attr)>>;
 
 /// Turns [`Attr`]s into kernel attributes; `Copy`, so replies can carry it into tasks.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +79,27 @@ impl AttrMaker {
 }
 
 impl<N: Nodes> FuseAdapter<N> {
+    /// The listing of `fh` for a read at `offset`: listed anew at offset 0.
+    async fn listing(
+        fs: &MountFs<N>,
+        dirs: &Mutex<HashMap<u64, Listing>>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+    ) -> Result<Listing, FsError> {
+        if offset > 0 {
+            if let Some(l) = dirs.lock().expect("dir lock poisoned").get(&fh) {
+                return Ok(l.clone());
+            }
+        }
+        let dir = fs.dir_attr(&fs.path_of(ino)?);
+        let mut all = vec![(".".to_string(), dir.clone()), ("..".to_string(), dir)];
+        all.extend(fs.readdir(ino).await?);
+        let all = Arc::new(all);
+        dirs.lock().expect("dir lock poisoned").insert(fh, all.clone());
+        Ok(all)
+    }
+
     fn maker(&self) -> AttrMaker {
         AttrMaker { uid: self.uid, gid: self.gid, blksize: self.fs.block_size() }
     }
@@ -149,6 +179,14 @@ impl<N: Nodes> Filesystem for FuseAdapter<N> {
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
         // Passthrough lets the kernel read whole local copies directly; kernels
         // without it (or without CAP_SYS_ADMIN) keep every read on the normal path.
+        // Listings carry attributes (no lookup per entry for `ls -l`), the
+        // kernel choosing per directory whether they are needed; lookups
+        // and listings in one directory run in parallel.
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_DO_READDIRPLUS
+                | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
+                | fuser::InitFlags::FUSE_PARALLEL_DIROPS,
+        );
         if config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok() {
             let _ = config.set_max_stack_depth(2);
             self.pass.enable();
@@ -388,20 +426,33 @@ impl<N: Nodes> Filesystem for FuseAdapter<N> {
         self.reply_empty(reply, move |fs| async move { fs.release(fh.0).await });
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = FileHandle(self.next_dir.fetch_add(1, Ordering::Relaxed));
         let fs = self.fs.clone();
         self.rt.spawn(async move {
-            let entries = match fs.readdir(ino.0).await {
-                Ok(e) => e,
+            // A directory with a time of its own in the store (a local
+            // directory, a folder marker) may be listed from the kernel's
+            // cache: the kernel drops that listing when the directory's time
+            // changes (or this mount changes the directory). Others, whose
+            // time never changes, are listed anew at each open.
+            let flags = match fs.getattr(ino.0).await {
+                Ok(a) if a.mtime != fs.started => FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                _ => FopenFlags::empty(),
+            };
+            reply.opened(fh, flags);
+        });
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let (fs, dirs) = (self.fs.clone(), self.dirs.clone());
+        self.rt.spawn(async move {
+            let all = match Self::listing(&fs, &dirs, ino.0, fh.0, offset).await {
+                Ok(l) => l,
                 Err(e) => return reply.error(errno(&e)),
             };
-            let mut all =
-                vec![(ino.0, FileType::Directory, ".".to_string()), (ino.0, FileType::Directory, "..".to_string())];
-            for (name, a) in entries {
+            for (i, (name, a)) in all.iter().enumerate().skip(offset as usize) {
                 let kind = if a.kind == EntryKind::Dir { FileType::Directory } else { FileType::RegularFile };
-                all.push((a.ino, kind, name));
-            }
-            for (i, (ino, kind, name)) in all.into_iter().enumerate().skip(offset as usize) {
+                let ino = if i < 2 { ino.0 } else { a.ino };
                 if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
                     break;
                 }
@@ -410,13 +461,46 @@ impl<N: Nodes> Filesystem for FuseAdapter<N> {
         });
     }
 
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let (fs, dirs, maker) = (self.fs.clone(), self.dirs.clone(), self.maker());
+        self.rt.spawn(async move {
+            let all = match Self::listing(&fs, &dirs, ino.0, fh.0, offset).await {
+                Ok(l) => l,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            let dir = match fs.path_of(ino.0) {
+                Ok(d) => d,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            for (i, (name, a)) in all.iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(a.ino), (i + 1) as u64, name, &ATTR_TTL, &maker.make(a), Generation(0)) {
+                    break;
+                }
+                // Every entry but `.` and `..` is a lookup the kernel will forget.
+                if i >= 2 {
+                    if let Ok(p) = crate::fs::child(&dir, name) {
+                        fs.entry(&p, a.clone());
+                    }
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.dirs.lock().expect("dir lock poisoned").remove(&fh.0);
+        reply.ok();
+    }
+
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        // Objects carry no extended attributes.
-        reply.error(Errno::from_i32(libc::ENODATA));
+        // Objects carry no extended attributes. ENOSYS makes the kernel stop
+        // asking (it answers EOPNOTSUPP itself from then on): `ls -l` asks
+        // for ACLs of every file it lists.
+        reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.size(0);
+        reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -460,7 +544,15 @@ pub fn mount<N: Nodes>(
     use std::os::unix::fs::MetadataExt;
     check_mountpoint(dir)?;
     let meta = std::fs::metadata(dir).map_err(|e| MountError::Mountpoint(e.to_string()))?;
-    let adapter = FuseAdapter { fs, rt, uid: meta.uid(), gid: meta.gid(), pass: Arc::new(Passthrough::default()) };
+    let adapter = FuseAdapter {
+        fs,
+        rt,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        pass: Arc::new(Passthrough::default()),
+        dirs: Arc::default(),
+        next_dir: AtomicU64::new(1),
+    };
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("ferry".into()),

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use ferry_protocol::codec::EntryKind;
 use ferry_protocol::ProtocolError;
 
 use crate::error::{FsError, FsResult};
@@ -66,19 +67,34 @@ impl<N: Nodes> MountFs<N> {
     /// (inode, size, time) at the version the reader stat'ed. Like local
     /// copies, off when they are.
     pub(crate) async fn store_file(&self, path: &str, attr: &Attr) -> Option<std::fs::File> {
+        let (located, file) = self.located(path).await?;
+        (located.etag == attr.etag && located.size == attr.size).then_some(file)
+    }
+
+    /// The store's own file of `path` as [`MountFs::store_file`] finds it,
+    /// at whatever version the store holds now, and that version's attributes.
+    pub(crate) async fn located(&self, path: &str) -> Option<(Attr, std::fs::File)> {
         // Off with local copies (`--local-copies 0`: every read through the node).
         if self.local.is_none()
-            || attr.etag.is_empty()
+            || self.control(path)
             || self.writing.lock().expect("writing lock poisoned").contains_key(path)
         {
             return None;
         }
         let l = self.cluster.locate(path).await?;
-        if l.etag != attr.etag || l.size != attr.size {
+        let file = std::fs::File::open(&l.file).ok()?;
+        if !l.describes(&file.metadata().ok()?) {
             return None;
         }
-        let file = std::fs::File::open(&l.file).ok()?;
-        l.describes(&file.metadata().ok()?).then_some(file)
+        let attr = Attr {
+            ino: self.ino_of(path),
+            kind: EntryKind::File,
+            size: l.size,
+            mtime: std::time::UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(l.mtime_ns).unwrap_or(0)),
+            etag: l.etag,
+            origin: String::new(),
+        };
+        Some((attr, file))
     }
 
     /// Keeps a local copy of a file a reader went through to the end.

@@ -164,6 +164,7 @@ impl<N: Nodes> MountFs<N> {
         if !path.is_empty() && self.write_handles_of(&path).is_empty() {
             self.writing.lock().expect("writing lock poisoned").remove(&path);
         }
+        self.forget_listings();
         path
     }
 
@@ -270,7 +271,9 @@ impl<N: Nodes> MountFs<N> {
             s.adopted = !s.path.starts_with(&self.staging);
             s.path.clone()
         };
-        match self.cluster.put_file(&path, &staging).await {
+        let put = self.cluster.put_file(&path, &staging).await;
+        self.forget_listings();
+        match put {
             Ok(written) => {
                 let mut s = w.staged();
                 if s.path == staging {

@@ -649,3 +649,66 @@ async fn store_directories_and_mkdir_outlive_the_mount() {
     .await;
     unmount(session, n).await;
 }
+
+/// A directory of thousands of files (many kernel readdir calls, with
+/// attributes) lists every entry once with its size, again from the
+/// kernel's cache, and a change made by another client through the node
+/// shows in the mount's listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_directories_list_whole_and_follow_changes() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(root.join("ds")).expect("mkdir");
+    let expected: Vec<(String, u64)> = (0..3000).map(|i| (format!("img {i:05} #%41.jpg"), (i % 17) as u64)).collect();
+    for (name, size) in &expected {
+        std::fs::write(root.join("ds").join(name), vec![7u8; *size as usize]).expect("write sample");
+    }
+    let Mounted { n, mnt, session, .. } = mounted_over(&dir.path().join("m"), &root, &[]).await;
+    let certs = dir.path().join("m/certs");
+    let other = client(&certs, &[n.node.addr.to_string()]);
+    let m = mnt.clone();
+    let listing = move || -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = std::fs::read_dir(m.join("ds"))
+            .expect("readdir")
+            .map(|e| {
+                let e = e.expect("entry");
+                (e.file_name().into_string().expect("utf8"), e.metadata().expect("stat").len())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let l = listing.clone();
+    let (first, second) = blocking(move || (l(), l())).await;
+    assert_eq!(first, expected);
+    assert_eq!(second, expected, "listed again");
+
+    // Through this mount: seen at once.
+    let (m, l) = (mnt.clone(), listing.clone());
+    blocking(move || {
+        std::fs::write(m.join("ds/new.jpg"), b"12345").expect("write");
+        assert!(l().contains(&("new.jpg".to_string(), 5)));
+        std::fs::remove_file(m.join("ds/img 00000 #%41.jpg")).expect("unlink");
+        assert!(!l().iter().any(|(n, _)| n == "img 00000 #%41.jpg"));
+    })
+    .await;
+    // Through another client of the node: seen once it is in the store.
+    other.put_bytes("/ds/other.jpg", b"abc").await.expect("another client writes");
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "upload");
+    let l = listing.clone();
+    let seen = blocking(move || {
+        (0..100).any(|_| {
+            let found = l().contains(&("other.jpg".to_string(), 3));
+            if !found {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            found
+        })
+    })
+    .await;
+    assert!(seen, "another client's file never showed in the mount's listing");
+    unmount(session, n).await;
+}

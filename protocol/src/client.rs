@@ -248,6 +248,14 @@ impl NodeConn {
         }
     }
 
+    /// Tells a node that `path` changed in the store (nodes only).
+    pub async fn changed(&self, path: &str) -> Result<(), ProtocolError> {
+        match self.call(&Request::Changed { path: path.into() }).await?.0 {
+            Response::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The chunks among `chunks` the node does not hold.
     pub async fn has_chunks(&self, chunks: &[ChunkHash]) -> Result<Vec<ChunkHash>, ProtocolError> {
         match self.call(&Request::HasChunks { chunks: chunks.to_vec() }).await?.0 {

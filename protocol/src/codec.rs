@@ -137,6 +137,10 @@ pub enum Request {
     /// Bring pages `[first, first + count)` of a file into the cache, skipping
     /// those already there. Answered with `LoadOk` (pages fetched, their bytes).
     Warm { path: String, first: u64, count: u64 },
+    /// From another node: `path` changed in the store (a write, delete,
+    /// rename, `mkdir`, `rmdir` or upload landed there), so cached metadata
+    /// of it and listings of it and its directory are stale. Answered with `Done`.
+    Changed { path: String },
 }
 
 /// BLAKE3 hash of a chunk's decoded bytes.
@@ -263,6 +267,7 @@ mod tag {
     pub const MKDIR: u8 = 0x12;
     pub const RMDIR: u8 = 0x13;
     pub const LOCATE: u8 = 0x14;
+    pub const CHANGED: u8 = 0x15;
     pub const LOCATED: u8 = 0x89;
     pub const HELLO_OK: u8 = 0x81;
     pub const STAT_OK: u8 = 0x82;
@@ -460,6 +465,7 @@ impl Request {
             Request::Status => "status",
             Request::Warm { .. } => "warm",
             Request::Peek { .. } => "peek",
+            Request::Changed { .. } => "changed",
         }
     }
 
@@ -485,6 +491,7 @@ impl Request {
             | Request::Release { .. }
             | Request::Status
             | Request::Warm { .. }
+            | Request::Changed { .. }
             | Request::Peek { .. } => Vec::new(),
         }
     }
@@ -537,6 +544,11 @@ impl Request {
             }
             Request::Rmdir { path } => {
                 let mut w = Writer::new(buf, tag::RMDIR);
+                w.string(path);
+                w.finish();
+            }
+            Request::Changed { path } => {
+                let mut w = Writer::new(buf, tag::CHANGED);
                 w.string(path);
                 w.finish();
             }
@@ -626,6 +638,7 @@ impl Request {
             tag::MKDIR => Request::Mkdir { path: r.string()? },
             tag::RMDIR => Request::Rmdir { path: r.string()? },
             tag::LOCATE => Request::Locate { path: r.string()? },
+            tag::CHANGED => Request::Changed { path: r.string()? },
             tag::ADOPT => Request::Adopt { path: r.string()?, file: r.string()?, len: r.u64()? },
             tag::HAS_CHUNKS => Request::HasChunks { chunks: r.hashes()? },
             tag::PUT_CHUNK => {
@@ -840,6 +853,7 @@ mod tests {
             Request::Status,
             Request::Warm { path: "/d/x".into(), first: 3, count: 9 },
             Request::Peek { path: "/d/x".into(), page: 2, etag: "\"e\"".into() },
+            Request::Changed { path: "/data/train/a b\t.npz".into() },
         ]
     }
 

@@ -23,6 +23,7 @@
 //! [`tier::Tier`] (persisted through the self-describing page files).
 
 pub mod eviction;
+pub mod listing;
 pub mod storage;
 pub mod tier;
 
@@ -36,7 +37,7 @@ use object_store::{GetOptions, GetRange};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use ferry_protocol::codec::ObjectInfo;
+use ferry_protocol::codec::{DirEntry, ObjectInfo};
 use ferry_protocol::ids::NsPath;
 
 use crate::clock::Clock;
@@ -145,6 +146,7 @@ pub struct PageCache {
     disk: Option<Arc<Tier>>,
     meta: Mutex<HashMap<String, MetaEntry>>,
     meta_dir: Option<PathBuf>,
+    listings: listing::Listings,
     /// Bumped by every invalidation; a metadata answer that raced one is not cached.
     invalidations: std::sync::atomic::AtomicU64,
     inflight: Mutex<HashMap<PageKey, Arc<Inflight>>>,
@@ -187,12 +189,18 @@ impl PageCache {
         } else {
             (None, None)
         };
+        let listings = listing::Listings::open(
+            (opts.disk_bytes > 0).then(|| opts.disk_dir.join("listings")),
+            opts.ttl_ms,
+            clock.clone(),
+        )?;
         let cache = PageCache {
             ns,
             memory,
             disk,
             meta: Mutex::new(HashMap::new()),
             meta_dir,
+            listings,
             invalidations: std::sync::atomic::AtomicU64::new(0),
             inflight: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
@@ -320,6 +328,10 @@ impl PageCache {
                 return Ok(m.info.clone());
             }
         }
+        // A walk lists a directory, then stats each file in it.
+        if let Some(info) = self.listings.entry(path) {
+            return Ok(info);
+        }
         let epoch = self.invalidations.load(std::sync::atomic::Ordering::SeqCst);
         let info = self.ns.head(path).await?;
         if info.kind == ferry_protocol::codec::EntryKind::File {
@@ -337,11 +349,40 @@ impl PageCache {
 
     /// The cached metadata of `path`, however old, without asking the store.
     pub fn cached_info(&self, path: &NsPath) -> Option<ObjectInfo> {
-        self.meta.lock().expect("meta lock poisoned").get(path.as_str()).map(|m| m.info.clone())
+        let meta = self.meta.lock().expect("meta lock poisoned").get(path.as_str()).map(|m| m.info.clone());
+        meta.or_else(|| self.listings.entry(path))
     }
 
-    /// Forgets cached metadata of `path` (after the store reported a change).
+    /// The store's entries directly under `dir`: from a fresh cached
+    /// listing, else listed now (and kept for the TTL).
+    pub async fn list(&self, dir: &NsPath) -> Result<Arc<Vec<DirEntry>>, NodeError> {
+        if let Some(entries) = self.listings.get(dir.as_str()) {
+            self.metrics.listing("hit");
+            return Ok(entries);
+        }
+        self.metrics.listing("miss");
+        let epoch = self.listings.epoch();
+        let entries = self.ns.list(dir).await?;
+        Ok(self.listings.put(dir.as_str(), entries, epoch))
+    }
+
+    /// Forgets the cached listing of directory `dir` (a peer changed it).
+    pub fn invalidate_listing(&self, dir: &NsPath) {
+        self.listings.invalidate(dir.as_str());
+    }
+
+    /// Listings held in memory, and their entries.
+    pub fn listings_held(&self) -> (usize, usize) {
+        self.listings.held()
+    }
+
+    /// Forgets cached metadata of `path` (after the store reported a
+    /// change), and the listings of its directory and of `path` itself.
     pub fn invalidate(&self, path: &NsPath) {
+        if let Some(parent) = listing::parent_of(path) {
+            self.listings.invalidate(&parent);
+        }
+        self.listings.invalidate(path.as_str());
         let mut meta = self.meta.lock().expect("meta lock poisoned");
         self.invalidations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         meta.remove(path.as_str());

@@ -122,6 +122,10 @@ async fn handle_stream(
             Err(e) => error_response(&e),
             Ok(()) => Response::Done { persisted: true, etag: String::new() },
         },
+        Request::Changed { path } => match from_node(&peer).and_then(|()| node.handle_changed(&path)) {
+            Err(e) => error_response(&e),
+            Ok(()) => Response::Done { persisted: true, etag: String::new() },
+        },
         Request::Status => Response::StatusOk(node.handle_status()),
         Request::Peek { path, page, etag } => match node.handle_peek(&path, page, &etag).await {
             Err(e) => error_response(&e),

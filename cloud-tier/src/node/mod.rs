@@ -73,6 +73,9 @@ pub(crate) fn parse_path(p: &str) -> Result<NsPath, NodeError> {
     NsPath::parse(p).map_err(|e| NodeError::InvalidInput(e.to_string()))
 }
 
+/// How long a node tries to tell a peer of a change in the store.
+const CHANGED_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `dir` as the start of the paths below it.
 fn dir_prefix(dir: &NsPath) -> String {
     if dir.is_root() {
@@ -197,6 +200,48 @@ impl CacheNode {
         Ok((path, resolved))
     }
 
+    /// `path` changed in the store through this node: forgets what this
+    /// node cached of it (metadata, listings of it and its directory) and
+    /// tells the other members to do the same.
+    fn store_changed(&self, path: &NsPath) {
+        self.cache.invalidate(path);
+        let Some(peers) = self.peers().cloned() else { return };
+        let others: Vec<String> = peers
+            .cluster
+            .membership()
+            .view()
+            .members
+            .iter()
+            .filter(|m| m.id != peers.self_id)
+            .map(|m| m.id.clone())
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let path = path.to_string();
+        tokio::spawn(async move {
+            let tell = |id: String| {
+                let (peers, path) = (peers.clone(), path.clone());
+                async move {
+                    let told = tokio::time::timeout(CHANGED_LIMIT, async {
+                        peers.cluster.node(&id).await?.changed(&path).await
+                    })
+                    .await;
+                    if !matches!(told, Ok(Ok(()))) {
+                        tracing::debug!(node = %id, %path, "a peer was not told of a change; its listing expires by TTL");
+                    }
+                }
+            };
+            futures::future::join_all(others.into_iter().map(tell)).await;
+        });
+    }
+
+    /// Answers `Changed` (from a peer): forgets what is cached of `path`.
+    pub fn handle_changed(&self, path: &str) -> Result<(), NodeError> {
+        self.cache.invalidate(&parse_path(path)?);
+        Ok(())
+    }
+
     /// The write-back journal.
     pub fn journal(&self) -> &Arc<Journal> {
         &self.journal
@@ -204,7 +249,7 @@ impl CacheNode {
 
     /// Uploads journaled writes until the task is dropped.
     pub async fn run_uploader(self: Arc<Self>) {
-        let cache = self.cache.clone();
+        let node = self.clone();
         let ns = self.cache.namespace().clone();
         let origins = self.origins.clone();
         let uploaded = self.uploaded.clone();
@@ -222,7 +267,7 @@ impl CacheNode {
                     o.insert(e.path.clone(), (etag, journal_etag(e.seq)));
                 }
                 if let Ok(p) = NsPath::parse(&e.path) {
-                    cache.invalidate(&p);
+                    node.store_changed(&p);
                 }
                 let _ = uploaded.send((e.path.clone(), e.write_seq()));
             })
@@ -304,8 +349,8 @@ impl CacheNode {
     pub async fn handle_list(&self, path: &str) -> Result<Vec<DirEntry>, NodeError> {
         let path = parse_path(path)?;
         let pending = self.pending_below(&path);
-        let mut entries = match self.cache.namespace().list(&path).await {
-            Ok(e) => e,
+        let mut entries = match self.cache.list(&path).await {
+            Ok(e) => e.to_vec(),
             Err(NodeError::NotFound(_)) if !pending.is_empty() => Vec::new(),
             Err(e) => return Err(e),
         };
@@ -403,7 +448,7 @@ impl CacheNode {
             return Err(NodeError::Exists(path.to_string()));
         }
         self.cache.namespace().mkdir(&path).await?;
-        self.cache.invalidate(&path);
+        self.store_changed(&path);
         Ok(())
     }
 
@@ -417,7 +462,7 @@ impl CacheNode {
             return Err(NodeError::InvalidInput(format!("{path} is a file, not a directory")));
         }
         self.cache.namespace().rmdir(&path).await?;
-        self.cache.invalidate(&path);
+        self.store_changed(&path);
         Ok(())
     }
 
@@ -440,7 +485,7 @@ impl CacheNode {
             Err(e) => Err(NodeError::from_store(path.as_str(), e)),
         };
         // Again after the store changed: a stat that raced the delete must not stay cached.
-        self.cache.invalidate(&path);
+        self.store_changed(&path);
         result
     }
 
@@ -456,7 +501,7 @@ impl CacheNode {
         if self.journal.rename(from.as_str(), to.as_str())? {
             // An older persisted copy at the old name goes away with the rename.
             let _ = rf.mount.store.delete(&rf.location).await;
-            self.cache.invalidate(&from);
+            self.store_changed(&from);
             return Ok(false);
         }
         let info = self.cache.namespace().head(&from).await?;
@@ -476,8 +521,8 @@ impl CacheNode {
             rt.mount.store.put(&rt.location, bytes.into()).await.map_err(|e| NodeError::from_store(to.as_str(), e))?;
         }
         rf.mount.store.delete(&rf.location).await.map_err(|e| NodeError::from_store(from.as_str(), e))?;
-        self.cache.invalidate(&from);
-        self.cache.invalidate(&to);
+        self.store_changed(&from);
+        self.store_changed(&to);
         // Uploaded from the journal: the copy keeps that origin, so a writer's
         // local copy of those bytes still matches under the new name.
         let origin = self.origins.lock().expect("origins lock poisoned").remove(from.as_str());
