@@ -26,6 +26,21 @@ use ferry_protocol::{ErrorCode, ProtocolError};
 pub const LISTING_TTL: Duration = Duration::from_secs(10);
 /// Listings kept for lookups at most.
 const LISTED_DIRS: usize = 4096;
+/// A lookup in a directory listed within this long, whose listing has
+/// expired, lists the directory again rather than asking for the one
+/// entry: a walk that comes back to a directory after [`LISTING_TTL`]
+/// (`ls -lR` after `find`) costs one listing, not a request per file.
+const LISTING_REFRESH: Duration = Duration::from_secs(300);
+
+/// What a recent listing says of an entry.
+enum ListedEntry {
+    /// Listed, fresh.
+    Found(ObjectInfo),
+    /// The directory's listing has expired, but it was listed lately.
+    Expired,
+    /// No listing, or not in a fresh one (it may have been added since).
+    Unknown,
+}
 
 /// Recent listings, for lookups. Any change made through this mount
 /// forgets them all (and a listing fetched across a change is not kept).
@@ -33,6 +48,8 @@ const LISTED_DIRS: usize = 4096;
 pub(crate) struct Listed {
     dirs: HashMap<String, (Instant, Arc<Vec<DirEntry>>)>,
     generation: u64,
+    /// Directories being listed again for a lookup.
+    refreshing: HashSet<String>,
 }
 
 /// The filesystem.
@@ -223,7 +240,11 @@ impl<N: Nodes> MountFs<N> {
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let dir = self.path_of(parent)?;
         let path = child(&dir, name)?;
-        if let Some(info) = self.listed_info(&dir, name, &path) {
+        let mut listed = self.listed_info(&dir, name, &path);
+        if matches!(listed, ListedEntry::Expired) && self.refresh_listing(&dir).await {
+            listed = self.listed_info(&dir, name, &path);
+        }
+        if let ListedEntry::Found(info) = listed {
             return Ok(self.entry(&path, self.attr_of(&path, &info)));
         }
         let a = self.stat_path(&path).await?;
@@ -231,17 +252,38 @@ impl<N: Nodes> MountFs<N> {
     }
 
     /// What the recent listing of `dir` says of its entry `name` (`path`).
-    fn listed_info(&self, dir: &str, name: &str, path: &str) -> Option<ObjectInfo> {
+    fn listed_info(&self, dir: &str, name: &str, path: &str) -> ListedEntry {
         if self.control(path) || self.writing.lock().expect("writing lock poisoned").contains_key(path) {
-            return None;
+            return ListedEntry::Unknown;
         }
         let listed = self.listed.lock().expect("listing lock poisoned");
-        let (at, entries) = listed.dirs.get(dir)?;
+        let Some((at, entries)) = listed.dirs.get(dir) else { return ListedEntry::Unknown };
         if at.elapsed() >= LISTING_TTL {
-            return None;
+            return if at.elapsed() < LISTING_REFRESH { ListedEntry::Expired } else { ListedEntry::Unknown };
         }
-        let i = entries.binary_search_by(|e| e.name.as_str().cmp(name)).ok()?;
-        Some(entries[i].info.clone())
+        match entries.binary_search_by(|e| e.name.as_str().cmp(name)) {
+            Ok(i) => ListedEntry::Found(entries[i].info.clone()),
+            Err(_) => ListedEntry::Unknown,
+        }
+    }
+
+    /// Lists `dir` again for lookups, unless another lookup is doing so
+    /// (that one then asks for its entry alone). Whether it was listed.
+    async fn refresh_listing(&self, dir: &str) -> bool {
+        let generation = {
+            let mut listed = self.listed.lock().expect("listing lock poisoned");
+            if !listed.refreshing.insert(dir.to_string()) {
+                return false;
+            }
+            listed.generation
+        };
+        let entries = self.cluster.list(dir).await;
+        let ok = entries.is_ok();
+        if let Ok(entries) = entries {
+            self.keep_listing(dir, Arc::new(entries), generation);
+        }
+        self.listed.lock().expect("listing lock poisoned").refreshing.remove(dir);
+        ok
     }
 
     /// Keeps `entries`, listed from `dir` since `generation`, for lookups.
@@ -254,7 +296,7 @@ impl<N: Nodes> MountFs<N> {
             return;
         }
         if listed.dirs.len() >= LISTED_DIRS {
-            listed.dirs.retain(|_, (at, _)| at.elapsed() < LISTING_TTL);
+            listed.dirs.retain(|_, (at, _)| at.elapsed() < LISTING_REFRESH);
             if listed.dirs.len() >= LISTED_DIRS {
                 listed.dirs.clear();
             }
