@@ -398,14 +398,12 @@ impl<N: Nodes> MountFs<N> {
         if write {
             return self.open_write(&path, &attr, truncate).await;
         }
-        let store_file = self.store_file(&path, &attr).await;
-        Ok(self.open_read(path, attr, store_file))
+        Ok(self.open_read(path, attr, None))
     }
 
     /// Creates and opens `name` in `parent` for writing.
     pub async fn create(&self, parent: u64, name: &str) -> FsResult<(Attr, Opened)> {
         let path = child(&self.path_of(parent)?, name)?;
-        self.forget_listings();
         let (fh, w) = self.new_write_handle(&path, true, true).await?;
         let opened = self.write_opened(fh, &w)?;
         Ok((self.entry(&path, self.local_file_attr(&path, 0)), opened))
@@ -464,7 +462,6 @@ impl<N: Nodes> MountFs<N> {
             local.forget(&path);
         }
         let was_writing = self.writing.lock().expect("writing lock poisoned").remove(&path).is_some();
-        self.forget_listings();
         let deleted = self.cluster.delete(&path).await;
         self.forget_listings();
         match deleted {
@@ -491,7 +488,6 @@ impl<N: Nodes> MountFs<N> {
         if self.made_dirs.lock().expect("dirs lock poisoned").contains(&from) {
             return Err(FsError::new(libc::EXDEV, "renaming directories is not supported"));
         }
-        self.forget_listings();
         let renamed = self.cluster.rename(&from, &to).await;
         self.forget_listings();
         renamed?;

@@ -59,20 +59,13 @@ impl<N: Nodes> MountFs<N> {
         }
     }
 
-    /// The store's own file of `path` at version `attr`, opened read-only,
-    /// when the path's node runs on this host over a `file://` store and
-    /// the object is in the store: reads of it then cost what reads of the
-    /// store cost (the kernel reads the file itself, through passthrough).
-    /// The file opened is checked to be the one the node described
-    /// (inode, size, time) at the version the reader stat'ed. Like local
-    /// copies, off when they are.
-    pub(crate) async fn store_file(&self, path: &str, attr: &Attr) -> Option<std::fs::File> {
-        let (located, file) = self.located(path).await?;
-        (located.etag == attr.etag && located.size == attr.size).then_some(file)
-    }
-
-    /// The store's own file of `path` as [`MountFs::store_file`] finds it,
-    /// at whatever version the store holds now, and that version's attributes.
+    /// The store's own file of `path`, opened read-only, when the path's
+    /// node runs on this host over a `file://` store and the object is in
+    /// the store (no write pending anywhere), and the attributes of the
+    /// version it holds: reads of it then cost what reads of the store cost
+    /// (the kernel reads the file itself, through passthrough). The file
+    /// opened is checked to be the one the node described (inode, size,
+    /// time). Like local copies, off when they are.
     pub(crate) async fn located(&self, path: &str) -> Option<(Attr, std::fs::File)> {
         // Off with local copies (`--local-copies 0`: every read through the node).
         if self.local.is_none()

@@ -629,6 +629,8 @@ async fn store_directories_and_mkdir_outlive_the_mount() {
         std::fs::write(m.join("ck/run-1/w.pt"), b"weights").expect("write");
     })
     .await;
+    // In the store before this node goes (the next node has a journal of its own).
+    assert!(n.node.node.journal().drain(Duration::from_secs(30)).await, "uploads never finished");
     unmount(session, n).await;
 
     // A new node and a new mount over the same store.

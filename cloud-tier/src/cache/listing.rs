@@ -13,6 +13,7 @@
 //! What is cached is the store's listing only: pending write-back writes
 //! and deletes are laid over it when a listing is answered.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +44,9 @@ struct Inner {
     held: usize,
     /// Bumped by every invalidation: a listing fetched across one is not kept.
     epoch: u64,
+    /// Names of the listing files on disk: a directory with none costs no
+    /// file system call (every stat of a file asks for its directory's listing).
+    stored: HashSet<String>,
 }
 
 /// Listings by directory, in memory and on disk.
@@ -67,16 +71,20 @@ pub fn parent_of(path: &NsPath) -> Option<String> {
 impl Listings {
     /// Listings trusted for `ttl_ms`, persisted in `dir` when given.
     pub fn open(dir: Option<PathBuf>, ttl_ms: i64, clock: Arc<dyn Clock>) -> std::io::Result<Listings> {
+        let mut stored = HashSet::new();
         if let Some(d) = &dir {
             std::fs::create_dir_all(d)?;
-            // A crash between write and rename leaves a temporary file behind.
             for e in std::fs::read_dir(d)?.flatten() {
                 if e.path().extension().is_some_and(|x| x == "tmp") {
+                    // A crash between write and rename leaves a temporary file behind.
                     let _ = std::fs::remove_file(e.path());
+                } else if let Ok(name) = e.file_name().into_string() {
+                    stored.insert(name);
                 }
             }
         }
-        Ok(Listings { dir, ttl_ms, clock, inner: Mutex::new(Inner { map: LruCache::unbounded(), held: 0, epoch: 0 }) })
+        let inner = Inner { map: LruCache::unbounded(), held: 0, epoch: 0, stored };
+        Ok(Listings { dir, ttl_ms, clock, inner: Mutex::new(inner) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -89,8 +97,21 @@ impl Listings {
         self.lock().epoch
     }
 
-    fn file(&self, dir: &str) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join(blake3::hash(dir.as_bytes()).to_hex().as_str()))
+    /// The name of `dir`'s listing file, and its path (when persisted).
+    fn file(&self, dir: &str) -> Option<(String, PathBuf)> {
+        let d = self.dir.as_ref()?;
+        let name = blake3::hash(dir.as_bytes()).to_hex().to_string();
+        let path = d.join(&name);
+        Some((name, path))
+    }
+
+    /// Removes `dir`'s listing file, if there is one.
+    fn unstore(&self, dir: &str) {
+        if let Some((name, path)) = self.file(dir) {
+            if self.lock().stored.remove(&name) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 
     fn fresh(&self, fetched_ms: i64) -> bool {
@@ -111,19 +132,22 @@ impl Listings {
             }
             inner.epoch
         };
-        let file = self.file(dir)?;
-        let bytes = std::fs::read(&file).ok()?;
-        match decode(&bytes) {
+        let (name, file) = self.file(dir)?;
+        if !self.lock().stored.contains(&name) {
+            return None;
+        }
+        match std::fs::read(&file).ok().and_then(|b| decode(&b)) {
             Some((d, fetched_ms, entries)) if d == dir && self.fresh(fetched_ms) => {
                 let entries = Arc::new(entries);
                 self.hold(dir, Listed { entries: entries.clone(), fetched_ms }, epoch);
                 Some(entries)
             }
-            Some((d, _, _)) if d == dir => {
-                let _ = std::fs::remove_file(&file);
+            // Expired, damaged or gone.
+            Some((d, _, _)) if d != dir => None,
+            _ => {
+                self.unstore(dir);
                 None
             }
-            _ => None,
         }
     }
 
@@ -150,13 +174,17 @@ impl Listings {
         let entries = Arc::new(entries);
         let fetched_ms = self.clock.now_ms();
         if self.hold(dir, Listed { entries: entries.clone(), fetched_ms }, epoch) {
-            if let Some(file) = self.file(dir) {
+            if let Some((name, file)) = self.file(dir) {
                 let tmp = file.with_extension("tmp");
                 let bytes = encode(dir, fetched_ms, &entries);
-                let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &file));
-                if let Err(e) = written {
-                    tracing::warn!(dir, error = %e, "could not persist a listing");
-                    let _ = std::fs::remove_file(&tmp);
+                match std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &file)) {
+                    Ok(()) => {
+                        self.lock().stored.insert(name);
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir, error = %e, "could not persist a listing");
+                        let _ = std::fs::remove_file(&tmp);
+                    }
                 }
             }
         }
@@ -187,15 +215,7 @@ impl Listings {
                 inner.held -= l.entries.len();
             }
         }
-        if let Some(file) = self.file(dir) {
-            let _ = std::fs::remove_file(file);
-        }
-    }
-
-    /// Listings held in memory, and their entries.
-    pub fn held(&self) -> (usize, usize) {
-        let inner = self.lock();
-        (inner.map.len(), inner.held)
+        self.unstore(dir);
     }
 }
 

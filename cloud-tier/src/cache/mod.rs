@@ -366,16 +366,6 @@ impl PageCache {
         Ok(self.listings.put(dir.as_str(), entries, epoch))
     }
 
-    /// Forgets the cached listing of directory `dir` (a peer changed it).
-    pub fn invalidate_listing(&self, dir: &NsPath) {
-        self.listings.invalidate(dir.as_str());
-    }
-
-    /// Listings held in memory, and their entries.
-    pub fn listings_held(&self) -> (usize, usize) {
-        self.listings.held()
-    }
-
     /// Forgets cached metadata of `path` (after the store reported a
     /// change), and the listings of its directory and of `path` itself.
     pub fn invalidate(&self, path: &NsPath) {
