@@ -12,7 +12,10 @@ announcement the mount still prefetches, by prediction.
     loader = DataLoader(ds, sampler=sampler, batch_size=32, num_workers=8)
 
 Each epoch, the sampler's order is written to the mount's `.ferry-announce`
-file before the first index is handed out. An order belongs to the process
+file before the first index is handed out. The mount passes the order on
+to the cache nodes holding its pages, which then evict by it: with a cache
+smaller than the dataset, an epoch finds cached every page the cache can
+hold, where least-recently-used eviction keeps almost none. An order belongs to the process
 that announced it and the processes it starts (its DataLoader workers):
 the ranks of a data-parallel job on one host, each wrapping its own
 DistributedSampler, each get their own order, and neither replaces the

@@ -630,6 +630,10 @@ fn a_pytorch_dataloader_reads_the_mount_in_its_announced_order() {
     let stats = &out["stats"];
     assert!(stats["prefetch_hits"].as_u64().expect("prefetch_hits") > 0, "no prefetch hits: {stats}");
     assert!(stats["useful_bytes"].as_u64().expect("useful_bytes") > 0, "nothing prefetched was used: {stats}");
+    // The order reached the node too, which evicts by it (each epoch's
+    // order, from each of the two epochs).
+    let told = metric(&metrics(c.mport), "ferry_request_duration_seconds_count{op=\"announce\"}");
+    assert!(told >= 2, "the node was told {told} announced orders");
 
     signal(&mount.0, "TERM");
     assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use ferry_cloud_tier::cache::Eviction;
 use ferry_cloud_tier::clock::SystemClock;
 use ferry_cloud_tier::config::CacheConfig;
 use ferry_cloud_tier::metrics::Metrics;
@@ -64,14 +65,17 @@ impl Shape {
 
 /// One epoch of `accelerators` readers over `samples`, each batch followed by
 /// `compute`; with `announce`, the sampler's order is first written to the
-/// mount's `.ferry-announce` (as the Python helper does).
-/// Returns (wall time, accelerator utilization).
+/// mount's `.ferry-announce` (as the Python helper does); with `uncached`,
+/// each file is dropped from the kernel's page cache once read, so every
+/// epoch reads through ferry's caches. Returns (wall time, accelerator
+/// utilization).
 fn epoch(
     mnt: &std::path::Path,
     spec: &ShapeSpec,
     accelerators: usize,
     seed: u64,
     announce: bool,
+    uncached: bool,
 ) -> std::io::Result<(Duration, f64)> {
     use std::os::unix::fs::FileExt;
     let total = spec.files * spec.per_file;
@@ -110,6 +114,9 @@ fn epoch(
                             let (file, idx) = (sample / spec.per_file, sample % spec.per_file);
                             let f = std::fs::File::open(mnt.join(format!("data/file-{file:04}.bin")))?;
                             f.read_exact_at(&mut buf, idx * spec.sample)?;
+                            if uncached {
+                                rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed)?;
+                            }
                         }
                         std::thread::sleep(spec.compute);
                         computed += spec.compute;
@@ -131,25 +138,53 @@ fn epoch(
     Ok((wall, au / accelerators as f64))
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn train(
-    shape: Shape,
-    accelerators: usize,
-    epochs: usize,
-    bandwidth: u64,
-    latency: Duration,
-    scale: f64,
-    dir: Option<PathBuf>,
-) -> Result<()> {
+/// What `ferry-bench train` varies besides the shape.
+#[derive(Debug, Clone)]
+pub(crate) struct TrainOptions {
+    pub accelerators: usize,
+    pub epochs: usize,
+    pub bandwidth: u64,
+    pub latency: Duration,
+    pub scale: f64,
+    /// Files in the dataset (default: the shape's).
+    pub files: Option<u64>,
+    /// The node's memory as a fraction of the dataset: compares LRU with
+    /// announced-order eviction instead of the prefetch modes.
+    pub cache: Option<f64>,
+    pub dir: Option<PathBuf>,
+}
+
+/// One configuration `train` runs.
+struct Mode {
+    name: &'static str,
+    readahead: u64,
+    copies: u64,
+    predictor: &'static str,
+    announce: bool,
+    eviction: Eviction,
+}
+
+pub(crate) async fn train(shape: Shape, o: TrainOptions) -> Result<()> {
+    let TrainOptions { accelerators, epochs, bandwidth, latency, scale, files, cache, dir } = o;
     if accelerators == 0 || epochs == 0 || !(0.001..=1.0).contains(&scale) {
         bail!("--accelerators and --epochs must be at least 1 and --scale within 0.001..=1");
     }
-    let spec = shape.spec(scale);
+    if cache.is_some_and(|c| !(0.01..=1.0).contains(&c)) {
+        bail!("--cache is the node's memory as a fraction of the dataset, within 0.01..=1");
+    }
+    let mut spec = shape.spec(scale);
+    if let Some(n) = files {
+        if n == 0 {
+            bail!("--files must be at least 1");
+        }
+        spec.files = n;
+    }
     let tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
     let root = tmp.path().to_path_buf();
     let data = root.join("store/data");
     std::fs::create_dir_all(&data)?;
     let file_size = spec.sample * spec.per_file;
+    let dataset = file_size * spec.files;
     eprintln!(
         "bench train: {shape:?} x{scale}: {} files of {}, samples of {}, batch {}, {:?} compute per batch, {accelerators} accelerator(s)",
         spec.files,
@@ -162,39 +197,73 @@ pub(crate) async fn train(
         let p = data.join(format!("file-{i:04}.bin"));
         tokio::task::spawn_blocking(move || write_object(&p, file_size)).await??;
     }
+    let mode = |name, readahead, copies, predictor, announce, eviction| Mode {
+        name,
+        readahead,
+        copies,
+        predictor,
+        announce,
+        eviction,
+    };
+    let modes = match cache {
+        None => vec![
+            mode("no prefetch", 0, 0, "none", false, Eviction::Announced),
+            mode("readahead", 4, 0, "readahead", false, Eviction::Announced),
+            mode("predictor (tree)", 4, 0, "tree", false, Eviction::Announced),
+            mode("announced order", 4, 0, "tree", true, Eviction::Announced),
+            mode("readahead + local copies", 4, 8 << 30, "readahead", false, Eviction::Announced),
+        ],
+        Some(_) => vec![
+            mode("announced, LRU eviction", 4, 0, "tree", true, Eviction::Lru),
+            mode("announced, Belady eviction", 4, 0, "tree", true, Eviction::Announced),
+        ],
+    };
+    // With a small cache the node's memory is the only cache: no disk
+    // tier, no local copies, a small prefetch budget, no kernel page cache.
+    let memory = cache.map_or(8 << 30, |c| (dataset as f64 * c) as u64);
+    let budget = if cache.is_some() { 64 << 20 } else { 1 << 30 };
+    if let Some(c) = cache {
+        eprintln!(
+            "bench train: node memory {} = {c} of the {} dataset",
+            ByteSize::b(memory).display().iec(),
+            ByteSize::b(dataset).display().iec()
+        );
+    }
     let mut rows = Vec::new();
-    for (mode, readahead, copies, predictor, announce) in [
-        ("no prefetch", 0u64, 0u64, "none", false),
-        ("readahead", 4, 0, "readahead", false),
-        ("predictor (tree)", 4, 0, "tree", false),
-        ("announced order", 4, 0, "tree", true),
-        ("readahead + local copies", 4, 8 << 30, "readahead", false),
-    ] {
-        let run_root = root.join(mode.replace([' ', '+'], "-"));
+    for m in &modes {
+        let run_root = root.join(m.name.replace([' ', '+', ',', '(', ')'], "-"));
         std::fs::create_dir_all(&run_root)?;
         let base: Arc<dyn ObjectStore> =
             Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root.join("store"))?);
         let store =
             Arc::new(FaultyStore::new(base, Faults { latency, bandwidth: Some(bandwidth), ..Default::default() }));
-        let (node, cluster) = bench_node(&run_root, store, 8 << 30, 0).await?;
-        let mut fs = ferry_mount::MountFs::with_local_copies(cluster, run_root.join("staging"), copies)
+        let counters = store.counters();
+        let (node, cluster) = bench_node_with(&run_root, store, memory, 0, m.eviction).await?;
+        let mut fs = ferry_mount::MountFs::with_local_copies(cluster, run_root.join("staging"), m.copies)
             .await
             .map_err(anyhow::Error::from)?;
-        fs.set_readahead(readahead);
-        let opts = ferry_mount::prefetch::PrefetchOptions { predictor: predictor.into(), budget: 1 << 30 };
+        fs.set_readahead(m.readahead);
+        let opts = ferry_mount::prefetch::PrefetchOptions { predictor: m.predictor.into(), budget };
         fs.enable_prefetch(&opts).map_err(anyhow::Error::from)?;
         let fs = Arc::new(fs);
         let mnt = run_root.join("mnt");
         std::fs::create_dir_all(&mnt)?;
         let session = ferry_mount::fuse::mount(fs.clone(), &mnt, tokio::runtime::Handle::current())?;
         for e in 0..epochs {
-            let m = mnt.clone();
+            let m2 = mnt.clone();
             let sp = ShapeSpec { ..spec };
+            let (announce, uncached) = (m.announce, cache.is_some());
+            let before = counters.bytes_read.load(std::sync::atomic::Ordering::SeqCst);
             let (wall, au) =
-                tokio::task::spawn_blocking(move || epoch(&m, &sp, accelerators, e as u64 + 1, announce)).await??;
+                tokio::task::spawn_blocking(move || epoch(&m2, &sp, accelerators, e as u64 + 1, announce, uncached))
+                    .await??;
+            let store_bytes = counters.bytes_read.load(std::sync::atomic::Ordering::SeqCst) - before;
+            // Of the dataset's bytes the epoch read, the share the node's cache served.
+            let hit = 1.0 - (store_bytes as f64 / dataset as f64).min(1.0);
             let st = fs.prefetch_stats().unwrap_or_default();
             eprintln!(
-                "bench train: {mode}: epoch {} {:.2} s, AU {:.3} (so far: prefetch precision {:.3}, coverage {:.3}, hit ratio {:.3})",
+                "bench train: {}: epoch {} {:.2} s, AU {:.3}, node hit ratio {hit:.3} (so far: prefetch precision {:.3}, coverage {:.3}, hit ratio {:.3})",
+                m.name,
                 e + 1,
                 wall.as_secs_f64(),
                 au,
@@ -202,7 +271,7 @@ pub(crate) async fn train(
                 st["coverage"].as_f64().unwrap_or(0.0),
                 st["hit_ratio"].as_f64().unwrap_or(0.0)
             );
-            rows.push((mode, e + 1, wall, au));
+            rows.push((m.name, e + 1, wall, au, hit));
             // Let background copies of files read in this epoch finish before the next.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -210,21 +279,39 @@ pub(crate) async fn train(
         node.shutdown().await;
     }
     println!(
-        "shape {shape:?} x{scale}, {accelerators} accelerator(s), store {}/s + {latency:?} per request",
-        ByteSize::b(bandwidth).display().si()
+        "shape {shape:?} x{scale}, {} files, {accelerators} accelerator(s), store {}/s + {latency:?} per request{}",
+        spec.files,
+        ByteSize::b(bandwidth).display().si(),
+        cache.map(|c| format!(", node memory {c} of the dataset")).unwrap_or_default()
     );
-    println!("{:<26} {:>5} {:>9} {:>7}", "mode", "epoch", "wall s", "AU");
-    for (mode, e, wall, au) in &rows {
-        println!("{mode:<26} {e:>5} {:>9.2} {au:>7.3}", wall.as_secs_f64());
+    println!("{:<28} {:>5} {:>9} {:>7} {:>9}", "mode", "epoch", "wall s", "AU", "node hit");
+    for (mode, e, wall, au, hit) in &rows {
+        println!("{mode:<28} {e:>5} {:>9.2} {au:>7.3} {hit:>9.3}", wall.as_secs_f64());
+    }
+    if cache.is_some() && epochs > 1 {
+        // Epochs after the first, where a cache can hit.
+        let mean = |name: &str, f: &dyn Fn(&(&str, usize, Duration, f64, f64)) -> f64| {
+            let v: Vec<f64> = rows.iter().filter(|r| r.0 == name && r.1 > 1).map(f).collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        let (lru, belady) = (modes[0].name, modes[1].name);
+        let (h_lru, h_b) = (mean(lru, &|r| r.4), mean(belady, &|r| r.4));
+        let (au_lru, au_b) = (mean(lru, &|r| r.3), mean(belady, &|r| r.3));
+        println!(
+            "epochs 2-{epochs}: node hit ratio {h_b:.3} (Belady) vs {h_lru:.3} (LRU); AU {au_b:.3} vs {au_lru:.3} = {:.2}x",
+            au_b / au_lru.max(1e-9)
+        );
     }
     let json = serde_json::json!({
         "scenario": "train",
         "shape": format!("{shape:?}").to_lowercase(),
         "scale": scale,
+        "files": spec.files,
         "accelerators": accelerators,
+        "cache_fraction": cache,
         "store_bandwidth_bytes_per_s": bandwidth,
         "store_latency_ms": latency.as_millis() as u64,
-        "epochs": rows.iter().map(|(m, e, w, au)| serde_json::json!({"mode": m, "epoch": e, "wall_s": w.as_secs_f64(), "au": au})).collect::<Vec<_>>(),
+        "epochs": rows.iter().map(|(m, e, w, au, hit)| serde_json::json!({"mode": m, "epoch": e, "wall_s": w.as_secs_f64(), "au": au, "node_hit_ratio": hit})).collect::<Vec<_>>(),
     });
     println!("{json}");
     Ok(())
@@ -237,6 +324,17 @@ pub(crate) async fn bench_node(
     memory: u64,
     disk: u64,
 ) -> Result<(RunningNode, Cluster)> {
+    bench_node_with(root, store, memory, disk, Eviction::default()).await
+}
+
+/// [`bench_node`] with the tiers' eviction given.
+pub(crate) async fn bench_node_with(
+    root: &std::path::Path,
+    store: Arc<dyn ObjectStore>,
+    memory: u64,
+    disk: u64,
+    eviction: Eviction,
+) -> Result<(RunningNode, Cluster)> {
     let certs = root.join("certs");
     tls::init_ca(&certs, "bench")?;
     let cloud_id = NodeId::new("cloud-1").map_err(anyhow::Error::msg)?;
@@ -248,7 +346,12 @@ pub(crate) async fn bench_node(
     let cfg = CloudConfig {
         listen: "127.0.0.1:0".parse().expect("literal address"),
         metrics_listen: String::new(),
-        cache: CacheConfig { memory: ByteSize::b(memory), disk: ByteSize::b(disk), disk_dir: root.join("cache") },
+        cache: CacheConfig {
+            memory: ByteSize::b(memory),
+            disk: ByteSize::b(disk),
+            disk_dir: root.join("cache"),
+            eviction,
+        },
         // The benchmarks measure the data path; `bench train` sets prediction up in the mount.
         prefetch: "none".into(),
         ..CloudConfig::default()

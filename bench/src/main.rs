@@ -98,6 +98,14 @@ enum Scenario {
         /// Scale of sample sizes and compute times (1 = MLPerf's sizes).
         #[arg(long, default_value_t = 0.1)]
         scale: f64,
+        /// Files in the dataset (default: the shape's).
+        #[arg(long)]
+        files: Option<u64>,
+        /// Give the node's memory this fraction of the dataset (e.g. 0.25;
+        /// no disk tier, no kernel page cache) and compare LRU eviction
+        /// with eviction by the announced order.
+        #[arg(long)]
+        cache: Option<f64>,
         /// Working directory (default: a temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -195,8 +203,18 @@ async fn run(s: Scenario, ferry: Option<PathBuf>) -> Result<()> {
             cache::read(size.as_u64(), bandwidth.as_u64(), latency, dir).await
         }
         Scenario::Checkpoint { size, files, rounds, dir } => cache::checkpoint(size.as_u64(), files, rounds, dir).await,
-        Scenario::Train { shape, accelerators, epochs, bandwidth, latency, scale, dir } => {
-            cache::train(shape, accelerators, epochs, bandwidth.as_u64(), latency, scale, dir).await
+        Scenario::Train { shape, accelerators, epochs, bandwidth, latency, scale, files, cache, dir } => {
+            let opts = cache::TrainOptions {
+                accelerators,
+                epochs,
+                bandwidth: bandwidth.as_u64(),
+                latency,
+                scale,
+                files,
+                cache,
+                dir,
+            };
+            cache::train(shape, opts).await
         }
         Scenario::Edge { size, agent, dir } => {
             let ferry = ferry_binary(ferry)?;

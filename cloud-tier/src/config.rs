@@ -140,6 +140,10 @@ pub struct CacheConfig {
     pub disk: ByteSize,
     /// Disk tier directory.
     pub disk_dir: PathBuf,
+    /// What a full tier evicts first: `announced` (pages no announced read
+    /// order reads again, then the one read furthest from now; LRU when
+    /// nothing was announced) or `lru`.
+    pub eviction: crate::cache::Eviction,
 }
 
 /// One mount of the namespace.
@@ -165,7 +169,12 @@ pub struct MountConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { memory: ByteSize::mib(512), disk: ByteSize::gib(10), disk_dir: PathBuf::from("ferry-cache") }
+        CacheConfig {
+            memory: ByteSize::mib(512),
+            disk: ByteSize::gib(10),
+            disk_dir: PathBuf::from("ferry-cache"),
+            eviction: crate::cache::Eviction::default(),
+        }
     }
 }
 

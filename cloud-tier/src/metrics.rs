@@ -83,6 +83,10 @@ pub struct Metrics {
     pub prefetch_coverage: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Demand pages at hand (cached, in flight or prefetched) / demand pages, at the last scrape.
     pub demand_hit_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Readers whose announced read order ranks the cache's pages.
+    pub announced_readers: Gauge,
+    /// Pages those orders have still to read.
+    pub announced_pages: Gauge,
 }
 
 fn tier(t: &'static str) -> TierLabel {
@@ -123,6 +127,8 @@ impl Metrics {
             prefetch_precision: Gauge::default(),
             prefetch_coverage: Gauge::default(),
             demand_hit_ratio: Gauge::default(),
+            announced_readers: Gauge::default(),
+            announced_pages: Gauge::default(),
             request_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))),
             registry: Registry::default(),
         };
@@ -142,6 +148,12 @@ impl Metrics {
             "Bytes of pages taken from another node's cache instead of the store (hand-off after a join)",
             m.peer_bytes.clone(),
         );
+        registry.register(
+            "announced_readers",
+            "Readers whose announced read order ranks cached pages for eviction",
+            m.announced_readers.clone(),
+        );
+        registry.register("announced_pages", "Pages announced orders have still to read", m.announced_pages.clone());
         registry.register("corrupt_pages", "Disk pages that failed their checksum", m.corrupt_pages.clone());
         registry.register(
             "coalesced_fetches",

@@ -664,3 +664,63 @@ async fn a_change_through_one_node_reaches_another_nodes_listing() {
     a.node.shutdown().await;
     b.node.shutdown().await;
 }
+
+/// Shuffled epochs over a dataset four times the node's memory, the order
+/// announced each epoch: with the default eviction the node keeps the
+/// pages the epoch reads soonest and the store serves only the rest; LRU
+/// evicts each page before its turn comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_order_keeps_a_small_cache_hitting_over_shuffled_epochs() {
+    use ferry_cloud_tier::cache::Eviction;
+    use ferry_protocol::codec::PageRun;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = certs(dir.path());
+    let base: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let files = 40u64;
+    for i in 0..files {
+        put(&base, &StorePath::default(), &format!("ds/f-{i:02}"), data(PAGE as usize, i)).await;
+    }
+    let mut seed = 11u64;
+    let epochs: Vec<Vec<u64>> = (0..4)
+        .map(|_| {
+            let mut o: Vec<u64> = (0..files).collect();
+            for i in (1..o.len()).rev() {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                o.swap(i, (seed >> 33) as usize % (i + 1));
+            }
+            o
+        })
+        .collect();
+    let mut gets = Vec::new();
+    for eviction in [Eviction::Announced, Eviction::Lru] {
+        let mut cfg = node_config(&dir.path().join(format!("cache-{eviction:?}")), 10 * PAGE, 0);
+        cfg.cache.eviction = eviction;
+        cfg.prefetch = "none".into();
+        let n = start_node(&certs, &cfg, "/", base.clone(), StorePath::default(), Faults::default()).await;
+        let c = client(&certs, &[n.node.addr.to_string()]);
+        let mut later = 0;
+        for (e, order) in epochs.iter().enumerate() {
+            let runs: Vec<PageRun> =
+                order.iter().map(|i| PageRun { path: format!("/ds/f-{i:02}"), first: 0, end: 1 }).collect();
+            let failed = c.announce("job", &runs).await;
+            assert!(failed.is_empty(), "{failed:?}");
+            let before = n.store.counters().gets.load(Ordering::SeqCst);
+            for i in order {
+                let got = read_all(&c, &format!("/ds/f-{i:02}")).await.expect("read");
+                assert!(got == data(PAGE as usize, *i), "f-{i:02} differs");
+            }
+            if e > 0 {
+                later += n.store.counters().gets.load(Ordering::SeqCst) - before;
+            }
+            let (mem, _) = n.node.node.cache().used();
+            assert!(mem <= 10 * PAGE, "memory tier holds {mem} bytes");
+        }
+        gets.push(later);
+        n.node.shutdown().await;
+    }
+    let (announced, lru) = (gets[0], gets[1]);
+    eprintln!("store reads in epochs 2-4: {announced} with the announced order, {lru} with LRU");
+    // The ten pages held at each epoch's start are all read before any is evicted.
+    assert!(announced <= 3 * (files - 10), "announced order: {announced} store reads in epochs 2-4");
+    assert!(lru > announced, "LRU: {lru} store reads, announced order: {announced}");
+}

@@ -38,6 +38,7 @@ fn node_over(store: &Arc<dyn ObjectStore>, dir: &std::path::Path) -> (CacheNode,
         disk_bytes: 0,
         disk_dir: dir.join("cache"),
         ttl_ms: 60_000,
+        eviction: Default::default(),
     };
     (CacheNode::new(ns, opts, clock.clone(), "n1").expect("node"), clock)
 }

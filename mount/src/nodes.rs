@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use ferry_protocol::client::{Cluster, Written};
-use ferry_protocol::codec::{DirEntry, ObjectInfo};
+use ferry_protocol::codec::{DirEntry, ObjectInfo, PageRun};
 use ferry_protocol::ProtocolError;
 
 /// What the mount asks of the cache nodes.
@@ -51,6 +51,9 @@ pub trait Nodes: Clone + Send + Sync + std::fmt::Debug + 'static {
     fn mkdir(&self, path: &str) -> impl Future<Output = Result<(), ProtocolError>> + Send;
     /// Removes empty directory `path` from the store.
     fn rmdir(&self, path: &str) -> impl Future<Output = Result<(), ProtocolError>> + Send;
+    /// Tells the nodes caching these pages that `reader` reads them in this
+    /// order (they evict by it); the members that could not be told.
+    fn announce(&self, reader: &str, runs: Vec<PageRun>) -> impl Future<Output = Vec<(String, ProtocolError)>> + Send;
 }
 
 impl Nodes for Cluster {
@@ -96,5 +99,8 @@ impl Nodes for Cluster {
     }
     async fn rmdir(&self, path: &str) -> Result<(), ProtocolError> {
         Cluster::rmdir(self, path).await
+    }
+    async fn announce(&self, reader: &str, runs: Vec<PageRun>) -> Vec<(String, ProtocolError)> {
+        Cluster::announce(self, reader, &runs).await
     }
 }

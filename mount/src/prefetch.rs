@@ -19,7 +19,7 @@ use ferry_predictor::models::ModelError;
 use ferry_predictor::online::{AnnounceError, Online, Want};
 use ferry_predictor::{PrefetchConfig, ANY_READER};
 use ferry_protocol::clock::{Clock, SystemClock};
-use ferry_protocol::codec::listed_files;
+use ferry_protocol::codec::{listed_files, PageRun};
 
 use crate::error::{Context, FsError};
 use crate::nodes::Nodes;
@@ -109,6 +109,11 @@ fn lineage(pid: u32) -> Vec<u32> {
         at = ppid;
     }
     out
+}
+
+/// This host's name (the nodes tell announcing readers of several hosts apart by it).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 fn announcer_key(pid: u32) -> String {
@@ -299,15 +304,22 @@ impl<N: Nodes> MountPrefetch<N> {
             self.list(&dir).await;
         }
         let mut wants = Vec::new();
-        let n = {
+        let (n, runs) = {
             let mut brain = self.brain.lock().expect("prefetch lock poisoned");
+            let runs = brain.page_runs(&wanted)?;
             let n = brain.announce(ANY_READER, &wanted, &mut wants)?;
             if announcer != 0 {
                 wants.clear();
                 brain.announce(&announcer_key(announcer), &wanted, &mut wants)?;
             }
-            n
+            (n, runs)
         };
+        // The nodes caching these pages evict by the order.
+        let reader = format!("{}/{}", host_name(), announcer_key(announcer));
+        let runs: Vec<PageRun> = runs.into_iter().map(|(path, first, end)| PageRun { path, first, end }).collect();
+        for (node, e) in self.cluster.announce(&reader, runs).await {
+            tracing::warn!(%node, error = %e, "announced order not passed on; the node evicts by recency");
+        }
         if announcer != 0 {
             let mut f = self.followers.lock().expect("prefetch lock poisoned");
             if f.announcers.len() >= MAX_ANNOUNCERS {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ferry_protocol::client::Written;
-use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo};
+use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo, PageRun};
 use ferry_protocol::{ErrorCode, ProtocolError};
 
 use crate::{MountFs, Nodes, Opened, ROOT_INO};
@@ -30,6 +30,8 @@ struct State {
     inbox: Option<PathBuf>,
     /// Directories made in the store (`None`: a store without directories).
     dirs: Option<Mutex<std::collections::BTreeSet<String>>>,
+    /// Orders announced to the nodes: reader and page runs.
+    announced: Mutex<Vec<(String, Vec<PageRun>)>>,
 }
 
 /// Cache nodes in memory.
@@ -195,6 +197,11 @@ impl Nodes for Fake {
         } else {
             Err(not_found(path))
         }
+    }
+
+    async fn announce(&self, reader: &str, runs: Vec<PageRun>) -> Vec<(String, ProtocolError)> {
+        self.0.announced.lock().expect("lock").push((reader.to_string(), runs));
+        Vec::new()
     }
 }
 
@@ -445,4 +452,27 @@ async fn mkdir_on_a_store_without_directories_lasts_as_long_as_the_mount() {
     assert_eq!(fs.lookup(ROOT_INO, "a").await.expect("lookup").kind, EntryKind::Dir);
     fs.rmdir(ROOT_INO, "a").await.expect("rmdir");
     assert_eq!(fs.lookup(ROOT_INO, "a").await.expect_err("gone").errno(), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn an_announced_order_reaches_the_nodes_as_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = Fake::default();
+    nodes.put("/ds/a", &body(3 * PAGE as usize + 1, 1));
+    nodes.put("/ds/b", &body(10, 2));
+    nodes.put("/ds/rec", &body(8 * PAGE as usize, 3));
+    let mut fs = fs_over(&nodes, dir.path(), 0).await;
+    fs.enable_prefetch(&crate::prefetch::PrefetchOptions { predictor: "none".into(), budget: 1 << 20 })
+        .expect("prefetch");
+    let p = fs.prefetch.clone().expect("prefetch on");
+    let n = p.announce(77, "ds/b\n/ds/a\n/ds/rec 8192 4096\n").await.expect("announce");
+    assert_eq!(n, 3);
+    let told = nodes.0.announced.lock().expect("lock").clone();
+    assert_eq!(told.len(), 1);
+    assert!(told[0].0.ends_with("/announce:77"), "{}", told[0].0);
+    let runs: Vec<(String, u64, u64)> = told[0].1.iter().map(|r| (r.path.clone(), r.first, r.end)).collect();
+    assert_eq!(runs, [("/ds/b".into(), 0, 1), ("/ds/a".into(), 0, 4), ("/ds/rec".into(), 2, 3)]);
+    // A refused announcement tells the nodes nothing.
+    assert!(p.announce(77, "/ds/nope\n").await.is_err());
+    assert_eq!(nodes.0.announced.lock().expect("lock").len(), 1);
 }

@@ -106,6 +106,26 @@ impl Online {
         paths.into_iter().map(parent).filter(|d| !self.catalog.has_dir(d)).map(listing_path).collect()
     }
 
+    /// The pages `[first, end)` each entry of an announced order reads
+    /// (whole files span all their pages), in order. A path not in the
+    /// catalog is an error.
+    pub fn page_runs(
+        &self,
+        entries: &[(String, Option<(u64, u64)>)],
+    ) -> Result<Vec<(String, u64, u64)>, AnnounceError> {
+        entries
+            .iter()
+            .map(|(path, range)| {
+                let Some(id) = self.catalog.id(path) else { return Err(AnnounceError::NoSuchFile(path.clone())) };
+                let (first, end) = match range {
+                    Some((o, n)) => self.catalog.pages_of(id, *o, *n),
+                    None => (0, self.catalog.file(id).pages),
+                };
+                Ok((path.clone(), u64::from(first), u64::from(end)))
+            })
+            .collect()
+    }
+
     /// `reader` reads by the order `announcer` announced; `None`: by its own.
     pub fn follow(&mut self, reader: &str, announcer: Option<&str>) {
         self.prefetcher.follow(reader, announcer);

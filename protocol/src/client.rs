@@ -16,7 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use crate::codec::{ChunkCodec, ChunkHash, DirEntry, EntryKind, ObjectInfo, Request, Response};
+use crate::codec::{ChunkCodec, ChunkHash, DirEntry, EntryKind, ObjectInfo, PageRun, Request, Response};
 use crate::error::{ErrorCode, ProtocolError};
 use crate::membership::{self, Membership};
 use crate::ring::{page_key, Ring, DEFAULT_VNODES};
@@ -251,6 +251,15 @@ impl NodeConn {
     /// Tells a node that `path` changed in the store (nodes only).
     pub async fn changed(&self, path: &str) -> Result<(), ProtocolError> {
         match self.call(&Request::Changed { path: path.into() }).await?.0 {
+            Response::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Tells the node that `reader` will read `runs` in this order
+    /// (replacing its previous order, or with `append` after it).
+    pub async fn announce(&self, reader: &str, append: bool, runs: Vec<PageRun>) -> Result<(), ProtocolError> {
+        match self.call(&Request::Announce { reader: reader.into(), append, entries: runs }).await?.0 {
             Response::Done { .. } => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -785,6 +794,49 @@ impl Cluster {
     /// Entries directly under `path`.
     pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, ProtocolError> {
         self.hedged(&page_key(path, 0), 0, 0, |c| async move { c.list(path).await }).await
+    }
+
+    /// Tells the nodes that cache these pages that `reader` will read them
+    /// in this order: each replica owner of a page is told of the pages it
+    /// owns, in order, so it evicts by the order (Belady). Orders longer
+    /// than a frame go in several requests. Members that could not be
+    /// told are returned with the error (the order is advice: reads work
+    /// without it).
+    pub async fn announce(&self, reader: &str, runs: &[PageRun]) -> Vec<(String, ProtocolError)> {
+        let layout = self.layout();
+        let r = self.replicas.max(1);
+        let mut per: Vec<Vec<PageRun>> = vec![Vec::new(); layout.members.len()];
+        for run in runs {
+            for page in run.first..run.end {
+                for &i in layout.ring.owners(&page_key(&run.path, page)).iter().take(r) {
+                    let mine = &mut per[i];
+                    match mine.last_mut() {
+                        Some(last) if last.path == run.path && last.end == page => last.end = page + 1,
+                        _ => mine.push(PageRun { path: run.path.clone(), first: page, end: page + 1 }),
+                    }
+                }
+            }
+        }
+        // Room for the frame's header, the reader's name and the count.
+        let budget = crate::codec::MAX_FRAME as usize - 64 - reader.len();
+        let sends = layout.members.iter().zip(per).filter(|(m, _)| !m.avoided()).map(|(m, runs)| async move {
+            let mut batches: Vec<Vec<PageRun>> = vec![Vec::new()];
+            let mut size = 0;
+            for run in runs {
+                if size + run.encoded_len() > budget {
+                    batches.push(Vec::new());
+                    size = 0;
+                }
+                size += run.encoded_len();
+                batches.last_mut().expect("a batch").push(run);
+            }
+            let conn = self.conn(m, 0).await.map_err(|e| (m.id.clone(), e))?;
+            for (i, batch) in batches.into_iter().enumerate() {
+                conn.announce(reader, i > 0, batch).await.map_err(|e| (m.id.clone(), e))?;
+            }
+            Ok::<(), (String, ProtocolError)>(())
+        });
+        futures::future::join_all(sends).await.into_iter().filter_map(Result::err).collect()
     }
 
     /// Asks the owner of `path` to preload it.

@@ -141,6 +141,29 @@ pub enum Request {
     /// rename, `mkdir`, `rmdir` or upload landed there), so cached metadata
     /// of it and listings of it and its directory are stale. Answered with `Done`.
     Changed { path: String },
+    /// The client's reader `reader` (a process, a DataLoader rank) will
+    /// read these pages in this order: they replace its previous order,
+    /// or with `append` follow it (an order longer than a frame is sent in
+    /// several). The node's tiers evict by it. Answered with `Done`.
+    Announce { reader: String, append: bool, entries: Vec<PageRun> },
+}
+
+/// Pages `[first, end)` of the file at `path`, read in that order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRun {
+    /// Namespace path of the file.
+    pub path: String,
+    /// First page.
+    pub first: u64,
+    /// One past the last page.
+    pub end: u64,
+}
+
+impl PageRun {
+    /// Bytes one run takes in an `Announce` frame.
+    pub fn encoded_len(&self) -> usize {
+        2 + self.path.len() + 16
+    }
 }
 
 /// BLAKE3 hash of a chunk's decoded bytes.
@@ -268,6 +291,7 @@ mod tag {
     pub const RMDIR: u8 = 0x13;
     pub const LOCATE: u8 = 0x14;
     pub const CHANGED: u8 = 0x15;
+    pub const ANNOUNCE: u8 = 0x16;
     pub const LOCATED: u8 = 0x89;
     pub const HELLO_OK: u8 = 0x81;
     pub const STAT_OK: u8 = 0x82;
@@ -466,6 +490,7 @@ impl Request {
             Request::Warm { .. } => "warm",
             Request::Peek { .. } => "peek",
             Request::Changed { .. } => "changed",
+            Request::Announce { .. } => "announce",
         }
     }
 
@@ -492,6 +517,7 @@ impl Request {
             | Request::Status
             | Request::Warm { .. }
             | Request::Changed { .. }
+            | Request::Announce { .. }
             | Request::Peek { .. } => Vec::new(),
         }
     }
@@ -550,6 +576,18 @@ impl Request {
             Request::Changed { path } => {
                 let mut w = Writer::new(buf, tag::CHANGED);
                 w.string(path);
+                w.finish();
+            }
+            Request::Announce { reader, append, entries } => {
+                let mut w = Writer::new(buf, tag::ANNOUNCE);
+                w.string(reader);
+                w.buf.put_u8(u8::from(*append));
+                w.buf.put_u32(entries.len() as u32);
+                for e in entries {
+                    w.string(&e.path);
+                    w.buf.put_u64(e.first);
+                    w.buf.put_u64(e.end);
+                }
                 w.finish();
             }
             Request::Locate { path } => {
@@ -639,6 +677,26 @@ impl Request {
             tag::RMDIR => Request::Rmdir { path: r.string()? },
             tag::LOCATE => Request::Locate { path: r.string()? },
             tag::CHANGED => Request::Changed { path: r.string()? },
+            tag::ANNOUNCE => {
+                let reader = r.string()?;
+                let append = r.bool()?;
+                let n = r.u32()? as usize;
+                if n > r.buf.len() / 18 {
+                    return Err(DecodeError::Invalid(format!("{n} announced runs do not fit their frame")));
+                }
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let run = PageRun { path: r.string()?, first: r.u64()?, end: r.u64()? };
+                    if run.end < run.first {
+                        return Err(DecodeError::Invalid(format!(
+                            "announced pages {}..{} of {} run backwards",
+                            run.first, run.end, run.path
+                        )));
+                    }
+                    entries.push(run);
+                }
+                Request::Announce { reader, append, entries }
+            }
             tag::ADOPT => Request::Adopt { path: r.string()?, file: r.string()?, len: r.u64()? },
             tag::HAS_CHUNKS => Request::HasChunks { chunks: r.hashes()? },
             tag::PUT_CHUNK => {
@@ -854,6 +912,15 @@ mod tests {
             Request::Warm { path: "/d/x".into(), first: 3, count: 9 },
             Request::Peek { path: "/d/x".into(), page: 2, etag: "\"e\"".into() },
             Request::Changed { path: "/data/train/a b\t.npz".into() },
+            Request::Announce {
+                reader: "mount:4242".into(),
+                append: true,
+                entries: vec![
+                    PageRun { path: "/d/a".into(), first: 0, end: 3 },
+                    PageRun { path: "/d/b c".into(), first: 7, end: 8 },
+                ],
+            },
+            Request::Announce { reader: String::new(), append: false, entries: Vec::new() },
         ]
     }
 

@@ -12,7 +12,12 @@ pub trait EvictionPolicy<K>: Send + Debug {
     /// A key was removed.
     fn remove(&mut self, key: &K);
     /// The first key, in eviction order, that `accept` takes.
-    fn victim(&self, accept: &mut dyn FnMut(&K) -> bool) -> Option<K>;
+    fn victim(&mut self, accept: &mut dyn FnMut(&K) -> bool) -> Option<K>;
+    /// Whether `key`, not cached, should displace the next victim of a
+    /// full tier (false: the victim is worth more; `key` is not cached).
+    fn admit(&mut self, _key: &K) -> bool {
+        true
+    }
 }
 
 /// Least recently used first (an [`lru::LruCache`] of keys).
@@ -40,7 +45,7 @@ impl<K: Clone + Eq + Hash + Send + Debug> EvictionPolicy<K> for Lru<K> {
         self.order.pop(key);
     }
 
-    fn victim(&self, accept: &mut dyn FnMut(&K) -> bool) -> Option<K> {
+    fn victim(&mut self, accept: &mut dyn FnMut(&K) -> bool) -> Option<K> {
         self.order.iter().rev().map(|(k, _)| k).find(|k| accept(k)).cloned()
     }
 }

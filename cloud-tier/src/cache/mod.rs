@@ -22,6 +22,7 @@
 //! evict), [`storage::PageStore`] (where bytes live) and the index kept by
 //! [`tier::Tier`] (persisted through the self-describing page files).
 
+pub mod announced;
 pub mod eviction;
 pub mod listing;
 pub mod storage;
@@ -61,6 +62,21 @@ pub struct CacheOptions {
     pub disk_dir: PathBuf,
     /// Metadata time-to-live in milliseconds.
     pub ttl_ms: i64,
+    /// What the tiers evict first.
+    pub eviction: Eviction,
+}
+
+/// What the tiers evict first when they are full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Eviction {
+    /// Pages no announced order reads again (least recently used first),
+    /// then the page an announced order reads furthest from now (Belady);
+    /// plain LRU while no reader announced an order.
+    #[default]
+    Announced,
+    /// Least recently used first, whatever was announced.
+    Lru,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +172,8 @@ pub struct PageCache {
     opts: CacheOptions,
     /// Asked for a missing page before the store.
     peers: std::sync::OnceLock<Arc<dyn PeerPages>>,
+    /// The read orders readers announced (ranking pages for eviction).
+    future: Arc<announced::Future>,
 }
 
 /// Another node that may hold a page this node lacks: after a join, the
@@ -179,13 +197,19 @@ impl PageCache {
     pub fn open(ns: Namespace, opts: CacheOptions, clock: Arc<dyn Clock>) -> Result<PageCache, NodeError> {
         let metrics = ns.metrics().clone();
         let q = quotas(&ns);
-        let memory =
-            Tier::open(Box::new(MemoryStore::default()), Box::new(Lru::default()), opts.memory_bytes, q.clone());
+        let future = Arc::new(announced::Future::default());
+        let policy = || -> Box<dyn eviction::EvictionPolicy<PageKey>> {
+            match opts.eviction {
+                Eviction::Announced => Box::new(announced::Announced::new(future.clone())),
+                Eviction::Lru => Box::new(Lru::default()),
+            }
+        };
+        let memory = Tier::open(Box::new(MemoryStore::default()), policy(), opts.memory_bytes, q.clone());
         let (disk, meta_dir) = if opts.disk_bytes > 0 {
             let store = DiskStore::open(&opts.disk_dir)?;
             let meta_dir = opts.disk_dir.join("meta");
             std::fs::create_dir_all(&meta_dir)?;
-            (Some(Arc::new(Tier::open(Box::new(store), Box::new(Lru::default()), opts.disk_bytes, q))), Some(meta_dir))
+            (Some(Arc::new(Tier::open(Box::new(store), policy(), opts.disk_bytes, q))), Some(meta_dir))
         } else {
             (None, None)
         };
@@ -208,10 +232,27 @@ impl PageCache {
             clock,
             opts,
             peers: std::sync::OnceLock::new(),
+            future,
         };
         cache.load_meta();
         cache.update_gauges();
         Ok(cache)
+    }
+
+    /// `reader` will read `pages` (namespace path, page index) in this
+    /// order: replacing its previous order, or with `append` after it. The
+    /// tiers evict by these orders (see [`Eviction::Announced`]). Returns
+    /// the pages now in `reader`'s order.
+    pub fn announce(&self, reader: &str, pages: Vec<announced::Upcoming>, append: bool) -> Result<usize, NodeError> {
+        let n = self.future.announce(reader, pages, append).map_err(|e| NodeError::InvalidInput(e.to_string()))?;
+        self.update_gauges();
+        Ok(n)
+    }
+
+    /// A reader asked for page `page` of `path`: announced orders that
+    /// read it next move past it (warming and prefetch do not count).
+    pub fn saw(&self, path: &NsPath, page: u64) {
+        self.future.saw(&(Arc::from(path.as_str()), page));
     }
 
     /// Asks `peers` for missing pages before the store.
@@ -259,6 +300,9 @@ impl PageCache {
         let (m, d) = self.used();
         self.metrics.set_used("memory", m);
         self.metrics.set_used("disk", d);
+        let (readers, left) = self.future.pending();
+        self.metrics.announced_readers.set(readers as i64);
+        self.metrics.announced_pages.set(left as i64);
     }
 
     // ----- metadata -----

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use crate::error::NodeError;
 
 /// Identifies one page of one version of one object.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PageKey {
     /// The mount holding the object.
     pub mount: Arc<str>,

@@ -157,6 +157,13 @@ impl Tier {
         if size > self.capacity || size > quota {
             return Ok(());
         }
+        {
+            let mut idx = self.index.lock().expect("tier index lock poisoned");
+            let full = !idx.sizes.contains_key(&key) && idx.used + size > self.capacity;
+            if full && !idx.policy.admit(&key) {
+                return Ok(());
+            }
+        }
         self.store.write(&key, &data)?;
         for k in self.account(key, size) {
             self.store.delete(&k);

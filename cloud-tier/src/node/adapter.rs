@@ -126,6 +126,12 @@ async fn handle_stream(
             Err(e) => error_response(&e),
             Ok(()) => Response::Done { persisted: true, etag: String::new() },
         },
+        Request::Announce { reader, append, entries } => {
+            match node.handle_announce(peer.id.as_str(), &reader, append, &entries) {
+                Err(e) => error_response(&e),
+                Ok(_) => Response::Done { persisted: true, etag: String::new() },
+            }
+        }
         Request::Status => Response::StatusOk(node.handle_status()),
         Request::Peek { path, page, etag } => match node.handle_peek(&path, page, &etag).await {
             Err(e) => error_response(&e),

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo};
+use ferry_protocol::codec::{DirEntry, EntryKind, ObjectInfo, PageRun};
 use ferry_protocol::ids::NsPath;
 
 use crate::cache::{CacheOptions, PageCache};
@@ -240,6 +240,31 @@ impl CacheNode {
     pub fn handle_changed(&self, path: &str) -> Result<(), NodeError> {
         self.cache.invalidate(&parse_path(path)?);
         Ok(())
+    }
+
+    /// Answers `Announce`: `reader` (of client `client`) will read these
+    /// pages in this order; the tiers evict by it. Paths must be namespace
+    /// paths; nothing changes when one is not or the order is too long.
+    pub fn handle_announce(
+        &self,
+        client: &str,
+        reader: &str,
+        append: bool,
+        runs: &[PageRun],
+    ) -> Result<usize, NodeError> {
+        let pages: u64 = runs.iter().map(|r| r.end - r.first).sum();
+        if pages > crate::cache::announced::MAX_POSITIONS as u64 {
+            return Err(NodeError::InvalidInput(format!(
+                "an announced order of {pages} pages; at most {} are kept",
+                crate::cache::announced::MAX_POSITIONS
+            )));
+        }
+        let mut order = Vec::with_capacity(pages as usize);
+        for run in runs {
+            let path: Arc<str> = Arc::from(parse_path(&run.path)?.as_str());
+            order.extend((run.first..run.end).map(|p| (path.clone(), p)));
+        }
+        self.cache.announce(&format!("{client}/{reader}"), order, append)
     }
 
     /// The write-back journal.

@@ -134,6 +134,7 @@ impl ReadStream {
                 self.cache.prefetch(&self.path, &self.info, p);
             }
             self.prefetched_to = self.prefetched_to.max(ahead_to + 1);
+            self.cache.saw(&self.path, page);
             match self.cache.page(&self.path, &self.info, page).await {
                 Ok(PageRead::Ready(b)) => {
                     if (b.len() as u64) < want.1 {

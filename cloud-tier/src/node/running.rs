@@ -81,6 +81,7 @@ impl RunningNode {
             disk_bytes: cfg.cache.disk.as_u64(),
             disk_dir: cfg.cache.disk_dir.clone(),
             ttl_ms: i64::try_from(cfg.ttl.as_millis()).unwrap_or(i64::MAX),
+            eviction: cfg.cache.eviction,
         };
         let node = Arc::new(
             match &cfg.trace_dir {

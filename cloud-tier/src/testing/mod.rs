@@ -79,7 +79,12 @@ pub fn node_config(cache_dir: &Path, memory: u64, disk: u64) -> CloudConfig {
         listen: "127.0.0.1:0".parse().expect("literal address"),
         metrics_listen: String::new(),
         page_size: ByteSize::b(PAGE),
-        cache: CacheConfig { memory: ByteSize::b(memory), disk: ByteSize::b(disk), disk_dir: cache_dir.to_path_buf() },
+        cache: CacheConfig {
+            memory: ByteSize::b(memory),
+            disk: ByteSize::b(disk),
+            disk_dir: cache_dir.to_path_buf(),
+            ..CacheConfig::default()
+        },
         ..CloudConfig::default()
     }
 }
