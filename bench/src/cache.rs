@@ -154,6 +154,15 @@ pub(crate) struct TrainOptions {
     pub dir: Option<PathBuf>,
 }
 
+/// One epoch's figures in `train`.
+struct Row {
+    mode: &'static str,
+    epoch: usize,
+    wall: Duration,
+    au: f64,
+    hit: f64,
+}
+
 /// One configuration `train` runs.
 struct Mode {
     name: &'static str,
@@ -271,7 +280,7 @@ pub(crate) async fn train(shape: Shape, o: TrainOptions) -> Result<()> {
                 st["coverage"].as_f64().unwrap_or(0.0),
                 st["hit_ratio"].as_f64().unwrap_or(0.0)
             );
-            rows.push((m.name, e + 1, wall, au, hit));
+            rows.push(Row { mode: m.name, epoch: e + 1, wall, au, hit });
             // Let background copies of files read in this epoch finish before the next.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -285,18 +294,18 @@ pub(crate) async fn train(shape: Shape, o: TrainOptions) -> Result<()> {
         cache.map(|c| format!(", node memory {c} of the dataset")).unwrap_or_default()
     );
     println!("{:<28} {:>5} {:>9} {:>7} {:>9}", "mode", "epoch", "wall s", "AU", "node hit");
-    for (mode, e, wall, au, hit) in &rows {
+    for Row { mode, epoch: e, wall, au, hit } in &rows {
         println!("{mode:<28} {e:>5} {:>9.2} {au:>7.3} {hit:>9.3}", wall.as_secs_f64());
     }
     if cache.is_some() && epochs > 1 {
         // Epochs after the first, where a cache can hit.
-        let mean = |name: &str, f: &dyn Fn(&(&str, usize, Duration, f64, f64)) -> f64| {
-            let v: Vec<f64> = rows.iter().filter(|r| r.0 == name && r.1 > 1).map(f).collect();
+        let mean = |name: &str, f: fn(&Row) -> f64| {
+            let v: Vec<f64> = rows.iter().filter(|r| r.mode == name && r.epoch > 1).map(f).collect();
             v.iter().sum::<f64>() / v.len() as f64
         };
         let (lru, belady) = (modes[0].name, modes[1].name);
-        let (h_lru, h_b) = (mean(lru, &|r| r.4), mean(belady, &|r| r.4));
-        let (au_lru, au_b) = (mean(lru, &|r| r.3), mean(belady, &|r| r.3));
+        let (h_lru, h_b) = (mean(lru, |r| r.hit), mean(belady, |r| r.hit));
+        let (au_lru, au_b) = (mean(lru, |r| r.au), mean(belady, |r| r.au));
         println!(
             "epochs 2-{epochs}: node hit ratio {h_b:.3} (Belady) vs {h_lru:.3} (LRU); AU {au_b:.3} vs {au_lru:.3} = {:.2}x",
             au_b / au_lru.max(1e-9)
@@ -311,7 +320,7 @@ pub(crate) async fn train(shape: Shape, o: TrainOptions) -> Result<()> {
         "cache_fraction": cache,
         "store_bandwidth_bytes_per_s": bandwidth,
         "store_latency_ms": latency.as_millis() as u64,
-        "epochs": rows.iter().map(|(m, e, w, au, hit)| serde_json::json!({"mode": m, "epoch": e, "wall_s": w.as_secs_f64(), "au": au, "node_hit_ratio": hit})).collect::<Vec<_>>(),
+        "epochs": rows.iter().map(|r| serde_json::json!({"mode": r.mode, "epoch": r.epoch, "wall_s": r.wall.as_secs_f64(), "au": r.au, "node_hit_ratio": r.hit})).collect::<Vec<_>>(),
     });
     println!("{json}");
     Ok(())

@@ -106,6 +106,22 @@ impl Online {
         paths.into_iter().map(parent).filter(|d| !self.catalog.has_dir(d)).map(listing_path).collect()
     }
 
+    /// The entries of an announced order as fetches (whole files to
+    /// [`crate::WHOLE_FILE`]); a path not in the catalog is an error.
+    fn resolve(&self, entries: &[(String, Option<(u64, u64)>)]) -> Result<Vec<Fetch>, AnnounceError> {
+        entries
+            .iter()
+            .map(|(path, range)| {
+                let Some(id) = self.catalog.id(path) else { return Err(AnnounceError::NoSuchFile(path.clone())) };
+                let (first, end) = match range {
+                    Some((o, n)) => self.catalog.pages_of(id, *o, *n),
+                    None => (0, crate::WHOLE_FILE),
+                };
+                Ok(Fetch { file: id, first, end })
+            })
+            .collect()
+    }
+
     /// The pages `[first, end)` each entry of an announced order reads
     /// (whole files span all their pages), in order. A path not in the
     /// catalog is an error.
@@ -113,17 +129,14 @@ impl Online {
         &self,
         entries: &[(String, Option<(u64, u64)>)],
     ) -> Result<Vec<(String, u64, u64)>, AnnounceError> {
-        entries
-            .iter()
-            .map(|(path, range)| {
-                let Some(id) = self.catalog.id(path) else { return Err(AnnounceError::NoSuchFile(path.clone())) };
-                let (first, end) = match range {
-                    Some((o, n)) => self.catalog.pages_of(id, *o, *n),
-                    None => (0, self.catalog.file(id).pages),
-                };
-                Ok((path.clone(), u64::from(first), u64::from(end)))
+        Ok(self
+            .resolve(entries)?
+            .into_iter()
+            .map(|f| {
+                let file = self.catalog.file(f.file);
+                (file.path.clone(), u64::from(f.first), u64::from(f.end.min(file.pages)))
             })
-            .collect()
+            .collect())
     }
 
     /// `reader` reads by the order `announcer` announced; `None`: by its own.
@@ -141,15 +154,7 @@ impl Online {
         entries: &[(String, Option<(u64, u64)>)],
         out: &mut Vec<Want>,
     ) -> Result<usize, AnnounceError> {
-        let mut order = Vec::with_capacity(entries.len());
-        for (path, range) in entries {
-            let Some(id) = self.catalog.id(path) else { return Err(AnnounceError::NoSuchFile(path.clone())) };
-            let (first, end) = match range {
-                Some((o, n)) => self.catalog.pages_of(id, *o, *n),
-                None => (0, crate::WHOLE_FILE),
-            };
-            order.push(Fetch { file: id, first, end });
-        }
+        let order = self.resolve(entries)?;
         self.prefetcher.announce_ranges(reader, order);
         let mut fetches = Vec::new();
         self.prefetcher.upcoming(&self.catalog, reader, &mut fetches);

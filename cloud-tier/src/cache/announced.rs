@@ -46,7 +46,6 @@ pub struct Future {
 struct Orders {
     by_reader: HashMap<String, Order>,
     next_id: u64,
-    positions: usize,
     /// Bumped when an order is added, replaced or forgotten.
     generation: u64,
 }
@@ -90,15 +89,15 @@ impl Future {
     /// `reader`'s order.
     pub fn announce(&self, reader: &str, pages: Vec<Upcoming>, append: bool) -> Result<usize, FutureError> {
         let mut f = self.inner.lock().expect("future lock poisoned");
-        let old = f.by_reader.get(reader).map(|o| o.seq.len()).unwrap_or(0);
-        let total = f.positions - old + if append { old } else { 0 } + pages.len();
-        if total > MAX_POSITIONS || u32::try_from(total).is_err() {
+        let kept: usize =
+            f.by_reader.iter().filter(|(r, _)| append || r.as_str() != reader).map(|(_, o)| o.seq.len()).sum();
+        let total = kept + pages.len();
+        if total > MAX_POSITIONS {
             return Err(FutureError::TooLong(total));
         }
         if !f.by_reader.contains_key(reader) && f.by_reader.len() >= MAX_READERS {
             if let Some(oldest) = f.by_reader.iter().min_by_key(|(_, o)| o.id).map(|(r, _)| r.clone()) {
-                let gone = f.by_reader.remove(&oldest).map(|o| o.seq.len()).unwrap_or(0);
-                f.positions -= gone;
+                f.by_reader.remove(&oldest);
             }
         }
         let (seq, cursor) = match f.by_reader.remove(reader) {
@@ -112,7 +111,6 @@ impl Future {
         f.next_id += 1;
         let id = f.next_id;
         let n = seq.len();
-        f.positions = f.by_reader.values().map(|o| o.seq.len()).sum::<usize>() + n;
         f.by_reader.insert(reader.to_string(), Order::new(id, seq, cursor));
         f.generation += 1;
         Ok(n)
@@ -137,10 +135,8 @@ impl Future {
             }
         }
         for r in done {
-            if let Some(o) = f.by_reader.remove(&r) {
-                f.positions -= o.seq.len();
-                f.generation += 1;
-            }
+            f.by_reader.remove(&r);
+            f.generation += 1;
         }
     }
 

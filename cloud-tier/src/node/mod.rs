@@ -252,12 +252,12 @@ impl CacheNode {
         append: bool,
         runs: &[PageRun],
     ) -> Result<usize, NodeError> {
+        use crate::cache::announced::{FutureError, MAX_POSITIONS};
+        // Refused before the pages are spelled out, so a forged frame cannot
+        // make the node allocate them.
         let pages: u64 = runs.iter().map(|r| r.end - r.first).sum();
-        if pages > crate::cache::announced::MAX_POSITIONS as u64 {
-            return Err(NodeError::InvalidInput(format!(
-                "an announced order of {pages} pages; at most {} are kept",
-                crate::cache::announced::MAX_POSITIONS
-            )));
+        if pages > MAX_POSITIONS as u64 {
+            return Err(NodeError::InvalidInput(FutureError::TooLong(pages as usize).to_string()));
         }
         let mut order = Vec::with_capacity(pages as usize);
         for run in runs {
