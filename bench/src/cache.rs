@@ -267,11 +267,12 @@ pub(crate) async fn train(shape: Shape, o: TrainOptions) -> Result<()> {
                 tokio::task::spawn_blocking(move || epoch(&m2, &sp, accelerators, e as u64 + 1, announce, uncached))
                     .await??;
             let store_bytes = counters.bytes_read.load(std::sync::atomic::Ordering::SeqCst) - before;
-            // Of the dataset's bytes the epoch read, the share the node's cache served.
+            // Of the dataset's bytes the epoch read, the share the store did not serve
+            // (the node's memory, and whatever else holds pages on the way).
             let hit = 1.0 - (store_bytes as f64 / dataset as f64).min(1.0);
             let st = fs.prefetch_stats().unwrap_or_default();
             eprintln!(
-                "bench train: {}: epoch {} {:.2} s, AU {:.3}, node hit ratio {hit:.3} (so far: prefetch precision {:.3}, coverage {:.3}, hit ratio {:.3})",
+                "bench train: {}: epoch {} {:.2} s, AU {:.3}, not from the store {hit:.3} (so far: prefetch precision {:.3}, coverage {:.3}, hit ratio {:.3})",
                 m.name,
                 e + 1,
                 wall.as_secs_f64(),
@@ -293,7 +294,7 @@ pub(crate) async fn train(shape: Shape, o: TrainOptions) -> Result<()> {
         ByteSize::b(bandwidth).display().si(),
         cache.map(|c| format!(", node memory {c} of the dataset")).unwrap_or_default()
     );
-    println!("{:<28} {:>5} {:>9} {:>7} {:>9}", "mode", "epoch", "wall s", "AU", "node hit");
+    println!("{:<28} {:>5} {:>9} {:>7} {:>9}", "mode", "epoch", "wall s", "AU", "not store");
     for Row { mode, epoch: e, wall, au, hit } in &rows {
         println!("{mode:<28} {e:>5} {:>9.2} {au:>7.3} {hit:>9.3}", wall.as_secs_f64());
     }
@@ -307,7 +308,7 @@ pub(crate) async fn train(shape: Shape, o: TrainOptions) -> Result<()> {
         let (h_lru, h_b) = (mean(lru, |r| r.hit), mean(belady, |r| r.hit));
         let (au_lru, au_b) = (mean(lru, |r| r.au), mean(belady, |r| r.au));
         println!(
-            "epochs 2-{epochs}: node hit ratio {h_b:.3} (Belady) vs {h_lru:.3} (LRU); AU {au_b:.3} vs {au_lru:.3} = {:.2}x",
+            "epochs 2-{epochs}: share of the dataset not read from the store {h_b:.3} (Belady) vs {h_lru:.3} (LRU); AU {au_b:.3} vs {au_lru:.3} = {:.2}x",
             au_b / au_lru.max(1e-9)
         );
     }
@@ -320,7 +321,7 @@ pub(crate) async fn train(shape: Shape, o: TrainOptions) -> Result<()> {
         "cache_fraction": cache,
         "store_bandwidth_bytes_per_s": bandwidth,
         "store_latency_ms": latency.as_millis() as u64,
-        "epochs": rows.iter().map(|r| serde_json::json!({"mode": r.mode, "epoch": r.epoch, "wall_s": r.wall.as_secs_f64(), "au": r.au, "node_hit_ratio": r.hit})).collect::<Vec<_>>(),
+        "epochs": rows.iter().map(|r| serde_json::json!({"mode": r.mode, "epoch": r.epoch, "wall_s": r.wall.as_secs_f64(), "au": r.au, "not_from_store": r.hit})).collect::<Vec<_>>(),
     });
     println!("{json}");
     Ok(())
