@@ -2,7 +2,7 @@
 # Runs every quality gate and test of ferry. On a fresh Debian machine it
 # first installs what the tests need: Python's venv module, FUSE (fuse3),
 # iproute2 and nftables (network namespaces for the lossy-link test, a
-# dropped port for the cluster tests), mosquitto (MQTT broker), etcd
+# dropped port for the cluster tests), mosquitto and its clients (MQTT broker), etcd
 # (cluster membership) and protoc (the etcd client's build) from apt, an S3 server (moto) and PyTorch (for
 # the test that reads the mount with a real DataLoader; the PyPI wheel pulls
 # in CUDA libraries, about 4.7 GB) from PyPI into ./.venv, and libtorch 2.13
@@ -26,6 +26,8 @@ command -v fusermount3 >/dev/null 2>&1 || apt_missing+=(fuse3)
 command -v nft >/dev/null 2>&1 || apt_missing+=(nftables)
 # An MQTT broker for the model-push tests.
 { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || apt_missing+=(mosquitto)
+# mosquitto_pub, to replay and forge announcements as anyone on a broker could.
+command -v mosquitto_pub >/dev/null 2>&1 || apt_missing+=(mosquitto-clients)
 # etcd for the cluster tests, protoc for building the etcd client (feature `etcd`).
 command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)

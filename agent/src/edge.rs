@@ -34,12 +34,16 @@ pub fn load_edge(path: &Path) -> Result<EdgeConfig> {
 /// A configured edge agent: the uploader and, with `[models] mqtt`, the model receiver.
 #[derive(Debug)]
 pub struct Edge {
+    _lock: crate::lock::Lock,
     agent: Arc<EdgeAgent>,
     receiver: Option<(ModelsConfig, String, ferry_protocol::client::Cluster)>,
 }
 
 /// Builds the agent over `cfg`.
 pub async fn start(cfg: EdgeConfig) -> Result<Edge> {
+    let mut lock_file = cfg.spool.clone().into_os_string();
+    lock_file.push(".lock");
+    let lock = crate::lock::file(std::path::Path::new(&lock_file), &format!("the spool {}", cfg.spool.display()))?;
     let client = ClientConfig {
         nodes: cfg.nodes.clone(),
         certs: cfg.certs.clone(),
@@ -53,7 +57,7 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge> {
         ferry_edge_tier::models::load_key(&m.signing_key)?;
     }
     let agent = Arc::new(EdgeAgent::new(cfg, cluster).context("cannot start the edge agent")?);
-    Ok(Edge { agent, receiver })
+    Ok(Edge { _lock: lock, agent, receiver })
 }
 
 impl Edge {
@@ -135,6 +139,15 @@ pub fn print_status(config: &Path, json: bool) -> Result<()> {
         None => println!("oldest:     -"),
     }
     println!("retention:  {} uploaded file(s) deleted, {} dropped before upload", s.files_deleted, s.files_dropped);
+    if s.files_quarantined > 0 {
+        println!("quarantined: {} file(s) not uploaded (tried again when the agent starts):", s.files_quarantined);
+        for (path, reason) in &s.quarantined {
+            println!("  {path}: {reason}");
+        }
+        if s.files_quarantined > s.quarantined.len() as u64 {
+            println!("  ... and {} more", s.files_quarantined - s.quarantined.len() as u64);
+        }
+    }
     if s.updated_ms > 0 {
         let age = (ferry_protocol::clock::Clock::now_ms(&ferry_protocol::clock::SystemClock) - s.updated_ms).max(0);
         println!(

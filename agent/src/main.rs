@@ -22,6 +22,8 @@ mod cluster;
 mod config;
 #[cfg(feature = "edge")]
 mod edge;
+#[cfg(any(feature = "cloud", feature = "edge"))]
+mod lock;
 #[cfg(feature = "operator")]
 mod model;
 #[cfg(feature = "mount")]
@@ -316,7 +318,20 @@ fn main() {
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        // Colour codes only for a terminal, not for a log file or journald.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if runs_a_node(&cli.command) {
+        // What a node writes (objects of a `file://` store, its caches and
+        // journal) is not for other users of the machine to read.
+        use rustix::fs::Mode;
+        let old = rustix::process::umask(Mode::from_bits_truncate(0o077));
+        rustix::process::umask(old | Mode::from_bits_truncate(0o027));
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     #[cfg(feature = "edge")]
     if matches!(cli.command, Command::Edge { command: None, .. }) {
@@ -337,6 +352,20 @@ fn main() {
         eprintln!("ferry: {}", chain.join(": "));
         std::process::exit(1);
     }
+}
+
+/// Whether `command` runs a cache node (`ferry cloud`, `ferry up`).
+fn runs_a_node(command: &Command) -> bool {
+    #[cfg(feature = "up")]
+    if matches!(command, Command::Up { .. }) {
+        return true;
+    }
+    #[cfg(feature = "cloud")]
+    if matches!(command, Command::Cloud { .. }) {
+        return true;
+    }
+    let _ = command;
+    false
 }
 
 async fn run(command: Command) -> Result<()> {
@@ -386,6 +415,7 @@ async fn run(command: Command) -> Result<()> {
         #[cfg(feature = "cloud")]
         Command::Cloud { config } => {
             let cfg = config::load_cloud(&config)?;
+            let _lock = lock::directory(&cfg.cache.disk_dir, "the cache directory")?;
             let node = ferry_cloud_tier::RunningNode::start(&cfg).await.context("cannot start the cache node")?;
             eprintln!("ferry: cache node {} listening on {}", cfg.node_id, node.addr);
             if let Some(m) = node.metrics_addr {

@@ -39,6 +39,24 @@ fn load_signing_key(certs: &Path) -> Result<ed25519_dalek::SigningKey> {
     ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("reading {}", path.display()))
 }
 
+/// The fleet's public key: `fleet-signing.pub` in the certificate
+/// directory, or the public half of the signing key found there.
+fn load_verifying_key(certs: &Path) -> Result<ed25519_dalek::VerifyingKey> {
+    let public = certs.join(crate::certs::SIGNING_PUB);
+    if public.exists() {
+        return ferry_edge_tier::models::load_key(&public).map_err(anyhow::Error::from);
+    }
+    Ok(load_signing_key(certs)
+        .with_context(|| format!("neither {} nor the signing key to check announcements with", public.display()))?
+        .verifying_key())
+}
+
+/// Where the last announcement of a model to a fleet is kept in the
+/// namespace: what `ferry model status` trusts, whatever the broker holds.
+fn announcement_record(model: &str, fleet: &str) -> String {
+    format!("/models/{model}/announced/{fleet}.json")
+}
+
 /// Connects to the broker of `cfg`.
 fn mqtt(cfg: &ClientConfig, role: &str) -> Result<(AsyncClient, rumqttc::EventLoop)> {
     if cfg.mqtt.is_empty() {
@@ -50,8 +68,74 @@ fn mqtt(cfg: &ClientConfig, role: &str) -> Result<(AsyncClient, rumqttc::EventLo
     Ok(AsyncClient::new(opts, 64))
 }
 
+/// Signs and announces `manifest` with the next release number, keeps it
+/// in the namespace, then publishes it retained and waits for the broker's
+/// acknowledgement.
+async fn announce(
+    cfg: &ClientConfig,
+    cluster: &Cluster,
+    key: &ed25519_dalek::SigningKey,
+    manifest: SignedManifest,
+    canary_pct: u8,
+    rollback: bool,
+) -> Result<Announcement> {
+    let m = &manifest.manifest;
+    let (model, fleet) = (m.model.clone(), m.fleet.clone());
+    let last = last_announced(cfg, cluster, &key.verifying_key(), &model, &fleet).await?.map_or(0, |a| a.release);
+    let release = (SystemClock.now_ms().max(0) as u64).max(last + 1);
+    let ann = Announcement::sign(manifest, canary_pct, release, rollback, key);
+    put_bytes(cluster, &announcement_record(&model, &fleet), &serde_json::to_vec(&ann)?).await?;
+    publish(cfg, &fleet, &ann).await?;
+    Ok(ann)
+}
+
+/// The newest validly signed announcement of `model` to `fleet`: the one
+/// kept in the namespace or the broker's retained one, whichever has the
+/// higher release. Forged or unsigned ones are left out (and said so).
+async fn last_announced(
+    cfg: &ClientConfig,
+    cluster: &Cluster,
+    key: &ed25519_dalek::VerifyingKey,
+    model: &str,
+    fleet: &str,
+) -> Result<Option<Announcement>> {
+    let mut kept = Vec::new();
+    let stored = match cluster.read_to(&announcement_record(model, fleet), 0, None, &mut kept).await {
+        Ok(_) => serde_json::from_slice::<Announcement>(&kept).ok(),
+        Err(ferry_protocol::ProtocolError::Remote { code: ferry_protocol::ErrorCode::NotFound, .. }) => None,
+        Err(e) => return Err(e).context("read the last announcement"),
+    };
+    let retained = retained(cfg, &model_topic(fleet, model), Duration::from_secs(2))
+        .await?
+        .pop()
+        .and_then(|(_, payload)| serde_json::from_slice::<Announcement>(&payload).ok());
+    Ok(trusted(key, fleet, model, [stored, retained]))
+}
+
+/// The valid announcement with the highest release among `candidates`.
+fn trusted(
+    key: &ed25519_dalek::VerifyingKey,
+    fleet: &str,
+    model: &str,
+    candidates: impl IntoIterator<Item = Option<Announcement>>,
+) -> Option<Announcement> {
+    let mut best: Option<Announcement> = None;
+    for a in candidates.into_iter().flatten() {
+        match a.verify(key, fleet) {
+            Ok(m) if m.model == model => {
+                if best.as_ref().is_none_or(|b| b.release < a.release) {
+                    best = Some(a);
+                }
+            }
+            Ok(_) => eprintln!("ferry: ignoring an announcement of {model} that names another model"),
+            Err(e) => eprintln!("ferry: ignoring an announcement of {model} in fleet {fleet}: {e}"),
+        }
+    }
+    best
+}
+
 /// Publishes a retained announcement and waits for the broker's acknowledgement.
-async fn announce(cfg: &ClientConfig, fleet: &str, ann: &Announcement) -> Result<()> {
+async fn publish(cfg: &ClientConfig, fleet: &str, ann: &Announcement) -> Result<()> {
     let (client, mut events) = mqtt(cfg, "push")?;
     let topic = model_topic(fleet, &ann.manifest.manifest.model);
     client.publish(topic, QoS::AtLeastOnce, true, serde_json::to_vec(ann)?).await?;
@@ -101,11 +185,12 @@ async fn retained(cfg: &ClientConfig, filter: &str, wait: Duration) -> Result<Ve
     Ok(out)
 }
 
-/// The announcement currently retained for a model.
-async fn current(cfg: &ClientConfig, fleet: &str, model: &str) -> Result<Announcement> {
-    let msgs = retained(cfg, &model_topic(fleet, model), Duration::from_secs(2)).await?;
-    let (_, payload) = msgs.last().with_context(|| format!("nothing was pushed for {model} in fleet {fleet}"))?;
-    serde_json::from_slice(payload).context("unreadable announcement")
+/// The announcement in force for a model: the newest validly signed one.
+async fn current(cfg: &ClientConfig, cluster: &Cluster, fleet: &str, model: &str) -> Result<Announcement> {
+    let key = load_verifying_key(&cfg.certs)?;
+    last_announced(cfg, cluster, &key, model, fleet)
+        .await?
+        .with_context(|| format!("nothing was pushed for {model} in fleet {fleet}"))
 }
 
 /// `ferry model push`.
@@ -116,6 +201,14 @@ pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, cana
         .and_then(|n| n.to_str())
         .with_context(|| format!("{} has no usable file name", file.display()))?
         .to_string();
+    // Refused before anything is uploaded.
+    for (what, name) in [("model", &model), ("version", &version), ("file name", &file_name)] {
+        if !ferry_protocol::manifest::plain_name(name) {
+            bail!(
+                "{what} {name:?} is not a plain name (1-128 of letters, digits, '-', '_', '.'; not starting with '.')"
+            );
+        }
+    }
     let key = load_signing_key(&cfg.certs)?;
     let size = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
     let cluster = crate::read::connect(cfg).await?;
@@ -167,7 +260,7 @@ pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, cana
     signed.verify(&key.verifying_key(), fleet).context("the new manifest does not verify")?;
     let record = format!("/models/{model}/{version}/manifest.json");
     put_bytes(&cluster, &record, &serde_json::to_vec(&signed)?).await?;
-    announce(cfg, fleet, &Announcement { manifest: signed, canary_pct: canary }).await?;
+    announce(cfg, &cluster, &key, signed, canary, false).await?;
     println!(
         "pushed {model} {version} to fleet {fleet}{}: {} in {} chunks, {} new ({} uploaded)",
         if canary < 100 { format!(" (canary {canary}%)") } else { String::new() },
@@ -187,21 +280,35 @@ async fn put_bytes(cluster: &Cluster, path: &str, bytes: &[u8]) -> Result<()> {
 
 /// `ferry model status`.
 pub async fn status(cfg: &ClientConfig, model: &str, fleet: &str, wait: Duration, json: bool) -> Result<()> {
+    let key = load_verifying_key(&cfg.certs)?;
     let msgs = retained(cfg, &format!("ferry/{fleet}/+/{model}/#"), wait).await?;
-    let mut announced = None;
+    let mut candidates = Vec::new();
     let mut devices: Vec<DeviceStatus> = Vec::new();
     for (topic, payload) in msgs {
         if topic == model_topic(fleet, model) {
-            announced = serde_json::from_slice::<Announcement>(&payload).ok();
+            candidates.push(serde_json::from_slice::<Announcement>(&payload).ok());
         } else if let Ok(s) = serde_json::from_slice::<DeviceStatus>(&payload) {
             devices.retain(|d| d.device != s.device);
             devices.push(s);
         }
     }
-    // The announcement topic has no level after the model; ask for it directly.
-    if announced.is_none() {
-        announced = current(cfg, fleet, model).await.ok();
+    // What the namespace keeps counts as much as what the broker retains
+    // (a forged retained message can replace the real one there).
+    let cluster = crate::read::connect(cfg).await?;
+    let mut kept = Vec::new();
+    if cluster.read_to(&announcement_record(model, fleet), 0, None, &mut kept).await.is_ok() {
+        candidates.push(serde_json::from_slice::<Announcement>(&kept).ok());
     }
+    // The announcement topic has no level after the model; ask for it directly.
+    if candidates.is_empty() {
+        candidates.push(
+            retained(cfg, &model_topic(fleet, model), Duration::from_secs(2))
+                .await?
+                .pop()
+                .and_then(|(_, p)| serde_json::from_slice::<Announcement>(&p).ok()),
+        );
+    }
+    let announced = trusted(&key, fleet, model, candidates);
     devices.sort_by(|a, b| a.device.cmp(&b.device));
     if json {
         println!("{}", serde_json::json!({ "announced": announced, "devices": devices }));
@@ -240,8 +347,9 @@ pub async fn status(cfg: &ClientConfig, model: &str, fleet: &str, wait: Duration
 
 /// `ferry model rollback`: announce the version pushed before the current one.
 pub async fn rollback(cfg: &ClientConfig, model: &str, fleet: &str) -> Result<()> {
-    let now = current(cfg, fleet, model).await?;
+    let key = load_signing_key(&cfg.certs)?;
     let cluster = crate::read::connect(cfg).await?;
+    let now = current(cfg, &cluster, fleet, model).await?;
     let entries =
         cluster.list(&format!("/models/{model}")).await.with_context(|| format!("list versions of {model}"))?;
     let mut best: Option<SignedManifest> = None;
@@ -251,6 +359,9 @@ pub async fn rollback(cfg: &ClientConfig, model: &str, fleet: &str) -> Result<()
             continue;
         }
         let Ok(sm) = serde_json::from_slice::<SignedManifest>(&bytes) else { continue };
+        if sm.verify(&key.verifying_key(), fleet).is_err() {
+            continue;
+        }
         let m = &sm.manifest;
         if m.fleet == fleet
             && m.created_ms < now.manifest.manifest.created_ms
@@ -263,20 +374,22 @@ pub async fn rollback(cfg: &ClientConfig, model: &str, fleet: &str) -> Result<()
         format!("no version of {model} was pushed to {fleet} before {}", now.manifest.manifest.version)
     })?;
     let version = prev.manifest.version.clone();
-    announce(cfg, fleet, &Announcement { manifest: prev, canary_pct: 100 }).await?;
+    announce(cfg, &cluster, &key, prev, 100, true).await?;
     println!("rolled {model} in fleet {fleet} back from {} to {version}", now.manifest.manifest.version);
     Ok(())
 }
 
 /// `ferry model promote`: the announced canary goes to every device.
 pub async fn promote(cfg: &ClientConfig, model: &str, fleet: &str) -> Result<()> {
-    let mut now = current(cfg, fleet, model).await?;
+    let key = load_signing_key(&cfg.certs)?;
+    let cluster = crate::read::connect(cfg).await?;
+    let now = current(cfg, &cluster, fleet, model).await?;
     if now.canary_pct >= 100 {
         println!("{model} {} already goes to every device of {fleet}", now.manifest.manifest.version);
         return Ok(());
     }
-    now.canary_pct = 100;
-    announce(cfg, fleet, &now).await?;
+    let rollback = now.rollback;
+    announce(cfg, &cluster, &key, now.manifest.clone(), 100, rollback).await?;
     println!("promoted {model} {} to every device of {fleet}", now.manifest.manifest.version);
     Ok(())
 }

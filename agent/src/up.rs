@@ -19,9 +19,11 @@ use crate::config::ClientConfig;
 pub const UP_ROBOT: &str = "robot-1";
 /// The fleet its agent joins.
 pub const UP_FLEET: &str = "default";
+/// The user name of its broker (the password is in `DIR/mqtt-password`).
+pub const UP_MQTT_USER: &str = "ferry";
 
 /// Runs an MQTT broker (rumqttd) on `addr` in its own threads.
-fn start_broker(addr: SocketAddr) -> Result<()> {
+fn start_broker(addr: SocketAddr, user: &str, password: &str) -> Result<()> {
     // Bind once first, so a taken port is a clear error here.
     drop(
         std::net::TcpListener::bind(addr)
@@ -36,7 +38,10 @@ fn start_broker(addr: SocketAddr) -> Result<()> {
             connection_timeout_ms: 60_000,
             max_payload_size: 4 << 20,
             max_inflight_count: 100,
-            auth: None,
+            // Only this stack's own agent and clients, which read the
+            // password from DIR: nobody else on the machine can announce
+            // models or report for devices.
+            auth: Some([(user.to_string(), password.to_string())].into()),
             external_auth: None,
             dynamic_filters: true,
         },
@@ -69,14 +74,52 @@ fn start_broker(addr: SocketAddr) -> Result<()> {
     Ok(())
 }
 
+/// The broker's password in `DIR/mqtt-password` (readable by its owner
+/// only), made on the first start.
+fn broker_password(data: &Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data.join("mqtt-password");
+    if let Ok(p) = std::fs::read_to_string(&path) {
+        let p = p.trim().to_string();
+        if !p.is_empty() {
+            return Ok(p);
+        }
+    }
+    let mut bytes = [0u8; 18];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("write {}", path.display()))?;
+    writeln!(f, "{password}")?;
+    Ok(password)
+}
+
 fn absolute(p: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(p).with_context(|| format!("create {}", p.display()))?;
     p.canonicalize().with_context(|| format!("resolve {}", p.display()))
 }
 
+/// The configuration in `path` if there is one (a user's edits stay), or
+/// `default`, written there.
+fn keep_or_write<T: serde::Serialize>(path: &Path, default: &T, load: impl Fn(&Path) -> Result<T>) -> Result<T> {
+    if path.exists() {
+        eprintln!("ferry: using {} (delete it to start from the defaults)", path.display());
+        return load(path);
+    }
+    std::fs::write(path, toml::to_string_pretty(default)?).with_context(|| format!("write {}", path.display()))?;
+    load(path)
+}
+
 /// Runs the stack until interrupted.
 pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mqtt_listen: SocketAddr) -> Result<()> {
     let data = absolute(data)?;
+    let _lock = crate::lock::directory(&data, "the data directory")?;
     let store = data.join("store");
     let certs_dir = data.join("certs");
     std::fs::create_dir_all(store.join("datasets"))?;
@@ -86,6 +129,7 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
     }
     certs::ensure(&certs_dir, &[(Role::Cloud, "cloud-1"), (Role::Client, "client"), (Role::Edge, UP_ROBOT)])?;
 
+    let cloud_toml = data.join("cloud.toml");
     let cloud = CloudConfig {
         node_id: "cloud-1".into(),
         listen,
@@ -96,22 +140,26 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
             .into(),
         ..CloudConfig::default()
     };
-    std::fs::write(data.join("cloud.toml"), toml::to_string_pretty(&cloud)?)?;
+    let cloud = keep_or_write(&cloud_toml, &cloud, crate::config::load_cloud)?;
+    let _cache_lock = crate::lock::directory(&cloud.cache.disk_dir, "the cache directory")?;
     let node = ferry_cloud_tier::RunningNode::start(&cloud).await.context("cannot start the cache node")?;
 
+    let mqtt_password = broker_password(&data)?;
     let client = ClientConfig {
         nodes: vec![node.addr.to_string()],
         certs: certs_dir,
         id: "client".into(),
         fleet: UP_FLEET.into(),
         mqtt: mqtt_listen.to_string(),
+        mqtt_user: UP_MQTT_USER.into(),
+        mqtt_password: mqtt_password.clone(),
         ..ClientConfig::default()
     };
     let client_toml = data.join("client.toml");
-    std::fs::write(&client_toml, toml::to_string_pretty(&client)?)?;
+    let client = keep_or_write(&client_toml, &client, |p| ClientConfig::load(Some(p)))?;
 
     // Model announcements: an MQTT broker in this process.
-    start_broker(mqtt_listen)?;
+    start_broker(mqtt_listen, UP_MQTT_USER, &mqtt_password)?;
 
     // The robot side: an edge agent uploading whatever lands in DIR/robot
     // and installing the models pushed to its fleet into DIR/models.
@@ -127,6 +175,8 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
         watch: vec![WatchConfig { dir: robot.clone(), pattern: "**".into(), priority: Priority::Normal, name: None }],
         models: ModelsConfig {
             mqtt: mqtt_listen.to_string(),
+            mqtt_user: UP_MQTT_USER.into(),
+            mqtt_password,
             fleet: UP_FLEET.into(),
             dir: data.join("models"),
             signing_key: client.certs.join("fleet-signing.pub"),
@@ -134,7 +184,7 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
         },
         ..EdgeConfig::default()
     };
-    std::fs::write(data.join("edge.toml"), toml::to_string_pretty(&edge_cfg)?)?;
+    let edge_cfg = keep_or_write(&data.join("edge.toml"), &edge_cfg, crate::edge::load_edge)?;
     let agent = crate::edge::start(edge_cfg).await?;
     let (stop_edge, edge_stopped) = tokio::sync::oneshot::channel::<()>();
     let edge_task = tokio::spawn(agent.run(async {

@@ -188,6 +188,43 @@ fn up_serves_the_data_directory_and_stops_cleanly() {
 }
 
 #[test]
+fn a_second_instance_on_the_same_directories_fails_at_once_and_configs_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut up = start_up(dir.path());
+    let files = ["cloud.toml", "client.toml", "edge.toml"].map(|f| up.data.join(f));
+    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).expect("config")).collect();
+    let pid = up.child.0.id().to_string();
+    let data = up.data.to_str().expect("utf8").to_string();
+    let second = [
+        vec!["up".to_string(), "--data".into(), data.clone(), "--listen".into(), format!("127.0.0.1:{}", free_port())],
+        vec!["cloud".into(), "--config".into(), format!("{data}/cloud.toml")],
+        vec!["edge".into(), "--config".into(), format!("{data}/edge.toml")],
+    ];
+    for args in second {
+        let t0 = Instant::now();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "ferry {args:?} started beside a running ferry up");
+        assert!(err.contains("in use") && err.contains(&format!("pid {pid}")), "ferry {args:?}: {err}");
+        assert!(t0.elapsed() < Duration::from_secs(10), "ferry {args:?} took {:?} to fail", t0.elapsed());
+    }
+    for (f, b) in files.iter().zip(&before) {
+        assert!(std::fs::read(f).expect("config") == *b, "{} was rewritten", f.display());
+    }
+    signal(&up.child.0, "INT");
+    assert!(wait_exit(&mut up.child.0, Duration::from_secs(20)).success());
+    // A user's edit survives the next start.
+    let cloud = std::fs::read_to_string(&files[0]).expect("cloud.toml");
+    let edited = cloud.replace("ttl = \"10m\"", "ttl = \"42s\"");
+    assert_ne!(cloud, edited, "no ttl line in {cloud}");
+    std::fs::write(&files[0], &edited).expect("edit");
+    let up = start_up(dir.path());
+    assert_eq!(std::fs::read_to_string(&files[0]).expect("cloud.toml"), edited);
+    drop(up);
+}
+
+#[test]
 fn restarted_cloud_process_serves_warm_without_the_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = cloud_setup(dir.path());

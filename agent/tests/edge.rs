@@ -336,3 +336,74 @@ fn drop_policy_deletes_the_oldest_unuploaded_files_and_counts_them() {
     assert_eq!(s["files_dropped"], 1, "{s}");
     assert_eq!(s["files_pending"], 2, "{s}");
 }
+
+#[test]
+fn odd_file_names_upload_special_files_are_quarantined_and_nothing_stops_the_queue() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = setup(dir.path(), "");
+    let _node = env.cloud();
+    let log = dir.path().join("edge.log");
+    let mut edge = Running(
+        ferry()
+            .args(["edge", "--config", env.edge_cfg.to_str().expect("utf8")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn edge"),
+    );
+    // What a robot's file system allows, and where each lands in the store
+    // (docs/PROTOCOL.md, "File names").
+    let odd: &[(&[u8], &str)] = &[
+        (b"tab\there.log", "tab%09here.log"),
+        (b"new\nline.log", "new%0Aline.log"),
+        (b"back\\slash.log", "back%5Cslash.log"),
+        (b"bytes-\xff\xfe.log", "bytes-%FF%FE.log"),
+        (b"50% #1 [x].log", "50%25 %231 %5Bx%5D.log"),
+        ("caf\u{e9}.log".as_bytes(), "caf\u{e9}.log"),
+        (b"esc\x1b[2J.log", "esc%1B%5B2J.log"),
+    ];
+    // Special files, first in the queue's order.
+    std::os::unix::fs::symlink("/etc/passwd", env.robot.join("passwd-link.log")).expect("symlink");
+    let fifo = env.robot.join("pipe.log");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, b"not for upload").expect("write");
+    std::fs::hard_link(&secret, env.robot.join("hard.log")).expect("hard link");
+    for (i, (name, _)) in odd.iter().enumerate() {
+        std::fs::write(env.robot.join(std::ffi::OsStr::from_bytes(name)), random(10_000 + i, i as u64)).expect("write");
+    }
+    for (i, (_, stored)) in odd.iter().enumerate() {
+        env.wait_stored(stored, &random(10_000 + i, i as u64), Duration::from_secs(60));
+    }
+    // Files dropped later still flow.
+    std::fs::write(env.robot.join("after.log"), random(5000, 99)).expect("write");
+    env.wait_uploaded("after.log", Duration::from_secs(60));
+    let s = env.status();
+    assert_eq!(s["files_quarantined"], 3, "{s}");
+    let reasons = s["quarantined"].to_string();
+    for want in ["passwd-link.log", "symbolic link", "pipe.log", "FIFO", "hard.log", "upload_hardlinks"] {
+        assert!(reasons.contains(want), "{want:?} not in {reasons}");
+    }
+    for never in ["passwd-link.log", "pipe.log", "hard.log"] {
+        assert!(!env.object(never).exists(), "{never} reached the store");
+    }
+    // Objects of a file:// store are not world-readable.
+    let mode = std::fs::metadata(env.object("after.log")).expect("stored").permissions().mode();
+    assert_eq!(mode & 0o007, 0, "stored with mode {mode:o}");
+    // Each quarantined file is reported once, however many passes run
+    // (200 ms apart here), and names reach the log escaped.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = std::fs::write(env.robot.join("z.log"), b"z");
+    env.wait_uploaded("z.log", Duration::from_secs(30));
+    signal(&edge.0, "TERM");
+    wait_exit(&mut edge.0, Duration::from_secs(10));
+    let text = std::fs::read(&log).expect("log");
+    assert!(!text.contains(&0x1b), "a raw escape character reached the log");
+    let text = String::from_utf8_lossy(&text);
+    for name in ["passwd-link.log", "pipe.log", "hard.log"] {
+        let n = text.lines().filter(|l| l.contains("quarantined") && l.contains(name)).count();
+        assert_eq!(n, 1, "{name} reported {n} times:\n{text}");
+    }
+}

@@ -401,3 +401,65 @@ fn the_post_install_command_runs_and_its_failure_restores_the_previous_version()
     assert_eq!(r["current"], "good");
     assert_eq!(f.installed("robot-1", "arm", "w.bin").expect("installed"), vec![5u8; 123_456]);
 }
+
+#[test]
+fn a_replayed_old_announcement_and_a_forged_one_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(f) = fleet(dir.path()) else { return };
+    let _agent = f.robot("robot-1", "");
+    let v1 = dir.path().join("v1/nav.bin");
+    let v2 = dir.path().join("v2/nav.bin");
+    for (p, seed) in [(&v1, 3u32), (&v2, 4u32)] {
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+        std::fs::write(p, (0..400_000u32).map(|i| (i.wrapping_mul(seed * 2654435761) >> 9) as u8).collect::<Vec<_>>())
+            .expect("write");
+    }
+    f.push("nav-v1", &v1, &[]);
+    f.wait_state("nav", &["robot-1"], "v1", "installed");
+    // What an eavesdropper on the broker saw: v1's announcement, correctly signed.
+    let record = dir.path().join(format!("store/models/nav/announced/{FLEET}.json"));
+    let old = std::fs::read(&record).expect("the announcement is kept in the namespace");
+    f.push("nav-v2", &v2, &[]);
+    f.wait_state("nav", &["robot-1"], "v2", "installed");
+
+    let publish = |payload: &[u8], topic: &str| {
+        let ok = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &f.mqtt_port.to_string(), "-q", "1", "-r", "-t", topic, "-s"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(payload)?;
+                c.wait()
+            })
+            .expect("mosquitto_pub");
+        assert!(ok.success(), "mosquitto_pub");
+    };
+    let topic = format!("ferry/{FLEET}/models/nav");
+    publish(&old, &topic);
+    let s = f.wait_state("nav", &["robot-1"], "v1", "refused");
+    let r = report(&s, "robot-1");
+    assert!(r["error"].as_str().expect("error").contains("older than release"), "{r}");
+    assert_eq!(r["current"], "v2");
+    assert!(f.installed("robot-1", "nav", "nav.bin").expect("installed") == std::fs::read(&v2).expect("v2"));
+
+    // A forged announcement (v2's manifest, canary and release changed) is
+    // refused by the robot and does not replace the real one in status.
+    let mut forged: serde_json::Value = serde_json::from_slice(&old).expect("json");
+    forged["release"] = serde_json::json!(u64::MAX / 2);
+    publish(&serde_json::to_vec(&forged).expect("json"), &topic);
+    let s = f.wait_state("nav", &["robot-1"], "v1", "failed");
+    assert!(report(&s, "robot-1")["error"].as_str().expect("error").contains("signature"), "{s:?}");
+    assert_eq!(report(&s, "robot-1")["current"], "v2");
+    let o = run(&["model", "status", "nav", "--json", "--wait", "1s", "--config", &f.client]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+    assert_eq!(v["announced"]["manifest"]["manifest"]["version"], "v2", "{v}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ignoring an announcement"), "the forgery was not reported");
+
+    // Rollback is the one way back, and it needs no download.
+    let o = run(&["model", "rollback", "nav", "--config", &f.client]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = f.wait_state("nav", &["robot-1"], "v1", "installed");
+    assert_eq!(report(&s, "robot-1")["fetched"], 0);
+}

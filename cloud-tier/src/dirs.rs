@@ -34,10 +34,25 @@ pub enum Dirs {
 
 impl Dirs {
     /// The file system path of `location`, for a local store.
+    /// `None` too where it resolves outside the store's root (a link).
     pub fn local_path(&self, location: &StorePath) -> Option<PathBuf> {
         match self {
-            Dirs::Local(root) => Some(Self::local(root, location)),
+            Dirs::Local(root) => {
+                let p = Self::local(root, location);
+                crate::confined::resolves_inside(root, &p).unwrap_or(false).then_some(p)
+            }
             Dirs::S3(_) => None,
+        }
+    }
+
+    /// `location`'s file system path in local store `root`, refused where
+    /// it resolves outside the root.
+    fn confined(root: &std::path::Path, location: &StorePath) -> Result<PathBuf, NodeError> {
+        let p = Self::local(root, location);
+        match crate::confined::resolves_inside(root, &p) {
+            Ok(true) => Ok(p),
+            Ok(false) => Err(NodeError::Unauthorized(crate::confined::Outside(location.to_string()).to_string())),
+            Err(e) => Err(NodeError::Io(e)),
         }
     }
 
@@ -64,7 +79,7 @@ impl Dirs {
     pub async fn make(&self, location: &StorePath) -> Result<(), NodeError> {
         match self {
             Dirs::Local(root) => {
-                let p = Self::local(root, location);
+                let p = Self::confined(root, location)?;
                 tokio::task::spawn_blocking(move || std::fs::create_dir_all(&p))
                     .await
                     .map_err(|e| NodeError::task("mkdir task", e))?
@@ -79,7 +94,7 @@ impl Dirs {
     pub async fn remove(&self, location: &StorePath) -> Result<(), NodeError> {
         match self {
             Dirs::Local(root) => {
-                let p = Self::local(root, location);
+                let p = Self::confined(root, location)?;
                 let r = tokio::task::spawn_blocking(move || std::fs::remove_dir(&p))
                     .await
                     .map_err(|e| NodeError::task("rmdir task", e))?;

@@ -83,6 +83,7 @@ impl NodeError {
         match e {
             object_store::Error::NotFound { .. } => NodeError::NotFound(path.to_string()),
             object_store::Error::Precondition { .. } => NodeError::Changed(path.to_string()),
+            e @ object_store::Error::PermissionDenied { .. } => NodeError::Unauthorized(format!("{path}: {e}")),
             other => NodeError::Store { message: format!("{path}: {other}"), source: Some(Box::new(other)) },
         }
     }

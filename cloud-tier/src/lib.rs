@@ -4,7 +4,8 @@
 //!
 //! - [`config`]: `cloud.toml`, every key with its default.
 //! - [`namespace`]: several object stores (S3, GCS, Azure, local files) in
-//!   one namespace of mounts.
+//!   one namespace of mounts; [`confined`]: the `file://` store, kept
+//!   inside its root whatever links it holds.
 //! - [`cache`]: the page cache — eviction policy, memory and disk page
 //!   stores, the persisted index, metadata TTL, single flight and streaming
 //!   cold reads.
@@ -29,6 +30,7 @@ pub mod cache;
 pub mod chunks;
 pub use ferry_protocol::clock;
 pub mod config;
+pub mod confined;
 pub mod dirs;
 pub mod error;
 pub mod journal;

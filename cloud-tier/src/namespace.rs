@@ -83,8 +83,9 @@ pub fn open_store_with_dirs(url: &str, options: &BTreeMap<String, String>) -> Re
             return Err(OpenError::NoDirectory(dir.to_path_buf()));
         }
         // Rooted at the directory so the store never reaches outside it.
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
-        return Ok((Arc::new(fs), StorePath::default(), Some(Dirs::Local(dir.to_path_buf()))));
+        let fs = crate::confined::Confined::new(dir)?;
+        let root = std::fs::canonicalize(dir).map_err(|_| OpenError::NoDirectory(dir.to_path_buf()))?;
+        return Ok((Arc::new(fs), StorePath::default(), Some(Dirs::Local(root))));
     }
     if matches!(parsed.scheme(), "s3" | "s3a") {
         // As object_store's parse_url_opts builds it, keeping the concrete

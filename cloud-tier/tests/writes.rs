@@ -271,3 +271,45 @@ async fn adopt_refuses_what_is_not_a_plain_inbox_file() {
     assert!(leftovers.is_empty(), "journal files left behind: {leftovers:?}");
     n.node.shutdown().await;
 }
+
+/// A `file://` store holds links a user made: one inside the store works,
+/// one leading out of it is neither read, listed nor written through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_in_a_local_store_never_lead_outside_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::write(outside.join("secret"), b"private").expect("write");
+    let FileNode { certs, node: n, .. } = file_node(dir.path()).await;
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(root.join("d")).expect("mkdir");
+    std::fs::write(root.join("d/inside.txt"), b"ok").expect("write");
+    std::os::unix::fs::symlink(outside.join("secret"), root.join("d/secret-link")).expect("symlink");
+    std::os::unix::fs::symlink(&outside, root.join("d/out-dir")).expect("symlink");
+    std::os::unix::fs::symlink("../../outside/secret", root.join("d/relative-link")).expect("symlink");
+    std::os::unix::fs::symlink(root.join("d/inside.txt"), root.join("d/inside-link")).expect("symlink");
+    let c = client(&certs, &[n.node.addr.to_string()]);
+    assert_eq!(read_all(&c, "/d/inside-link").await.expect("a link inside the store"), b"ok");
+    for p in ["/d/secret-link", "/d/out-dir/secret", "/d/relative-link"] {
+        match read_all(&c, p).await {
+            Err(ProtocolError::Remote { code: ErrorCode::Unauthorized | ErrorCode::NotFound, .. }) => {}
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+    let mut names: Vec<String> = c.list("/d").await.expect("list").into_iter().map(|e| e.name).collect();
+    names.sort();
+    assert_eq!(names, ["inside-link", "inside.txt"]);
+    let planted = local(dir.path(), "planted", b"planted");
+    match c.put_file("/d/out-dir/planted", &planted).await {
+        Err(ProtocolError::Remote { code: ErrorCode::Unauthorized, message }) => {
+            assert!(message.contains("outside"), "{message}");
+        }
+        other => panic!("a write through a link out of the store: {other:?}"),
+    }
+    match c.mkdir("/d/out-dir/made").await {
+        Err(ProtocolError::Remote { code: ErrorCode::Unauthorized, .. }) => {}
+        other => panic!("mkdir through a link out of the store: {other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 1, "something was made outside the store");
+    n.node.shutdown().await;
+}

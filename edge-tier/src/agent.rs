@@ -20,14 +20,19 @@ use ferry_protocol::codec::ChunkHash;
 use ferry_protocol::ids::NsPath;
 
 use crate::bandwidth::Limiter;
+use ferry_protocol::{ErrorCode, ProtocolError};
+
 use crate::config::{EdgeConfig, Retention, WatchConfig};
 pub use crate::error::EdgeError;
+use crate::names;
 use crate::spool::{ChunkRow, FileRow, Spool};
 
 /// Chunks sent concurrently.
 const SEND_WINDOW: usize = 8;
 /// Chunks asked about in one `HasChunks`.
 const ASK_BATCH: usize = 1024;
+/// How often one upload error is logged again while it lasts.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(600);
 
 fn mtime_ns(m: &std::fs::Metadata) -> i64 {
     m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
@@ -124,15 +129,16 @@ impl EdgeAgent {
         }
         tracing::info!(id = %self.cfg.id, watches = self.watches.len(), "edge agent running");
         tokio::pin!(stop);
-        let mut last_error: Option<(String, Instant)> = None;
+        // Each distinct error (a node down for hours, an unreadable file)
+        // is logged once every ten minutes, not once a pass.
+        let mut logged: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
         loop {
             let report = self.pass().await?;
+            logged.retain(|_, at| at.elapsed() < ERROR_LOG_EVERY);
             for e in &report.errors {
-                // The same error (a node down for hours) is logged once a minute.
-                let repeat = last_error.as_ref().is_some_and(|(m, t)| m == e && t.elapsed() < Duration::from_secs(60));
-                if !repeat {
+                if !logged.contains_key(e) {
                     tracing::warn!(error = %e, "upload pass; retrying");
-                    last_error = Some((e.clone(), Instant::now()));
+                    logged.insert(e.clone(), Instant::now());
                 }
             }
             let backoff = if report.errors.is_empty() {
@@ -151,16 +157,41 @@ impl EdgeAgent {
         }
     }
 
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::FileType)>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for e in entries.flatten() {
+            // The entry's own type: a symbolic link is not followed.
             let Ok(t) = e.file_type() else { continue };
             if t.is_dir() {
                 Self::walk(&e.path(), out);
-            } else if t.is_file() {
-                out.push(e.path());
+            } else {
+                out.push((e.path(), t));
             }
         }
+    }
+
+    /// Why a watched entry that is not a regular file is not uploaded.
+    fn not_uploaded(t: &std::fs::FileType) -> &'static str {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_symlink() {
+            "a symbolic link (not followed)"
+        } else if t.is_fifo() {
+            "a FIFO (not read)"
+        } else if t.is_socket() {
+            "a socket (not read)"
+        } else if t.is_block_device() || t.is_char_device() {
+            "a device (not read)"
+        } else {
+            "not a regular file"
+        }
+    }
+
+    /// Records `path` as quarantined, logging it the first time.
+    fn quarantine(&self, path: &Path, object: &str, priority: i64, reason: &str) -> Result<(), EdgeError> {
+        if self.spool().quarantine(path, object, priority, reason)? {
+            tracing::warn!(file = %names::display(path), reason, "not uploaded; quarantined (see `ferry edge status`)");
+        }
+        Ok(())
     }
 
     /// Records every watched file in the spool; files gone from disk are marked.
@@ -174,7 +205,7 @@ impl EdgeAgent {
         for (w, m) in &self.watches {
             let mut files = Vec::new();
             Self::walk(&w.dir, &mut files);
-            for p in files {
+            for (p, kind) in files {
                 if spool_files.contains(&p) {
                     continue;
                 }
@@ -182,23 +213,35 @@ impl EdgeAgent {
                 if !m.is_match(rel) {
                     continue;
                 }
-                let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                let rel = rel.components().map(|c| names::object_segment(c.as_os_str())).collect::<Vec<_>>().join("/");
                 let object = format!("{}/{}/{}/{rel}", self.cfg.prefix.trim_end_matches('/'), self.cfg.id, w.name());
-                if NsPath::parse(&object).is_err() {
-                    tracing::warn!(file = %p.display(), "name cannot be an object path; skipped");
+                let priority = w.priority.rank();
+                if !kind.is_file() {
+                    self.quarantine(&p, &object, priority, Self::not_uploaded(&kind))?;
                     continue;
                 }
-                let Ok(meta) = std::fs::metadata(&p) else { continue };
-                let path = p.to_string_lossy().into_owned();
-                self.spool().observe(&path, &object, w.priority.rank(), meta.len(), mtime_ns(&meta), now)?;
-                seen.insert(path);
+                if let Err(e) = NsPath::parse(&object) {
+                    self.quarantine(&p, &object, priority, &format!("its object path is not valid: {e}"))?;
+                    continue;
+                }
+                let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+                if meta.nlink() > 1 && !self.cfg.upload_hardlinks {
+                    let reason = format!(
+                        "it has {} hard links (set upload_hardlinks = true to upload such files)",
+                        meta.nlink()
+                    );
+                    self.quarantine(&p, &object, priority, &reason)?;
+                    continue;
+                }
+                self.spool().observe(&p, &object, priority, meta.len(), mtime_ns(&meta), now)?;
+                seen.insert(p);
             }
         }
         let spool = self.spool();
         for f in spool.pending()? {
-            if !seen.contains(&f.path) && !Path::new(&f.path).exists() {
+            if !seen.contains(&f.path) && std::fs::symlink_metadata(&f.path).is_err() {
                 if f.committed_size != f.size as i64 {
-                    tracing::warn!(file = %f.path, "file removed before it was fully uploaded");
+                    tracing::warn!(file = %names::display(&f.path), "file removed before it was fully uploaded");
                 }
                 spool.set_state(f.id, "gone")?;
             }
@@ -212,12 +255,35 @@ impl EdgeAgent {
         let mut report = PassReport::default();
         let pending = self.spool().pending()?;
         for f in pending {
-            if let Err(e) = self.upload(&f, &mut report).await {
-                report.errors.push(format!("{}: {e}", f.path));
-                if matches!(e, EdgeError::Protocol(_)) {
-                    // The nodes are unreachable or refusing: try again next pass.
+            match self.upload(&f, &mut report).await {
+                Ok(()) => {}
+                // The node refuses this file for what it is (its name, its
+                // place): it never will take it as it is, and the files
+                // behind it must not wait.
+                Err(EdgeError::Protocol(ProtocolError::Remote { code, message }))
+                    if matches!(
+                        code,
+                        ErrorCode::InvalidInput
+                            | ErrorCode::Unsupported
+                            | ErrorCode::TooLarge
+                            | ErrorCode::Exists
+                            | ErrorCode::NotEmpty
+                    ) =>
+                {
+                    self.quarantine(
+                        &f.path,
+                        &f.object,
+                        f.priority,
+                        &format!("the node refused it: {code}: {message}"),
+                    )?;
+                }
+                Err(e @ EdgeError::Protocol(_)) => {
+                    // The nodes are unreachable or refusing everyone: try again next pass.
+                    report.errors.push(format!("{}: {e}", names::display(&f.path)));
                     break;
                 }
+                // This file only (unreadable, say): the others go on.
+                Err(e) => report.errors.push(format!("{}: {e}", names::display(&f.path))),
             }
         }
         self.retention(&mut report)?;
@@ -274,8 +340,13 @@ impl EdgeAgent {
     }
 
     async fn upload(&self, f: &FileRow, report: &mut PassReport) -> Result<(), EdgeError> {
-        let path = PathBuf::from(&f.path);
-        let meta = match std::fs::metadata(&path) {
+        let path = f.path.clone();
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) if !m.is_file() => {
+                // Replaced by a link or a special file since the scan.
+                let kind = m.file_type();
+                return self.quarantine(&path, &f.object, f.priority, Self::not_uploaded(&kind));
+            }
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.spool().set_state(f.id, "gone")?;
@@ -291,7 +362,7 @@ impl EdgeAgent {
         let settled = now - f.changed_ms >= self.cfg.settle.as_millis() as i64;
         let mut stable_offset = f.stable_offset;
         if size < stable_offset {
-            tracing::info!(file = %f.path, "file shrank; chunking it again");
+            tracing::info!(file = %names::display(&f.path), "file shrank; chunking it again");
             self.spool.lock().expect("spool lock poisoned").reset_chunks(f.id)?;
             stable_offset = 0;
         }
@@ -337,7 +408,7 @@ impl EdgeAgent {
                         self.write_status(false)?;
                     }
                     Err(EdgeError::Rewritten) => {
-                        tracing::info!(file = %f.path, "file was rewritten; chunking it again");
+                        tracing::info!(file = %names::display(&f.path), "file was rewritten; chunking it again");
                         self.spool.lock().expect("spool lock poisoned").reset_chunks(f.id)?;
                         return Ok(());
                     }
@@ -378,7 +449,7 @@ impl EdgeAgent {
         }
         let missing = self.cluster.commit(&f.object, size, &hashes).await?;
         if !missing.is_empty() {
-            tracing::info!(file = %f.path, missing = missing.len(), "node lacks chunks; sending them again");
+            tracing::info!(file = %names::display(&f.path), missing = missing.len(), "node lacks chunks; sending them again");
             self.spool.lock().expect("spool lock poisoned").mark_missing(f.id, &missing)?;
             return Ok(());
         }
@@ -394,7 +465,7 @@ impl EdgeAgent {
     fn count_uploaded(spool: &Spool, f: &FileRow, size: u64) -> Result<(), EdgeError> {
         spool.count("files_uploaded", 1)?;
         spool.count("bytes_uploaded", size)?;
-        tracing::info!(file = %f.path, object = %f.object, bytes = size, "uploaded");
+        tracing::info!(file = %names::display(&f.path), object = %f.object, bytes = size, "uploaded");
         Ok(())
     }
 
@@ -421,7 +492,7 @@ impl EdgeAgent {
             if Self::remove_for_space(&spool, f, "deleted")? {
                 total -= f.size;
                 report.deleted += 1;
-                tracing::info!(file = %f.path, bytes = f.size, "deleted an uploaded file to stay within the disk budget");
+                tracing::info!(file = %names::display(&f.path), bytes = f.size, "deleted an uploaded file to stay within the disk budget");
             }
         }
         if total <= budget {
@@ -447,7 +518,7 @@ impl EdgeAgent {
                         spool.count("bytes_dropped", f.size)?;
                         total -= f.size;
                         report.dropped += 1;
-                        tracing::warn!(file = %f.path, bytes = f.size, "DROPPED before upload to stay within the disk budget");
+                        tracing::warn!(file = %names::display(&f.path), bytes = f.size, "DROPPED before upload to stay within the disk budget");
                     }
                 }
             }
@@ -495,6 +566,11 @@ pub struct Status {
     pub eta_secs: Option<f64>,
     /// The pending file that changed longest ago, and how long ago (s).
     pub oldest_pending: Option<(String, f64)>,
+    /// Files not uploaded because they cannot be (special files, names
+    /// a node refused, hard links); tried again when the agent starts.
+    pub files_quarantined: u64,
+    /// The first of them (at most 100), each with why.
+    pub quarantined: Vec<(String, String)>,
     /// Files deleted after upload, for space.
     pub files_deleted: u64,
     /// Files deleted before upload, for space.
@@ -512,7 +588,8 @@ pub fn status(spool: &Spool) -> Result<Status, EdgeError> {
     let oldest = pending
         .iter()
         .min_by_key(|f| f.changed_ms)
-        .map(|f| (f.path.clone(), (now - f.changed_ms).max(0) as f64 / 1000.0));
+        .map(|f| (names::display(&f.path), (now - f.changed_ms).max(0) as f64 / 1000.0));
+    let quarantined = spool.quarantined()?;
     Ok(Status {
         files_pending: pending.len() as u64,
         queued_bytes: queued,
@@ -523,6 +600,12 @@ pub fn status(spool: &Spool) -> Result<Status, EdgeError> {
         rate_bps: rate,
         eta_secs: (rate > 0.0).then(|| queued as f64 / rate),
         oldest_pending: oldest,
+        files_quarantined: quarantined.len() as u64,
+        quarantined: quarantined
+            .iter()
+            .take(100)
+            .map(|f| (names::display(&f.path), f.reason.clone().unwrap_or_default()))
+            .collect(),
         files_deleted: spool.counter("files_deleted")?,
         files_dropped: spool.counter("files_dropped")?,
         updated_ms: spool.status("updated_ms")?.and_then(|v| v.parse().ok()).unwrap_or(0),

@@ -260,6 +260,10 @@ pub struct EdgeConfig {
     pub bandwidth: BandwidthConfig,
     /// Watched directories.
     pub watch: Vec<WatchConfig>,
+    /// Upload files that have more than one hard link. Off by default: a
+    /// hard link in a watched directory can name any file of its file
+    /// system the agent may read (`/etc/shadow`, say).
+    pub upload_hardlinks: bool,
     /// The model receiver.
     pub models: ModelsConfig,
 }
@@ -280,6 +284,7 @@ impl Default for EdgeConfig {
             retention: Retention::Keep,
             bandwidth: BandwidthConfig::default(),
             watch: Vec::new(),
+            upload_hardlinks: false,
             models: ModelsConfig::default(),
         }
     }

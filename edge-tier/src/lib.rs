@@ -3,6 +3,7 @@
 //! - [`config`]: `edge.toml`, every key with its default.
 //! - `bandwidth`: the upload cap, a token bucket over the time-of-day rate.
 //! - [`error`]: the agent's error type, [`EdgeError`].
+//! - [`names`]: how a file name (bytes) becomes an object path.
 //! - [`spool`]: the SQLite spool of watched files, their chunks and progress.
 //! - [`agent`]: the upload loop — scan, content-defined chunking, zstd,
 //!   bandwidth cap, priorities, commits, retention — and `ferry edge status`.
@@ -14,6 +15,7 @@ mod bandwidth;
 pub mod config;
 pub mod error;
 pub mod models;
+pub mod names;
 pub mod spool;
 
 pub use agent::EdgeAgent;

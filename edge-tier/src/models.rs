@@ -121,6 +121,35 @@ impl Receiver {
         self.cfg.dir.join(model)
     }
 
+    /// The highest release of `model` this device accepted (0: none).
+    fn release_accepted(&self, model: &str) -> u64 {
+        std::fs::read_to_string(self.model_dir(model).join("release"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Records `release` as accepted, durably, before acting on it.
+    fn accept_release(&self, model: &str, release: u64) -> std::io::Result<()> {
+        let dir = self.model_dir(model);
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join("release.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{release}")?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, dir.join("release"))?;
+        std::fs::File::open(&dir)?.sync_all()
+    }
+
+    /// The manifest of the running version, if any.
+    fn running_manifest(&self, model: &str) -> Option<Manifest> {
+        let bytes = std::fs::read(self.model_dir(model).join("current").join("manifest.json")).ok()?;
+        serde_json::from_slice::<SignedManifest>(&bytes).ok().map(|s| s.manifest)
+    }
+
     /// The version `current` points at, if any.
     pub fn current(dir: &Path, model: &str) -> Option<String> {
         let target = std::fs::read_link(dir.join(model).join("current")).ok()?;
@@ -146,6 +175,7 @@ impl Receiver {
         }
         match state {
             "failed" => tracing::warn!(%model, %version, %error, "model install failed"),
+            "refused" => tracing::warn!(%model, %version, %error, "model announcement refused"),
             _ => tracing::info!(%model, %version, %state, "model"),
         }
     }
@@ -163,7 +193,7 @@ impl Receiver {
             }
         };
         let version = ann.manifest.manifest.version.clone();
-        let m = match ann.manifest.verify(&self.key, &self.cfg.fleet) {
+        let m = match ann.verify(&self.key, &self.cfg.fleet) {
             Ok(m) if m.model == model => m.clone(),
             Ok(m) => {
                 let e = format!("announcement on {topic} names model {}", m.model);
@@ -175,6 +205,33 @@ impl Receiver {
                 return;
             }
         };
+        // Never backwards: not to an announcement older than one accepted
+        // (a replay), not to an older version unless rolled back.
+        let accepted = self.release_accepted(&model);
+        if ann.release < accepted {
+            let e = format!(
+                "release {} is older than release {accepted} already accepted (a replayed announcement?)",
+                ann.release
+            );
+            self.report(&model, &version, "refused", &Outcome::default(), &e).await;
+            return;
+        }
+        if let Some(running) = self.running_manifest(&model) {
+            if !ann.rollback && m.created_ms < running.created_ms {
+                let e = format!(
+                    "{} is older than the running {}: only `ferry model rollback` moves a device back",
+                    m.version, running.version
+                );
+                self.report(&model, &version, "refused", &Outcome::default(), &e).await;
+                return;
+            }
+        }
+        if ann.release > accepted {
+            if let Err(e) = self.accept_release(&model, ann.release) {
+                self.report(&model, &version, "failed", &Outcome::default(), &format!("record release: {e}")).await;
+                return;
+            }
+        }
         if !in_canary(&self.device, &m.version, ann.canary_pct) {
             self.report(&model, &version, "skipped", &Outcome::default(), "").await;
             return;

@@ -10,9 +10,12 @@
 //! Nothing in it has to be fsynced for correctness, so it runs with
 //! `synchronous = NORMAL`: a power cut can only make work repeat.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 
 use ferry_protocol::codec::ChunkHash;
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// A spool error.
@@ -23,8 +26,8 @@ pub type SpoolResult<T> = Result<T, rusqlite::Error>;
 pub struct FileRow {
     /// Row id.
     pub id: i64,
-    /// Local path.
-    pub path: String,
+    /// Local path (any bytes the file system allows).
+    pub path: PathBuf,
     /// Namespace path it uploads to.
     pub object: String,
     /// Higher goes first.
@@ -44,9 +47,11 @@ pub struct FileRow {
     /// When the last commit was acknowledged (ms since the epoch).
     pub committed_ms: i64,
     /// `pending`, `uploaded`, `deleted` (uploaded, then removed for space),
-    /// `dropped` (removed for space before upload) or `gone` (removed by
-    /// someone else).
+    /// `dropped` (removed for space before upload), `gone` (removed by
+    /// someone else) or `quarantined` (cannot be stored; see `reason`).
     pub state: String,
+    /// Why a file is quarantined.
+    pub reason: Option<String>,
 }
 
 /// One recorded chunk.
@@ -83,7 +88,8 @@ CREATE TABLE IF NOT EXISTS files(
     committed_size INTEGER NOT NULL DEFAULT -1,
     committed_mtime_ns INTEGER NOT NULL DEFAULT -1,
     committed_ms INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT 'pending'
+    state TEXT NOT NULL DEFAULT 'pending',
+    reason TEXT
 );
 CREATE TABLE IF NOT EXISTS chunks(
     file_id INTEGER NOT NULL,
@@ -98,10 +104,27 @@ CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS status(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
+/// A local path as stored: text where it is UTF-8, its bytes otherwise
+/// (SQLite never finds a text equal to a blob, so each name has one form).
+fn path_value(path: &Path) -> Value {
+    match path.to_str() {
+        Some(s) => Value::Text(s.to_string()),
+        None => Value::Blob(path.as_os_str().as_encoded_bytes().to_vec()),
+    }
+}
+
+fn path_of(v: Value) -> rusqlite::Result<PathBuf> {
+    match v {
+        Value::Text(s) => Ok(PathBuf::from(s)),
+        Value::Blob(b) => Ok(PathBuf::from(OsString::from_vec(b))),
+        other => Err(rusqlite::Error::InvalidColumnType(1, "path".into(), other.data_type())),
+    }
+}
+
 fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
         id: r.get(0)?,
-        path: r.get(1)?,
+        path: path_of(r.get(1)?)?,
         object: r.get(2)?,
         priority: r.get(3)?,
         size: r.get::<_, i64>(4)? as u64,
@@ -112,11 +135,12 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         committed_mtime_ns: r.get(9)?,
         committed_ms: r.get(10)?,
         state: r.get(11)?,
+        reason: r.get(12)?,
     })
 }
 
 const FILE_COLUMNS: &str = "id, path, object, priority, size, mtime_ns, changed_ms, stable_offset, committed_size, \
-                            committed_mtime_ns, committed_ms, state";
+                            committed_mtime_ns, committed_ms, state, reason";
 
 impl Spool {
     /// Opens (creating) the spool at `path`.
@@ -129,6 +153,14 @@ impl Spool {
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
+        // Spools made before files could be quarantined.
+        let has_reason = db.prepare("SELECT reason FROM files LIMIT 0").is_ok();
+        if !has_reason {
+            db.execute_batch("ALTER TABLE files ADD COLUMN reason TEXT")?;
+        }
+        // What a node refused may be accepted now (its configuration or
+        // this agent's naming changed): each start tries once more.
+        db.execute("UPDATE files SET state = 'pending', reason = NULL WHERE state = 'quarantined'", [])?;
         Ok(Spool { db })
     }
 
@@ -143,7 +175,7 @@ impl Spool {
     /// uploaded file pending again.
     pub fn observe(
         &self,
-        path: &str,
+        path: &Path,
         object: &str,
         priority: i64,
         size: u64,
@@ -155,7 +187,7 @@ impl Spool {
             None => {
                 self.db.execute(
                     "INSERT INTO files(path, object, priority, size, mtime_ns, changed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![path, object, priority, size as i64, mtime_ns, now_ms],
+                    params![path_value(path), object, priority, size as i64, mtime_ns, now_ms],
                 )?;
             }
             Some(f) if f.size != size || f.mtime_ns != mtime_ns => {
@@ -174,8 +206,31 @@ impl Spool {
     }
 
     /// The row of `path`.
-    pub fn file_by_path(&self, path: &str) -> SpoolResult<Option<FileRow>> {
-        self.db.query_row(&format!("SELECT {FILE_COLUMNS} FROM files WHERE path = ?1"), [path], file_row).optional()
+    pub fn file_by_path(&self, path: &Path) -> SpoolResult<Option<FileRow>> {
+        self.db
+            .query_row(&format!("SELECT {FILE_COLUMNS} FROM files WHERE path = ?1"), [path_value(path)], file_row)
+            .optional()
+    }
+
+    /// Records `path` (not stored yet, or refused) as quarantined for
+    /// `reason`; it is tried again when the agent starts. Returns whether
+    /// it was not quarantined already.
+    pub fn quarantine(&self, path: &Path, object: &str, priority: i64, reason: &str) -> SpoolResult<bool> {
+        let changed = self.db.execute(
+            "INSERT INTO files(path, object, priority, size, mtime_ns, changed_ms, state, reason) \
+             VALUES (?1, ?2, ?3, 0, 0, 0, 'quarantined', ?4) \
+             ON CONFLICT(path) DO UPDATE SET state = 'quarantined', reason = ?4 WHERE state <> 'quarantined'",
+            params![path_value(path), object, priority, reason],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Quarantined files and why, oldest first.
+    pub fn quarantined(&self) -> SpoolResult<Vec<FileRow>> {
+        let mut st =
+            self.db.prepare(&format!("SELECT {FILE_COLUMNS} FROM files WHERE state = 'quarantined' ORDER BY id"))?;
+        let rows = st.query_map([], file_row)?.collect();
+        rows
     }
 
     /// The row with id `id`.

@@ -75,12 +75,73 @@ pub struct SignedManifest {
 }
 
 /// A rollout as published on MQTT.
+///
+/// The fleet key signs the announcement itself too ([`Announcement::sign`]):
+/// its release number, which grows with every announcement of a model to
+/// a fleet (push, rollback, promote), and its canary share. A device keeps
+/// the highest release it accepted and refuses a lower one, so a replayed
+/// old announcement (correctly signed once) changes nothing; and it moves
+/// to an older version only for an announcement marked `rollback`, which
+/// only `ferry model rollback` makes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announcement {
     /// The version to run.
     pub manifest: SignedManifest,
     /// Share of devices (0-100) that install it; the others stay where they are.
     pub canary_pct: u8,
+    /// Grows with every announcement of this model to this fleet
+    /// (ms since the Unix epoch when made, or one more than the last).
+    #[serde(default)]
+    pub release: u64,
+    /// Made by `ferry model rollback`: the version may be older than the
+    /// one a device runs.
+    #[serde(default)]
+    pub rollback: bool,
+    /// ed25519 signature (hex) over [`Announcement::canonical`].
+    #[serde(default)]
+    pub signature: String,
+}
+
+impl Announcement {
+    /// A signed announcement of `manifest`.
+    pub fn sign(manifest: SignedManifest, canary_pct: u8, release: u64, rollback: bool, key: &SigningKey) -> Self {
+        let mut a = Announcement { manifest, canary_pct, release, rollback, signature: String::new() };
+        a.signature = hex::encode(key.sign(&a.canonical()).to_bytes());
+        a
+    }
+
+    /// The bytes the announcement's signature covers: what it announces
+    /// (the manifest, through its signature), to whom, and in which order.
+    pub fn canonical(&self) -> Vec<u8> {
+        let m = &self.manifest.manifest;
+        serde_json::to_vec(&serde_json::json!([
+            "ferry-announcement-1",
+            m.fleet,
+            m.model,
+            m.version,
+            self.manifest.signature,
+            self.canary_pct,
+            self.release,
+            self.rollback,
+        ]))
+        .expect("an announcement always serializes")
+    }
+
+    /// Checks both signatures with the fleet's key and that it is for
+    /// `fleet`; gives the manifest.
+    pub fn verify(&self, key: &VerifyingKey, fleet: &str) -> Result<&Manifest, ManifestError> {
+        let m = self.manifest.verify(key, fleet)?;
+        if self.signature.is_empty() {
+            return Err(ManifestError::Unsigned);
+        }
+        let bytes = hex::decode(&self.signature).map_err(|_| ManifestError::BadSignature)?;
+        let sig = Signature::from_slice(&bytes).map_err(|_| ManifestError::BadSignature)?;
+        key.verify(&self.canonical(), &sig).map_err(|_| ManifestError::BadSignature)?;
+        if self.canary_pct > 100 {
+            return Err(ManifestError::Malformed(format!("canary share {}%", self.canary_pct)));
+        }
+        Ok(m)
+    }
 }
 
 /// Why a manifest is not acceptable.
@@ -90,11 +151,15 @@ pub enum ManifestError {
     #[error("malformed manifest: {0}")]
     Malformed(String),
     /// The signature does not verify with the fleet key.
-    #[error("manifest signature does not verify with the fleet key")]
+    #[error("signature does not verify with the fleet key")]
     BadSignature,
     /// Meant for another fleet.
     #[error("manifest is for fleet {0:?}")]
     OtherFleet(String),
+    /// The announcement carries no signature of its own (made by a ferry
+    /// before announcements were signed, or by someone without the key).
+    #[error("announcement is not signed: push it again with this ferry")]
+    Unsigned,
 }
 
 impl Manifest {
@@ -136,18 +201,21 @@ impl SignedManifest {
         if total != m.size {
             return Err(ManifestError::Malformed(format!("chunks hold {total} bytes, size says {}", m.size)));
         }
-        let plain = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 128
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && !s.starts_with('.')
-        };
-        if !plain(&m.model) || !plain(&m.version) || !plain(&m.file) {
+        if !plain_name(&m.model) || !plain_name(&m.version) || !plain_name(&m.file) {
             return Err(ManifestError::Malformed("model, version and file must be plain names".into()));
         }
         m.hashes()?;
         Ok(m)
     }
+}
+
+/// Whether `s` may be a model, version or file name: 1-128 of ASCII
+/// letters, digits, `-`, `_` and `.`, not starting with `.`.
+pub fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !s.starts_with('.')
 }
 
 /// What a device reports about a model.
@@ -159,7 +227,8 @@ pub struct DeviceStatus {
     pub model: String,
     /// The version this is about.
     pub version: String,
-    /// `downloading`, `verifying`, `installed`, `failed` or `skipped` (not in the canary share).
+    /// `downloading`, `verifying`, `installed`, `failed`, `skipped` (not in
+    /// the canary share) or `refused` (older than what the device accepted).
     pub state: String,
     /// The version running now ("" if none).
     pub current: String,
@@ -213,6 +282,31 @@ mod tests {
         let json = serde_json::to_string(&signed).expect("json");
         let back: SignedManifest = serde_json::from_str(&json).expect("parse");
         back.verify(&key.verifying_key(), "warehouse-a").expect("round trip verifies");
+    }
+
+    #[test]
+    fn announcements_are_signed_as_a_whole() {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let other = SigningKey::from_bytes(&[8u8; 32]);
+        let a = Announcement::sign(manifest().sign(&key), 10, 5, false, &key);
+        a.verify(&key.verifying_key(), "warehouse-a").expect("verifies");
+        let json = serde_json::to_string(&a).expect("json");
+        let back: Announcement = serde_json::from_str(&json).expect("parse");
+        back.verify(&key.verifying_key(), "warehouse-a").expect("round trip verifies");
+        // Each field the device acts on is covered.
+        for tamper in [
+            |a: &mut Announcement| a.canary_pct = 100,
+            |a: &mut Announcement| a.release = 6,
+            |a: &mut Announcement| a.rollback = true,
+        ] {
+            let mut t = a.clone();
+            tamper(&mut t);
+            assert_eq!(t.verify(&key.verifying_key(), "warehouse-a"), Err(ManifestError::BadSignature));
+        }
+        let forged = Announcement::sign(manifest().sign(&key), 10, 6, false, &other);
+        assert_eq!(forged.verify(&key.verifying_key(), "warehouse-a"), Err(ManifestError::BadSignature));
+        let unsigned = Announcement { signature: String::new(), ..a };
+        assert_eq!(unsigned.verify(&key.verifying_key(), "warehouse-a"), Err(ManifestError::Unsigned));
     }
 
     #[test]

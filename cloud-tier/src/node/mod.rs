@@ -197,6 +197,12 @@ impl CacheNode {
         if resolved.location.as_ref().is_empty() || path.as_str() == &*resolved.mount.name {
             return Err(NodeError::InvalidInput(format!("{path} is a mount point, not a file")));
         }
+        // Refused now, not at upload: a write acknowledged here must reach the store.
+        if let Some(crate::dirs::Dirs::Local(_)) = &resolved.mount.dirs {
+            if resolved.mount.dirs.as_ref().and_then(|d| d.local_path(&resolved.location)).is_none() {
+                return Err(NodeError::Unauthorized(crate::confined::Outside(path.to_string()).to_string()));
+            }
+        }
         Ok((path, resolved))
     }
 
