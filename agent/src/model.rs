@@ -228,22 +228,32 @@ pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, cana
         let (cluster, src, bar) = (cluster.clone(), src.clone(), bar.clone());
         async move {
             let path = chunk_path(&hash);
-            let sent = if cluster.stat(&path).await.is_ok() {
-                0
-            } else {
-                let mut buf = vec![0u8; len as usize];
-                src.read_exact_at(&mut buf, off)?;
-                put_bytes(&cluster, &path, &buf).await?;
-                u64::from(len)
+            // A chunk already stored is checked, not trusted: a bad copy
+            // would fail this version (and every later one holding it) on
+            // every robot.
+            let mut stored = Vec::new();
+            let (sent, repaired) = match cluster.read_to(&path, 0, None, &mut stored).await {
+                Ok(_) if stored.len() == len as usize && blake3::hash(&stored).as_bytes() == &hash => (0, false),
+                found => {
+                    let mut buf = vec![0u8; len as usize];
+                    src.read_exact_at(&mut buf, off)?;
+                    put_bytes(&cluster, &path, &buf).await?;
+                    (u64::from(len), found.is_ok())
+                }
             };
+            if repaired {
+                bar.suspend(|| eprintln!("ferry: {path} in the store did not match its hash; uploaded it again"));
+            }
             bar.inc(u64::from(len));
-            Ok::<u64, anyhow::Error>(sent)
+            Ok::<(u64, bool), anyhow::Error>((sent, repaired))
         }
     }))
     .buffer_unordered(UPLOADS);
-    let mut uploaded = 0u64;
+    let (mut uploaded, mut repaired) = (0u64, 0u64);
     while let Some(r) = uploads.next().await {
-        uploaded += r?;
+        let (sent, fixed) = r?;
+        uploaded += sent;
+        repaired += u64::from(fixed);
     }
     bar.finish_and_clear();
 
@@ -262,12 +272,12 @@ pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, cana
     put_bytes(&cluster, &record, &serde_json::to_vec(&signed)?).await?;
     announce(cfg, &cluster, &key, signed, canary, false).await?;
     println!(
-        "pushed {model} {version} to fleet {fleet}{}: {} in {} chunks, {} new ({} uploaded)",
+        "pushed {model} {version} to fleet {fleet}{}: {} in {} chunks, {} uploaded{}",
         if canary < 100 { format!(" (canary {canary}%)") } else { String::new() },
         crate::read::human(size),
         chunks.len(),
         crate::read::human(uploaded),
-        crate::read::human(uploaded)
+        if repaired > 0 { format!(", {repaired} corrupt stored chunk(s) repaired") } else { String::new() }
     );
     println!("follow it with: ferry model status {model}");
     Ok(())

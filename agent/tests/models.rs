@@ -50,7 +50,8 @@ struct Fleet {
     node_port: u16,
     mqtt_port: u16,
     _broker: Running,
-    _node: Running,
+    cloud: Cloud,
+    node: Running,
 }
 
 fn fleet(dir: &Path) -> Option<Fleet> {
@@ -101,11 +102,21 @@ fn fleet_with(dir: &Path, secure: bool) -> Option<Fleet> {
         node_port,
         mqtt_port,
         _broker: broker,
-        _node: node,
+        cloud,
+        node,
     })
 }
 
 impl Fleet {
+    /// Stops the node, drops its cache and journal, and starts it again:
+    /// what it serves next comes from the store.
+    fn restart_node_cold(&mut self) {
+        let _ = self.node.0.kill();
+        let _ = self.node.0.wait();
+        std::fs::remove_dir_all(self.dir.join("cache")).expect("drop the node's cache");
+        self.node = start_cloud(&self.cloud);
+    }
+
     /// Starts an edge agent `id` following the fleet's models (`extra` goes into `[models]`).
     fn robot(&self, id: &str, extra: &str) -> Running {
         let certs = self.dir.join("certs");
@@ -228,10 +239,10 @@ fn a_push_reaches_every_robot_deltas_send_only_changes_and_rollback_needs_no_dow
 }
 
 #[test]
-fn tampered_chunks_and_foreign_signatures_leave_the_running_version() {
+fn corrupt_chunks_are_repaired_by_the_next_push_and_foreign_signatures_leave_the_running_version() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(f) = fleet(dir.path()) else { return };
-    let _agent = f.robot("robot-1", "");
+    let Some(mut f) = fleet(dir.path()) else { return };
+    let agent = f.robot("robot-1", "");
     let v1 = dir.path().join("v1/model.bin");
     let v2 = dir.path().join("v2/model.bin");
     std::fs::create_dir_all(v1.parent().expect("dir")).expect("mkdir");
@@ -241,7 +252,8 @@ fn tampered_chunks_and_foreign_signatures_leave_the_running_version() {
     f.push("planner-v1", &v1, &[]);
     f.wait_state("planner", &["robot-1"], "v1", "installed");
 
-    // v2 shares nothing with v1; one of its chunks is already in the store, corrupted.
+    // v2 shares nothing with v1; one of its chunks is already in the store,
+    // corrupted: the push finds it out and uploads it again.
     let other: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(40503) >> 5) as u8).collect();
     std::fs::write(&v2, &other).expect("write");
     let (chunks, _) = ferry_protocol::chunk::cut(&v2, 0, other.len() as u64, true).expect("cut");
@@ -249,15 +261,52 @@ fn tampered_chunks_and_foreign_signatures_leave_the_running_version() {
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     let stored = dir.path().join("store/models/chunks").join(hex);
     std::fs::create_dir_all(stored.parent().expect("dir")).expect("mkdir");
-    let mut bad = other[off as usize..(off + u64::from(len)) as usize].to_vec();
+    let good = other[off as usize..(off + u64::from(len)) as usize].to_vec();
+    let mut bad = good.clone();
     bad[0] ^= 0xff;
     std::fs::write(&stored, &bad).expect("plant a bad chunk");
-    f.push("planner-v2", &v2, &[]);
-    let s = f.wait_state("planner", &["robot-1"], "v2", "failed");
+    let o = ferry().args(["model", "push", "planner-v2", v2.to_str().expect("utf8"), "--config", &f.client]).output();
+    let o = o.expect("push");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 corrupt stored chunk(s) repaired"), "{o:?}");
+    f.wait_state("planner", &["robot-1"], "v2", "installed");
+    assert!(f.installed("robot-1", "planner", "model.bin").expect("installed") == other);
+
+    // A chunk that goes bad in the store later, served by a node that
+    // starts cold: the robot's own check refuses it, keeps v2 running,
+    // and the next push repairs it.
+    wait_until(Duration::from_secs(60), "the repaired chunk never reached the store", || {
+        std::fs::read(&stored).is_ok_and(|b| b == good)
+    });
+    drop(agent);
+    let v3 = dir.path().join("v3/model.bin");
+    std::fs::create_dir_all(v3.parent().expect("dir")).expect("mkdir");
+    let mut third = other.clone();
+    third[..1000].fill(7);
+    std::fs::write(&v3, &third).expect("write");
+    f.push("planner-v3", &v3, &[]);
+    // v3's first chunk is its own (v2's are on the robot and are copied).
+    let (chunks3, _) = ferry_protocol::chunk::cut(&v3, 0, third.len() as u64, true).expect("cut");
+    let (_, len3, hash3) = chunks3[0];
+    let hex3: String = hash3.iter().map(|b| format!("{b:02x}")).collect();
+    let stored3 = dir.path().join("store/models/chunks").join(hex3);
+    let good3 = third[..len3 as usize].to_vec();
+    let manifest = dir.path().join("store/models/planner/v3/manifest.json");
+    wait_until(Duration::from_secs(60), "v3 never reached the store", || {
+        manifest.exists() && std::fs::read(&stored3).is_ok_and(|b| b == good3)
+    });
+    let mut bad3 = good3.clone();
+    bad3[0] ^= 0xff;
+    std::fs::write(&stored3, &bad3).expect("corrupt the stored chunk");
+    f.restart_node_cold();
+    let _agent = f.robot("robot-1", "");
+    let s = f.wait_state("planner", &["robot-1"], "v3", "failed");
     let r = report(&s, "robot-1");
     assert!(r["error"].as_str().expect("error").contains("does not match its hash"), "{r}");
-    assert_eq!(r["current"], "v1");
-    assert!(f.installed("robot-1", "planner", "model.bin").expect("still installed") == body);
+    assert_eq!(r["current"], "v2");
+    f.push("planner-v4", &v3, &[]);
+    f.wait_state("planner", &["robot-1"], "v4", "installed");
+    assert!(f.installed("robot-1", "planner", "model.bin").expect("installed") == third);
 
     // A manifest signed with another fleet's key is refused.
     let evil = dir.path().join("evil");
@@ -269,21 +318,20 @@ fn tampered_chunks_and_foreign_signatures_leave_the_running_version() {
     let text =
         std::fs::read_to_string(&f.client).expect("client.toml").replace("certs = \"certs\"", "certs = \"evil\"");
     std::fs::write(&evil_client, text).expect("write");
-    std::fs::remove_file(&stored).expect("unplant");
     let o = run(&[
         "model",
         "push",
-        "planner-v3",
+        "planner-v5",
         v2.to_str().expect("utf8"),
         "--config",
         evil_client.to_str().expect("utf8"),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let s = f.wait_state("planner", &["robot-1"], "v3", "failed");
+    let s = f.wait_state("planner", &["robot-1"], "v5", "failed");
     let r = report(&s, "robot-1");
     assert!(r["error"].as_str().expect("error").contains("signature"), "{r}");
-    assert_eq!(r["current"], "v1");
-    assert!(f.installed("robot-1", "planner", "model.bin").expect("still installed") == body);
+    assert_eq!(r["current"], "v4");
+    assert!(f.installed("robot-1", "planner", "model.bin").expect("still installed") == third);
 }
 
 #[test]

@@ -132,6 +132,7 @@ impl EdgeAgent {
         // Each distinct error (a node down for hours, an unreadable file)
         // is logged once every ten minutes, not once a pass.
         let mut logged: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
+        let mut failed_passes = 0u32;
         loop {
             let report = self.pass().await?;
             logged.retain(|_, at| at.elapsed() < ERROR_LOG_EVERY);
@@ -141,10 +142,13 @@ impl EdgeAgent {
                     logged.insert(e.clone(), Instant::now());
                 }
             }
-            let backoff = if report.errors.is_empty() {
+            // After failed passes, wait longer each time, with jitter, so
+            // a fleet whose node was down does not return in lockstep.
+            failed_passes = if report.errors.is_empty() { 0 } else { failed_passes.saturating_add(1) };
+            let backoff = if failed_passes == 0 {
                 self.cfg.scan_interval
             } else {
-                self.cfg.scan_interval.max(Duration::from_secs(1))
+                self.cfg.scan_interval.max(ferry_protocol::membership::backoff(failed_passes + 2))
             };
             tokio::select! {
                 () = &mut stop => return Ok(()),

@@ -50,6 +50,24 @@ pub struct Receiver {
     mqtt: AsyncClient,
 }
 
+/// Why an install attempt failed.
+#[derive(Debug)]
+struct Failure {
+    outcome: Outcome,
+    error: String,
+    /// Whether trying again later may succeed (a fetch failed, a stored
+    /// chunk was bad and may be repaired).
+    retry: bool,
+}
+
+/// How long to wait before install attempt `failures + 1` of an
+/// announcement: 2 s doubling up to 5 min, times 0.5-1.5 at random, so a
+/// fleet that failed together (a node down) does not return in lockstep.
+fn retry_after(failures: u32) -> Duration {
+    let base = Duration::from_secs(2).saturating_mul(1 << failures.min(8)).min(Duration::from_secs(300));
+    base.mul_f64(0.5 + rand::random::<f64>())
+}
+
 /// What an install attempt did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -77,23 +95,46 @@ impl Receiver {
         let (mqtt, mut events) = AsyncClient::new(opts, 64);
         let topic = format!("ferry/{}/models/+", cfg.fleet);
         let me = Arc::new(Receiver { cfg, device, cluster, key, mqtt });
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>, bool)>();
         // Announcements are applied one at a time, away from the MQTT event loop.
+        // A failed install is tried again (backoff with jitter) while its
+        // announcement is still the latest of its model.
         let worker = {
             let me = me.clone();
+            let again = tx.clone();
             tokio::spawn(async move {
-                while let Some((topic, payload)) = rx.recv().await {
-                    me.announced(&topic, &payload).await;
+                let mut latest: HashMap<String, (Vec<u8>, u32)> = HashMap::new();
+                while let Some((topic, payload, retry)) = rx.recv().await {
+                    let failures = match latest.get(&topic) {
+                        Some((p, f)) if *p == payload => *f,
+                        // An older retry, overtaken by a newer announcement.
+                        _ if retry => continue,
+                        _ => 0,
+                    };
+                    if me.announced(&topic, &payload).await {
+                        latest.insert(topic.clone(), (payload.clone(), failures + 1));
+                        let again = again.clone();
+                        let wait = retry_after(failures);
+                        tracing::info!(%topic, retry_in = ?wait, "model install failed; trying again");
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            let _ = again.send((topic, payload, true));
+                        });
+                    } else {
+                        latest.insert(topic, (payload, 0));
+                    }
                 }
             })
         };
         tokio::pin!(stop);
         let mut subscribed = false;
+        let mut lost = 0u32;
         loop {
             tokio::select! {
                 () = &mut stop => break,
                 ev = events.poll() => match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        lost = 0;
                         // Subscribe again after every (re)connect; retained announcements come at once.
                         me.mqtt.subscribe(topic.clone(), QoS::AtLeastOnce).await.map_err(|e| EdgeError::Config(format!("mqtt: {e}")))?;
                         if !subscribed {
@@ -102,12 +143,16 @@ impl Receiver {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec(), false));
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, broker = %me.cfg.mqtt, "MQTT connection lost; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if lost == 0 {
+                            tracing::warn!(error = %e, broker = %me.cfg.mqtt, "MQTT connection lost; retrying");
+                        }
+                        // Jittered and growing: a fleet does not reconnect in lockstep.
+                        tokio::time::sleep(ferry_protocol::membership::backoff(lost)).await;
+                        lost = lost.saturating_add(1);
                     }
                 }
             }
@@ -180,16 +225,17 @@ impl Receiver {
         }
     }
 
-    async fn announced(&self, topic: &str, payload: &[u8]) {
+    /// Acts on an announcement; returns whether to try it again later.
+    async fn announced(&self, topic: &str, payload: &[u8]) -> bool {
         let model = topic.rsplit('/').next().unwrap_or_default().to_string();
         if payload.is_empty() {
-            return; // a cleared retained message
+            return false; // a cleared retained message
         }
         let ann: Announcement = match serde_json::from_slice(payload) {
             Ok(a) => a,
             Err(e) => {
                 self.report(&model, "", "failed", &Outcome::default(), &format!("unreadable announcement: {e}")).await;
-                return;
+                return false;
             }
         };
         let version = ann.manifest.manifest.version.clone();
@@ -198,11 +244,11 @@ impl Receiver {
             Ok(m) => {
                 let e = format!("announcement on {topic} names model {}", m.model);
                 self.report(&model, &version, "failed", &Outcome::default(), &e).await;
-                return;
+                return false;
             }
             Err(e) => {
                 self.report(&model, &version, "failed", &Outcome::default(), &e.to_string()).await;
-                return;
+                return false;
             }
         };
         // Never backwards: not to an announcement older than one accepted
@@ -214,7 +260,7 @@ impl Receiver {
                 ann.release
             );
             self.report(&model, &version, "refused", &Outcome::default(), &e).await;
-            return;
+            return false;
         }
         if let Some(running) = self.running_manifest(&model) {
             if !ann.rollback && m.created_ms < running.created_ms {
@@ -223,27 +269,31 @@ impl Receiver {
                     m.version, running.version
                 );
                 self.report(&model, &version, "refused", &Outcome::default(), &e).await;
-                return;
+                return false;
             }
         }
         if ann.release > accepted {
             if let Err(e) = self.accept_release(&model, ann.release) {
                 self.report(&model, &version, "failed", &Outcome::default(), &format!("record release: {e}")).await;
-                return;
+                return false;
             }
         }
         if !in_canary(&self.device, &m.version, ann.canary_pct) {
             self.report(&model, &version, "skipped", &Outcome::default(), "").await;
-            return;
+            return false;
         }
         if Self::current(&self.cfg.dir, &model).as_deref() == Some(m.version.as_str()) {
             self.report(&model, &version, "installed", &Outcome::default(), "").await;
-            return;
+            return false;
         }
         match self.install(&ann.manifest, &m).await {
             Ok(outcome) => self.report(&model, &version, "installed", &outcome, "").await,
-            Err((outcome, e)) => self.report(&model, &version, "failed", &outcome, &e).await,
+            Err(f) => {
+                self.report(&model, &version, "failed", &f.outcome, &f.error).await;
+                return f.retry;
+            }
         }
+        false
     }
 
     /// Where each chunk of the versions on the device lives: hash → (file, offset).
@@ -264,16 +314,17 @@ impl Receiver {
     }
 
     /// Downloads (or reuses) and installs a verified version.
-    async fn install(&self, signed: &SignedManifest, m: &Manifest) -> Result<Outcome, (Outcome, String)> {
+    async fn install(&self, signed: &SignedManifest, m: &Manifest) -> Result<Outcome, Failure> {
         let model_dir = self.model_dir(&m.model);
         let version_dir = model_dir.join("versions").join(&m.version);
         let mut outcome = Outcome::default();
-        let fail = |o: &Outcome, e: String| Err((o.clone(), e));
+        let fail = |o: &Outcome, e: String| Err(Failure { outcome: o.clone(), error: e, retry: true });
+        let fail_final = |o: &Outcome, e: String| Err(Failure { outcome: o.clone(), error: e, retry: false });
         if version_dir.join(&m.file).exists() && version_dir.join("manifest.json").exists() {
             // Kept from before: switching needs no download.
             return match self.activate(m, &model_dir) {
                 Ok(()) => Ok(outcome),
-                Err(e) => fail(&outcome, e),
+                Err(e) => fail_final(&outcome, e),
             };
         }
         self.report(&m.model, &m.version, "downloading", &outcome, "").await;
@@ -363,7 +414,8 @@ impl Receiver {
         }
         match self.activate(m, &model_dir) {
             Ok(()) => Ok(outcome),
-            Err(e) => fail(&outcome, e),
+            // The post-install command refused it: trying again would run it again.
+            Err(e) => fail_final(&outcome, e),
         }
     }
 
@@ -430,4 +482,26 @@ fn swap_current(model_dir: &Path, target: &Path) -> std::io::Result<()> {
     let dir = model_dir.join(target);
     let _ = std::fs::File::open(&dir).and_then(|f| f.set_modified(SystemTime::now()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_and_a_fleet_spreads_out() {
+        // A thousand robots whose fetch failed at the same moment.
+        let first: Vec<Duration> = (0..1000).map(|_| retry_after(0)).collect();
+        assert!(first.iter().all(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(3)), "{first:?}");
+        // Spread over the window: no second of it holds more than a fifth of them.
+        let mut per_100ms = [0u32; 21];
+        for d in &first {
+            per_100ms[((d.as_millis() - 1000) / 100).min(20) as usize] += 1;
+        }
+        assert!(per_100ms.iter().all(|n| *n < 200), "{per_100ms:?}");
+        // Growing, and capped at five minutes (times the jitter).
+        let mean = |f: u32| (0..200).map(|_| retry_after(f).as_secs_f64()).sum::<f64>() / 200.0;
+        assert!(mean(3) > 2.0 * mean(1), "{} vs {}", mean(3), mean(1));
+        assert!((0..200).all(|_| retry_after(30) <= Duration::from_secs(450)));
+    }
 }
