@@ -804,3 +804,39 @@ fn same_host_reads_of_a_file_store_use_the_store_files() {
     signal(&mount.0, "TERM");
     assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
 }
+
+#[test]
+fn the_mount_answers_like_a_local_disk_where_it_cannot_store_and_recovers_a_dead_mount_point() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cloud_setup(dir.path());
+    std::fs::write(c.store.join("a.bin"), b"a").expect("write");
+    let _node = start_cloud(&c);
+    let mnt = c.dir.join("mnt");
+    let mut mount = start_mount(&c, &mnt, &[]);
+    let d = mnt.join("d");
+    let errno = |r: std::io::Result<()>| r.expect_err("refused").raw_os_error().expect("an errno");
+    // Names longer than 255 bytes, as a local file system answers them.
+    let long = d.join("x".repeat(300));
+    assert_eq!(errno(std::fs::write(&long, b"x")), 36, "ENAMETOOLONG");
+    assert_eq!(errno(std::fs::create_dir(&long)), 36, "ENAMETOOLONG");
+    // What the namespace cannot hold: EPERM, not ENOENT.
+    assert_eq!(errno(std::os::unix::fs::symlink("a.bin", d.join("link"))), 1, "symlink: EPERM");
+    assert_eq!(errno(std::fs::hard_link(d.join("a.bin"), d.join("hard"))), 1, "link: EPERM");
+    let fifo = std::process::Command::new("mkfifo").arg(d.join("fifo")).output().expect("mkfifo");
+    assert!(!fifo.status.success());
+    assert!(String::from_utf8_lossy(&fifo.stderr).contains("not permitted"), "{fifo:?}");
+    // A mount killed with -9 leaves a dead mount point; the next mount
+    // detaches it and mounts there.
+    let _ = mount.0.kill();
+    let _ = mount.0.wait();
+    let dead = std::fs::metadata(&mnt).expect_err("a dead mount point").raw_os_error();
+    assert_eq!(dead, Some(107), "ENOTCONN");
+    let _again = Running(ferry().args(["mount", "--config", &c.client, path(&mnt)]).spawn().expect("spawn mount"));
+    wait_until(Duration::from_secs(30), "no mount over the dead mount point", || {
+        std::fs::read(d.join("a.bin")).is_ok()
+    });
+    assert_eq!(std::fs::read(d.join("a.bin")).expect("read through the new mount"), b"a");
+}

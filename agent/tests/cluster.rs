@@ -511,6 +511,8 @@ fn clients_keep_reading_without_etcd_and_bad_settings_fail_at_start() {
         .expect("read")
         .replace(&format!("127.0.0.1:{}", bed.nodes[0].port), &format!("127.0.0.1:{}", free_port()))
         .replace(&format!("127.0.0.1:{}", bed.nodes[0].mport), &format!("127.0.0.1:{}", free_tcp_port()));
+    // Its own cache directory: the running node holds the first one's lock.
+    let text = text.replace("cloud-1-cache", "bad-cache");
     std::fs::write(&bad, text.replace(&bed.etcd.endpoint, "http://127.0.0.1:1")).expect("write");
     let out = run(&["cloud", "--config", bad.to_str().expect("utf8")]);
     assert!(!out.status.success());

@@ -407,3 +407,40 @@ fn odd_file_names_upload_special_files_are_quarantined_and_nothing_stops_the_que
         assert_eq!(n, 1, "{name} reported {n} times:\n{text}");
     }
 }
+
+#[test]
+fn a_robot_reads_models_and_its_own_logs_and_a_node_certificate_is_no_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = setup(dir.path(), "");
+    let _node = env.cloud();
+    let _edge = env.edge();
+    std::fs::write(env.robot.join("run.log"), random(20_000, 7)).expect("write");
+    env.wait_uploaded("run.log", Duration::from_secs(60));
+    std::fs::create_dir_all(env.store.join("models")).expect("mkdir");
+    std::fs::write(env.store.join("models/m.bin"), b"weights").expect("write");
+    let certs = dir.path().join("certs");
+    let issued = run(&["cert", "issue", "--dir", certs.to_str().expect("utf8"), "--role", "edge", "--id", "robot-18"]);
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+    let as_id = |id: &str| {
+        let cfg = dir.path().join(format!("as-{id}.toml"));
+        std::fs::write(&cfg, format!("nodes = [\"127.0.0.1:{}\"]\ncerts = \"certs\"\nid = \"{id}\"\n", env.cloud.port))
+            .expect("write");
+        cfg.to_str().expect("utf8").to_string()
+    };
+    let cat = |cfg: &str, path: &str| run(&["cat", "--config", cfg, path]);
+    let (own, other, node) = (as_id("robot-17"), as_id("robot-18"), as_id("cloud-1"));
+    assert_eq!(cat(&own, "/logs/robot-17/robot/run.log").stdout, random(20_000, 7));
+    assert_eq!(cat(&other, "/models/m.bin").stdout, b"weights");
+    for (cfg, path, rule) in [
+        (&other, "/logs/robot-17/robot/run.log", "access.edge"),
+        (&node, "/logs/robot-17/robot/run.log", "access.cloud"),
+        (&node, "/models/m.bin", "access.cloud"),
+    ] {
+        let o = cat(cfg, path);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && o.stdout.is_empty(), "{cfg} read {path}");
+        assert!(err.contains("permission denied") && err.contains(rule), "{cfg} {path}: {err}");
+    }
+    let ls = run(&["ls", "--config", &other, "/logs"]);
+    assert!(!ls.status.success(), "robot-18 listed /logs: {}", String::from_utf8_lossy(&ls.stdout));
+}

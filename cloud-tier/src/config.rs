@@ -94,6 +94,8 @@ pub struct CloudConfig {
     pub prefetch_budget: ByteSize,
     /// The cluster this node is part of.
     pub cluster: ClusterConfig,
+    /// Who may read and write what (`[access]`).
+    pub access: crate::node::access::AccessConfig,
 }
 
 /// `[cluster]`: how this node finds the others and is found.
@@ -195,6 +197,7 @@ impl Default for CloudConfig {
             prefetch: "tree".into(),
             prefetch_budget: ByteSize::mib(256),
             cluster: ClusterConfig::default(),
+            access: crate::node::access::AccessConfig::default(),
         }
     }
 }

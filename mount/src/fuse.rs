@@ -167,8 +167,22 @@ fn errno(e: &FsError) -> Errno {
     Errno::from_i32(n)
 }
 
+/// Longest file name, in bytes, as on local file systems.
+const NAME_MAX: usize = 255;
+
 fn name_str(name: &OsStr) -> Result<String, Errno> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::from_i32(libc::ENAMETOOLONG));
+    }
     name.to_str().map(str::to_string).ok_or(Errno::from_i32(libc::EINVAL))
+}
+
+/// What the namespace cannot hold (hard links, FIFOs, sockets, devices,
+/// symbolic links): refused with one errno, documented, so tools that
+/// try one see "Operation not permitted", not a missing file.
+fn unsupported(what: &str, name: &OsStr) -> Errno {
+    tracing::debug!(name = ?name, "{what} refused: the namespace holds files and directories only");
+    Errno::from_i32(libc::EPERM)
 }
 
 impl<N: Nodes> Filesystem for FuseAdapter<N> {
@@ -199,6 +213,51 @@ impl<N: Nodes> Filesystem for FuseAdapter<N> {
             Ok(name) => self.reply_entry(reply, move |fs| async move { fs.lookup(parent.0, &name).await }),
             Err(e) => reply.error(e),
         }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        match name_str(name) {
+            Ok(_) => reply.error(unsupported("mknod", name)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(&self, _req: &Request, _parent: INodeNo, name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        match name_str(name) {
+            Ok(_) => reply.error(unsupported("symlink", name)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match name_str(name) {
+            Ok(_) => reply.error(unsupported("link", name)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // Terminal and file-system ioctls (isatty, FS_IOC_*) have no meaning here.
+        reply.error(Errno::from_i32(libc::ENOTTY));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -524,7 +583,29 @@ pub enum MountError {
 
 /// Checks that `dir` is an existing, empty directory.
 pub fn check_mountpoint(dir: &Path) -> Result<(), MountError> {
-    let meta = std::fs::metadata(dir).map_err(|e| MountError::Mountpoint(format!("{}: {e}", dir.display())))?;
+    let meta = match std::fs::metadata(dir) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            // A mount whose process was killed: nothing serves it any more,
+            // so detaching it loses nothing.
+            let detached = std::process::Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(dir)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !detached {
+                return Err(MountError::Mountpoint(format!(
+                    "{} is a dead mount left by a mount process that was killed; run `fusermount3 -u {}` (or `umount -l` as root)",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            tracing::warn!(dir = %dir.display(), "detached a dead mount left by a killed mount process");
+            std::fs::metadata(dir)
+        }
+        other => other,
+    }
+    .map_err(|e| MountError::Mountpoint(format!("{}: {e}", dir.display())))?;
     if !meta.is_dir() {
         return Err(MountError::Mountpoint(format!("{} is not a directory", dir.display())));
     }

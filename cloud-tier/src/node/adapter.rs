@@ -46,10 +46,13 @@ async fn handle_stream(
     };
     let t0 = Instant::now();
     let op = req.name();
-    // Edge devices change only their own prefix.
+    // Edge devices change only their own prefix; every role reads (and
+    // writes) only what its access rules allow.
     let writes = req.written_paths();
-    if let Some(e) = writes.iter().find_map(|p| node.may_write(&peer, p).err()) {
-        tracing::warn!(%peer, error = %e, "refused a write");
+    let refused =
+        writes.iter().find_map(|p| node.may_write(&peer, p).err()).or_else(|| node.access().check(&peer, &req).err());
+    if let Some(e) = refused {
+        tracing::warn!(%peer, op, error = %e, "refused a request");
         wire::write_response(&mut send, &error_response(&e)).await?;
         send.finish()?;
         let _ = recv.stop(quinn::VarInt::from_u32(ErrorCode::Unauthorized as u32));

@@ -31,6 +31,7 @@ pub use ferry_predictor::ledger::READAHEAD_PAGES;
 /// this the memory is cleared (a client then merely misses its local copy).
 const MAX_ORIGINS: usize = 100_000;
 
+pub mod access;
 mod adapter;
 mod cluster;
 mod edge;
@@ -59,6 +60,8 @@ pub struct CacheNode {
     chunks: ChunkStore,
     /// Edge devices write only below `EDGE_PREFIX/DEVICE_ID/`.
     edge_prefix: String,
+    /// Who may read and write what.
+    access: access::Access,
     /// Where demand reads are recorded as an access trace, if anywhere.
     recorder: Option<Arc<crate::recorder::Recorder>>,
     prefetch: Option<Arc<crate::prefetch::NodePrefetch>>,
@@ -122,6 +125,7 @@ impl CacheNode {
             metrics,
             inbox,
             origins: Arc::default(),
+            access: access::Access::default(),
             chunks,
             edge_prefix: DEFAULT_EDGE_PREFIX.to_string(),
             recorder: None,
@@ -271,6 +275,17 @@ impl CacheNode {
             order.extend((run.first..run.end).map(|p| (path.clone(), p)));
         }
         self.cache.announce(&format!("{client}/{reader}"), order, append)
+    }
+
+    /// Sets who may read and write what (`[access]`).
+    pub fn with_access(mut self, cfg: &access::AccessConfig) -> Result<CacheNode, crate::error::ConfigError> {
+        self.access = access::Access::new(cfg)?;
+        Ok(self)
+    }
+
+    /// The node's access rules.
+    pub fn access(&self) -> &access::Access {
+        &self.access
     }
 
     /// The write-back journal.

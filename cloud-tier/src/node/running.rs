@@ -91,7 +91,8 @@ impl RunningNode {
                 None => CacheNode::new(ns, opts, clock, &cfg.node_id)?,
             }
             .with_edge(&cfg.edge_prefix, cfg.chunk_store.as_u64())?
-            .with_prefetch(&cfg.prefetch, cfg.prefetch_budget.as_u64())?,
+            .with_prefetch(&cfg.prefetch, cfg.prefetch_budget.as_u64())?
+            .with_access(&cfg.access)?,
         );
         let endpoint = transport::server_endpoint(cfg.listen, &tls)?;
         let addr = endpoint.local_addr()?;
