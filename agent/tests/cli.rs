@@ -840,3 +840,38 @@ fn the_mount_answers_like_a_local_disk_where_it_cannot_store_and_recovers_a_dead
     });
     assert_eq!(std::fs::read(d.join("a.bin")).expect("read through the new mount"), b"a");
 }
+
+#[test]
+fn a_taken_port_is_named_once_and_an_unanswering_store_is_reported_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cloud_setup(dir.path());
+    let taken = std::net::TcpListener::bind(("127.0.0.1", c.mport)).expect("take the metrics port");
+    let o = run(&["cloud", "--config", c.cfg.to_str().expect("utf8")]);
+    drop(taken);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    let addr = format!("127.0.0.1:{}", c.mport);
+    assert!(err.contains(&format!("cannot listen on {addr} (`metrics_listen`)")), "{err}");
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
+    // A store that does not answer is named at start, not at the first read.
+    let cfg = std::fs::read_to_string(&c.cfg).expect("cloud.toml");
+    let dead = format!(
+        "[mounts.\"/gone\"]\nurl = \"s3://bucket/p\"\noptions = {{ aws_endpoint = \"http://127.0.0.1:{}\", \
+         aws_allow_http = \"true\", aws_region = \"us-east-1\", aws_access_key_id = \"k\", aws_secret_access_key = \"s\" }}\n",
+        free_tcp_port()
+    );
+    std::fs::write(&c.cfg, format!("{cfg}{dead}")).expect("write");
+    let mut node = ferry()
+        .args(["cloud", "--config", c.cfg.to_str().expect("utf8")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let lines = BufReader::new(node.stderr.take().expect("stderr")).lines();
+    let before: Vec<String> = lines.map_while(Result::ok).take_while(|l| !l.contains("listening on")).collect();
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(
+        before.iter().any(|l| l.contains("the store") && l.contains("mount=/gone") && l.contains("s3://bucket/p")),
+        "no warning naming the store at start: {before:?}"
+    );
+}

@@ -21,6 +21,35 @@ use crate::namespace::Namespace;
 
 use super::{serve, CacheNode, Peers, Registry};
 
+/// How long the start-up check of a store may take.
+const STORE_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks each mount's store for one page of its listing, all at once, and
+/// says clearly which do not answer: a node over a store it cannot reach
+/// still starts (the store may come back), but not silently.
+async fn check_stores(ns: &Namespace, cfg: &CloudConfig) {
+    let checks = ns.mounts().map(|m| async move {
+        use futures::StreamExt;
+        let mut listing = m.store.list(Some(&m.prefix));
+        let answer = tokio::time::timeout(STORE_CHECK, listing.next()).await;
+        let url = cfg.mounts.iter().find(|(k, _)| k.trim_end_matches('/') == m.name.trim_end_matches('/'));
+        let url = url.map_or("", |(_, c)| c.url.as_str());
+        match answer {
+            Ok(None | Some(Ok(_))) => tracing::debug!(mount = %m.name, url, "store answers"),
+            Ok(Some(Err(e))) => {
+                tracing::warn!(mount = %m.name, url, error = %e, "the store refused a listing; reads under this mount will fail until it answers")
+            }
+            Err(_) => tracing::warn!(
+                mount = %m.name,
+                url,
+                "the store did not answer a listing within {}s; reads under this mount will fail until it answers (options.timeout, options.connect_timeout)",
+                STORE_CHECK.as_secs()
+            ),
+        }
+    });
+    futures::future::join_all(checks).await;
+}
+
 /// How long a node leaving on SIGTERM waits for its pending uploads.
 pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -39,6 +68,17 @@ pub enum StartError {
     /// The metrics listener.
     #[error("metrics listener: {0}")]
     Io(#[from] std::io::Error),
+    /// An address to listen on is taken (or not this machine's).
+    #[error("cannot listen on {addr} (`{key}`)")]
+    Bind {
+        /// The config key naming the address.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A node serving on its sockets.
@@ -62,6 +102,7 @@ impl RunningNode {
         cfg.validate()?;
         let metrics = Arc::new(Metrics::new());
         let ns = Namespace::open(&cfg.mounts, metrics)?;
+        check_stores(&ns, cfg).await;
         let id = NodeId::new(&cfg.node_id).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let tls = TlsMaterial::load_dir(&cfg.certs, &id)?;
         Self::start_with(cfg, ns, tls, Arc::new(SystemClock)).await
@@ -94,7 +135,10 @@ impl RunningNode {
             .with_prefetch(&cfg.prefetch, cfg.prefetch_budget.as_u64())?
             .with_access(&cfg.access)?,
         );
-        let endpoint = transport::server_endpoint(cfg.listen, &tls)?;
+        let endpoint = transport::server_endpoint(cfg.listen, &tls).map_err(|e| match e {
+            ProtocolError::Io(source) => StartError::Bind { key: "listen", addr: cfg.listen, source },
+            other => StartError::Protocol(other),
+        })?;
         let addr = endpoint.local_addr()?;
         let mut tasks =
             vec![tokio::spawn(serve(endpoint.clone(), node.clone())), tokio::spawn(node.clone().run_uploader())];
@@ -144,7 +188,11 @@ impl RunningNode {
                 .metrics_listen
                 .parse()
                 .map_err(|e| ConfigError::Invalid(format!("metrics_listen {:?}: {e}", cfg.metrics_listen)))?;
-            let listener = tokio::net::TcpListener::bind(ma).await?;
+            let listener = tokio::net::TcpListener::bind(ma).await.map_err(|source| StartError::Bind {
+                key: "metrics_listen",
+                addr: ma,
+                source,
+            })?;
             metrics_addr = Some(listener.local_addr()?);
             let m = node.metrics.clone();
             tasks.push(tokio::spawn(async move {
