@@ -828,11 +828,31 @@ fn the_mount_answers_like_a_local_disk_where_it_cannot_store_and_recovers_a_dead
     let fifo = std::process::Command::new("mkfifo").arg(d.join("fifo")).output().expect("mkfifo");
     assert!(!fifo.status.success());
     assert!(String::from_utf8_lossy(&fifo.stderr).contains("not permitted"), "{fifo:?}");
+    // The errno rules of a local file system, and truncate to any size.
+    std::fs::create_dir_all(d.join("full/sub")).expect("mkdir -p");
+    std::fs::write(d.join("full/sub/g"), b"g").expect("write");
+    std::fs::create_dir_all(d.join("empty")).expect("mkdir");
+    assert_eq!(errno(std::fs::remove_file(d.join("full"))), 21, "unlink of a directory: EISDIR");
+    assert_eq!(errno(std::fs::remove_dir(d.join("a.bin"))), 20, "rmdir of a file: ENOTDIR");
+    assert_eq!(errno(std::fs::remove_dir(d.join("full"))), 39, "rmdir of a full directory: ENOTEMPTY");
+    assert_eq!(errno(std::fs::rename(d.join("empty"), d.join("full"))), 39, "rename over a full directory: ENOTEMPTY");
+    assert_eq!(errno(std::fs::rename(d.join("empty"), d.join("a.bin"))), 20, "rename a directory over a file: ENOTDIR");
+    let grown = std::fs::OpenOptions::new().write(true).open(d.join("a.bin")).and_then(|f| f.set_len(5000));
+    grown.expect("ftruncate up");
+    let t = std::process::Command::new("truncate").args(["-s", "3"]).arg(d.join("a.bin")).status().expect("truncate");
+    assert!(t.success(), "truncate(2) of a file nobody has open");
+    assert_eq!(std::fs::read(d.join("a.bin")).expect("read"), b"a\0\0");
+    std::fs::write(d.join("a.bin"), b"a").expect("write back");
+    // A directory moves as `mv` moves one between file systems (EXDEV: copy, remove).
+    let mv = std::process::Command::new("mv").arg(d.join("full")).arg(d.join("moved")).output().expect("mv");
+    assert!(mv.status.success(), "{mv:?}");
+    assert_eq!(std::fs::read(d.join("moved/sub/g")).expect("moved file"), b"g");
+    assert!(!d.join("full").exists());
     // A mount killed with -9 leaves a dead mount point; the next mount
     // detaches it and mounts there.
     let _ = mount.0.kill();
     let _ = mount.0.wait();
-    let dead = std::fs::metadata(&mnt).expect_err("a dead mount point").raw_os_error();
+    let dead = std::fs::read_dir(&mnt).expect_err("a dead mount point").raw_os_error();
     assert_eq!(dead, Some(107), "ENOTCONN");
     let _again = Running(ferry().args(["mount", "--config", &c.client, path(&mnt)]).spawn().expect("spawn mount"));
     wait_until(Duration::from_secs(30), "no mount over the dead mount point", || {

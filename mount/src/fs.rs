@@ -485,8 +485,21 @@ impl<N: Nodes> MountFs<N> {
         for w in &open {
             self.persist(w).await?;
         }
-        if self.made_dirs.lock().expect("dirs lock poisoned").contains(&from) {
-            return Err(FsError::new(libc::EXDEV, "renaming directories is not supported"));
+        // A directory is every object below it: it is not renamed in place.
+        // EXDEV, as between file systems, makes `mv` copy it and remove
+        // the original; over a directory with entries, ENOTEMPTY first.
+        let is_dir = self.made_dirs.lock().expect("dirs lock poisoned").contains(&from)
+            || self.stat_path(&from).await.is_ok_and(|a| a.kind == EntryKind::Dir);
+        if is_dir {
+            if let Ok(target) = self.stat_path(&to).await {
+                if target.kind == EntryKind::Dir && !self.cluster.list(&to).await.map_err(FsError::from)?.is_empty() {
+                    return Err(FsError::new(libc::ENOTEMPTY, format!("{to} is not empty")));
+                }
+                if target.kind != EntryKind::Dir {
+                    return Err(FsError::new(libc::ENOTDIR, format!("{to} is not a directory")));
+                }
+            }
+            return Err(FsError::new(libc::EXDEV, "directories are not renamed in place; copy and remove"));
         }
         let renamed = self.cluster.rename(&from, &to).await;
         self.forget_listings();

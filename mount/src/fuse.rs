@@ -583,10 +583,19 @@ pub enum MountError {
 
 /// Checks that `dir` is an existing, empty directory.
 pub fn check_mountpoint(dir: &Path) -> Result<(), MountError> {
-    let meta = match std::fs::metadata(dir) {
+    let probe = |dir: &Path| -> std::io::Result<(bool, bool)> {
+        let meta = std::fs::metadata(dir)?;
+        if !meta.is_dir() {
+            return Ok((false, false));
+        }
+        let empty = std::fs::read_dir(dir)?.next().is_none();
+        Ok((true, empty))
+    };
+    let found = match probe(dir) {
+        // A mount whose process was killed (the kernel may still answer a
+        // stat of it from its cache; a listing reaches the dead process):
+        // nothing serves it any more, so detaching it loses nothing.
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            // A mount whose process was killed: nothing serves it any more,
-            // so detaching it loses nothing.
             let detached = std::process::Command::new("fusermount3")
                 .args(["-u", "-z"])
                 .arg(dir)
@@ -601,19 +610,16 @@ pub fn check_mountpoint(dir: &Path) -> Result<(), MountError> {
                 )));
             }
             tracing::warn!(dir = %dir.display(), "detached a dead mount left by a killed mount process");
-            std::fs::metadata(dir)
+            probe(dir)
         }
         other => other,
     }
     .map_err(|e| MountError::Mountpoint(format!("{}: {e}", dir.display())))?;
-    if !meta.is_dir() {
-        return Err(MountError::Mountpoint(format!("{} is not a directory", dir.display())));
+    match found {
+        (false, _) => Err(MountError::Mountpoint(format!("{} is not a directory", dir.display()))),
+        (true, false) => Err(MountError::Mountpoint(format!("{} is not empty", dir.display()))),
+        (true, true) => Ok(()),
     }
-    let mut rd = std::fs::read_dir(dir).map_err(|e| MountError::Mountpoint(format!("{}: {e}", dir.display())))?;
-    if rd.next().is_some() {
-        return Err(MountError::Mountpoint(format!("{} is not empty", dir.display())));
-    }
-    Ok(())
 }
 
 /// Mounts `fs` at `dir`; the returned session unmounts when dropped or on `umount_and_join`.

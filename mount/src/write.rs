@@ -306,27 +306,43 @@ impl<N: Nodes> MountFs<N> {
             }),
         };
         match w {
-            Some(w) => {
-                let resend = {
-                    let mut s = w.staged();
-                    unshare(&mut s, |old| self.sibling(old))?;
-                    s.file.set_len(size)?;
-                    s.dirty = true;
-                    // A passthrough file the node adopted was just cut in place:
-                    // hand the node the new length at once.
-                    s.passthrough && s.adopted
-                };
-                self.writing.lock().expect("writing lock poisoned").insert(path.clone(), size);
-                if resend {
-                    self.persist(&w).await?;
-                }
-            }
+            Some(w) => self.set_len(&w, &path, size).await?,
             None if size == 0 => {
                 let (fh, _) = self.new_write_handle(&path, true, true).await?;
                 self.release(fh).await?;
             }
-            None => return Err(FsError::new(libc::EOPNOTSUPP, "truncate to a non-zero size needs an open handle")),
+            None => {
+                // `truncate(2)` of a file nobody has open: open it for
+                // writing (its bytes come along), cut or extend it, close.
+                let fh = self.open(ino, true, false).await?.fh();
+                let w = match self.handle(fh)? {
+                    Some(Handle::Write(w)) => w,
+                    _ => return Err(FsError::new(libc::EIO, "a write open gave no write handle")),
+                };
+                let cut = self.set_len(&w, &path, size).await;
+                let closed = self.release(fh).await;
+                cut?;
+                closed?;
+            }
         }
         self.stat_path(&path).await
+    }
+
+    /// Cuts or extends the staged file of `w` (writing `path`) to `size`.
+    async fn set_len(&self, w: &Arc<WriteHandle>, path: &str, size: u64) -> FsResult<()> {
+        let resend = {
+            let mut s = w.staged();
+            unshare(&mut s, |old| self.sibling(old))?;
+            s.file.set_len(size)?;
+            s.dirty = true;
+            // A passthrough file the node adopted was just cut in place:
+            // hand the node the new length at once.
+            s.passthrough && s.adopted
+        };
+        self.writing.lock().expect("writing lock poisoned").insert(path.to_string(), size);
+        if resend {
+            self.persist(w).await?;
+        }
+        Ok(())
     }
 }
