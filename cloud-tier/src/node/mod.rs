@@ -76,6 +76,9 @@ pub(crate) fn parse_path(p: &str) -> Result<NsPath, NodeError> {
     NsPath::parse(p).map_err(|e| NodeError::InvalidInput(e.to_string()))
 }
 
+/// Longest file name a `file://` store's file system takes.
+const LOCAL_NAME_MAX: usize = 255;
+
 /// How long a node tries to tell a peer of a change in the store.
 const CHANGED_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -203,6 +206,12 @@ impl CacheNode {
         }
         // Refused now, not at upload: a write acknowledged here must reach the store.
         if let Some(crate::dirs::Dirs::Local(_)) = &resolved.mount.dirs {
+            if let Some(long) = resolved.location.parts().find(|p| p.as_ref().len() > LOCAL_NAME_MAX) {
+                return Err(NodeError::InvalidInput(format!(
+                    "{path}: the name {:?}... is longer than a local store's {LOCAL_NAME_MAX} bytes",
+                    long.as_ref().chars().take(32).collect::<String>()
+                )));
+            }
             if resolved.mount.dirs.as_ref().and_then(|d| d.local_path(&resolved.location)).is_none() {
                 return Err(NodeError::Unauthorized(crate::confined::Outside(path.to_string()).to_string()));
             }
