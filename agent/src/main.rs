@@ -356,6 +356,23 @@ fn main() {
     }
 }
 
+/// How to run this binary again in a hint: `ferry` when that is the one on
+/// PATH, else the path of the binary that is running.
+#[cfg(feature = "operator")]
+fn invoked_as() -> String {
+    let me = std::env::current_exe().ok();
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            let candidate = d.join("ferry");
+            me.as_ref().is_some_and(|m| candidate.canonicalize().ok().as_ref() == Some(m))
+        })
+    });
+    match me {
+        Some(m) if !on_path => m.display().to_string(),
+        _ => "ferry".to_string(),
+    }
+}
+
 /// Whether `command` runs a cache node (`ferry cloud`, `ferry up`).
 fn runs_a_node(command: &Command) -> bool {
     #[cfg(feature = "up")]
@@ -395,7 +412,7 @@ async fn run(command: Command) -> Result<()> {
                 ModelCommand::Push { name, file, fleet, canary, client } => {
                     let cfg = load(&client)?;
                     let fleet = fleet.unwrap_or_else(|| cfg.fleet.clone());
-                    model::push(&cfg, &name, &file, &fleet, canary.unwrap_or(100)).await
+                    model::push(&cfg, &client.config, &name, &file, &fleet, canary.unwrap_or(100)).await
                 }
                 ModelCommand::Status { model: m, fleet, wait, json, client } => {
                     let cfg = load(&client)?;

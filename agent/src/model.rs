@@ -194,7 +194,14 @@ async fn current(cfg: &ClientConfig, cluster: &Cluster, fleet: &str, model: &str
 }
 
 /// `ferry model push`.
-pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, canary: u8) -> Result<()> {
+pub async fn push(
+    cfg: &ClientConfig,
+    config_path: &Path,
+    name: &str,
+    file: &Path,
+    fleet: &str,
+    canary: u8,
+) -> Result<()> {
     let (model, version) = split_name(name)?;
     let file_name = file
         .file_name()
@@ -279,7 +286,11 @@ pub async fn push(cfg: &ClientConfig, name: &str, file: &Path, fleet: &str, cana
         crate::read::human(uploaded),
         if repaired > 0 { format!(", {repaired} corrupt stored chunk(s) repaired") } else { String::new() }
     );
-    println!("follow it with: ferry model status {model}");
+    println!(
+        "follow it with: {} model status {model} --fleet {fleet} --config {}",
+        crate::invoked_as(),
+        config_path.display()
+    );
     Ok(())
 }
 

@@ -220,18 +220,19 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
     }
     println!();
     println!("Try:");
-    println!("  ferry ls   --config {} /datasets", client_toml.display());
-    println!("  ferry cat  --config {} /datasets/hello.txt", client_toml.display());
-    println!("  ferry stat ferry://{}/datasets/hello.txt --config {}", node.addr, client_toml.display());
+    let me = crate::invoked_as();
+    println!("  {me} ls   --config {} /datasets", client_toml.display());
+    println!("  {me} cat  --config {} /datasets/hello.txt", client_toml.display());
+    println!("  {me} stat ferry://{}/datasets/hello.txt --config {}", node.addr, client_toml.display());
     println!("Files you put under {} appear under / in the namespace.", store.display());
     println!(
-        "Files you drop into {} are uploaded to {}/logs/{UP_ROBOT}/robot/ (progress: ferry edge status --config {}).",
+        "Files you drop into {} are uploaded to {}/logs/{UP_ROBOT}/robot/ (progress: {me} edge status --config {}).",
         robot.display(),
         store.display(),
         data.join("edge.toml").display()
     );
     println!(
-        "  ferry model push demo-v1 FILE --config {}   (then: ferry model status demo --config {})",
+        "  {me} model push demo-v1 FILE --config {}   (then: {me} model status demo --config {})",
         client_toml.display(),
         client_toml.display()
     );
