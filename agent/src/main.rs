@@ -46,12 +46,16 @@ use ferry_protocol::codec::EntryKind;
 #[cfg(feature = "operator")]
 use ferry_protocol::ids::Role;
 
+/// The log filter when none is given.
+const DEFAULT_LOG: &str = "info,rumqttd=off";
+
 /// Move data between robots, object storage and GPU training machines.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about, long_about = None)]
 struct Cli {
-    /// Log filter (tracing syntax), e.g. `info` or `ferry_cloud_tier=debug`.
-    #[arg(long, global = true, env = "FERRY_LOG", default_value = "info,rumqttd=off")]
+    /// Log filter (tracing syntax), e.g. `info` or `ferry_cloud_tier=debug`;
+    /// without `--log` and `FERRY_LOG`, `RUST_LOG` is used when set.
+    #[arg(long, global = true, env = "FERRY_LOG", default_value = DEFAULT_LOG)]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -316,7 +320,11 @@ enum CertCommand {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+    let spec = match std::env::var("RUST_LOG") {
+        Ok(rust_log) if cli.log == DEFAULT_LOG && std::env::var_os("FERRY_LOG").is_none() => rust_log,
+        _ => cli.log.clone(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // fuser's own unmount on session end, after ours already did it, is no news.
         .add_directive("fuser::mnt=error".parse().expect("a valid directive"));
