@@ -67,7 +67,10 @@ impl Dirs {
     /// the store has one there of its own (a local directory). `None` for
     /// stores whose directories are markers (listed, not looked up).
     pub fn local_dir_mtime(&self, location: &StorePath) -> Option<i64> {
-        let meta = std::fs::metadata(self.local_path(location)?).ok()?;
+        // Asked for each directory of a listing, which the confined store
+        // already left links out of: no resolving here (a time is all it gives).
+        let Dirs::Local(root) = self else { return None };
+        let meta = std::fs::metadata(Self::local(root, location)).ok()?;
         if !meta.is_dir() {
             return None;
         }

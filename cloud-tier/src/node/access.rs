@@ -146,10 +146,10 @@ impl Access {
             }
             // Robots' uploads; what they commit is checked as a write.
             Request::HasChunks { .. } | Request::PutChunk { .. } => {
-                return if peer.role == Role::Edge || !self.rules(peer.role).0.is_empty() {
-                    Ok(())
-                } else {
+                return if peer.role == Role::Cloud && self.cloud.is_empty() {
                     self.may(peer, "/", "upload to")
+                } else {
+                    Ok(())
                 };
             }
             _ => Vec::new(),
