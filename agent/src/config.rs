@@ -72,6 +72,14 @@ pub fn relative_to(config: Option<&Path>, p: &Path) -> PathBuf {
 /// password = ""
 /// ca = ""                      # CA (PEM) of an etcd serving https
 /// timeout = "3s"
+///
+/// [s3]                         # the S3-compatible endpoint (`ferry s3`)
+/// listen = "127.0.0.1:7480"    # HTTP address to serve on
+/// staging = ""                 # uploads in progress; "" = a directory under the system temp dir
+/// [[s3.keys]]                  # one per access key clients sign with (SigV4)
+/// access_key = "..."
+/// secret_key = "..."
+/// identity = ""                # ferry identity the key acts as (its certificate in `certs`); "" = `id`
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -96,6 +104,39 @@ pub struct ClientConfig {
     pub replicas: usize,
     /// The cluster's etcd, to follow its membership.
     pub etcd: ferry_protocol::membership::EtcdConfig,
+    /// The S3-compatible endpoint.
+    pub s3: S3Config,
+}
+
+/// `[s3]` in `client.toml`: the S3-compatible endpoint (`ferry s3`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// HTTP address to serve on.
+    pub listen: String,
+    /// Directory for uploads in progress ("" = one under the system temp dir).
+    pub staging: PathBuf,
+    /// The access keys clients sign with.
+    pub keys: Vec<S3KeyConfig>,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config { listen: "127.0.0.1:7480".into(), staging: PathBuf::new(), keys: Vec::new() }
+    }
+}
+
+/// One `[[s3.keys]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3KeyConfig {
+    /// Access key id.
+    pub access_key: String,
+    /// Its secret.
+    pub secret_key: String,
+    /// The ferry identity requests signed with this key act as ("" = the config's `id`).
+    #[serde(default)]
+    pub identity: String,
 }
 
 impl Default for ClientConfig {
@@ -111,6 +152,7 @@ impl Default for ClientConfig {
             mqtt_ca: PathBuf::new(),
             replicas: 1,
             etcd: ferry_protocol::membership::EtcdConfig::default(),
+            s3: S3Config::default(),
         }
     }
 }
@@ -128,6 +170,17 @@ impl ClientConfig {
         }
         if c.replicas == 0 {
             bail!("replicas must be at least 1");
+        }
+        if !c.s3.staging.as_os_str().is_empty() {
+            c.s3.staging = relative_to(path, &c.s3.staging);
+        }
+        for (i, k) in c.s3.keys.iter().enumerate() {
+            if k.access_key.is_empty() || k.secret_key.is_empty() {
+                bail!("s3.keys[{i}]: access_key and secret_key must both be set");
+            }
+            if c.s3.keys[..i].iter().any(|o| o.access_key == k.access_key) {
+                bail!("s3.keys[{i}]: access key {:?} is listed twice", k.access_key);
+            }
         }
         Ok(c)
     }

@@ -31,6 +31,8 @@ mod mount;
 #[cfg(feature = "operator")]
 mod predictor;
 mod read;
+#[cfg(feature = "cloud")]
+mod s3;
 #[cfg(any(feature = "cloud", feature = "mount", feature = "edge"))]
 mod signal;
 #[cfg(feature = "up")]
@@ -79,6 +81,9 @@ enum Command {
         /// Address of the embedded MQTT broker (model announcements).
         #[arg(long, default_value = "127.0.0.1:1883")]
         mqtt_listen: std::net::SocketAddr,
+        /// Address of the S3-compatible endpoint.
+        #[arg(long, default_value = "127.0.0.1:7480")]
+        s3_listen: std::net::SocketAddr,
     },
     /// Run a cache node.
     #[cfg(feature = "cloud")]
@@ -112,6 +117,17 @@ enum Command {
         /// Most bytes fetched ahead and not read yet.
         #[arg(long, default_value = "256MiB")]
         prefetch_budget: bytesize::ByteSize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Serve the namespace over the S3 API: buckets are its top-level
+    /// directories; requests are signed (SigV4) with the keys in `[s3]` of
+    /// the client config, each acting as a ferry identity.
+    #[cfg(feature = "cloud")]
+    S3 {
+        /// HTTP address to serve on (default: `s3.listen` of the config).
+        #[arg(long)]
+        listen: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -398,8 +414,8 @@ fn runs_a_node(command: &Command) -> bool {
 async fn run(command: Command) -> Result<()> {
     match command {
         #[cfg(feature = "up")]
-        Command::Up { data, listen, metrics_listen, mqtt_listen } => {
-            up::run(&data, listen, metrics_listen, mqtt_listen).await
+        Command::Up { data, listen, metrics_listen, mqtt_listen, s3_listen } => {
+            up::run(&data, listen, metrics_listen, mqtt_listen, s3_listen).await
         }
         #[cfg(feature = "edge")]
         Command::Edge { config, command: None } => edge::run(&config).await,
@@ -462,6 +478,16 @@ async fn run(command: Command) -> Result<()> {
             let prefetch =
                 ferry_mount::prefetch::PrefetchOptions { predictor: prefetch, budget: prefetch_budget.as_u64() };
             mount::run(c, &dir, &staging, local_copies.as_u64(), &prefetch).await
+        }
+        #[cfg(feature = "cloud")]
+        Command::S3 { listen, client } => {
+            let cfg = config::ClientConfig::load(
+                client
+                    .explicit()
+                    .then_some(client.config.as_path())
+                    .or_else(|| client.config.is_file().then_some(client.config.as_path())),
+            )?;
+            s3::run(&cfg, listen.as_deref()).await
         }
         Command::Cat { target, client } => {
             let t = read::parse_target(&target)?;

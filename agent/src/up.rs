@@ -21,6 +21,8 @@ pub const UP_ROBOT: &str = "robot-1";
 pub const UP_FLEET: &str = "default";
 /// The user name of its broker (the password is in `DIR/mqtt-password`).
 pub const UP_MQTT_USER: &str = "ferry";
+/// The access key of `ferry up`'s S3 endpoint (its secret is generated into DIR).
+pub const UP_S3_KEY: &str = "ferry";
 
 /// Runs an MQTT broker (rumqttd) on `addr` in its own threads.
 fn start_broker(addr: SocketAddr, user: &str, password: &str) -> Result<()> {
@@ -74,12 +76,12 @@ fn start_broker(addr: SocketAddr, user: &str, password: &str) -> Result<()> {
     Ok(())
 }
 
-/// The broker's password in `DIR/mqtt-password` (readable by its owner
-/// only), made on the first start.
-fn broker_password(data: &Path) -> Result<String> {
+/// A secret kept in `DIR/NAME` (readable by its owner only), made on the
+/// first start: the broker's password, the S3 endpoint's secret key.
+fn secret(data: &Path, name: &str) -> Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = data.join("mqtt-password");
+    let path = data.join(name);
     if let Ok(p) = std::fs::read_to_string(&path) {
         let p = p.trim().to_string();
         if !p.is_empty() {
@@ -117,7 +119,13 @@ fn keep_or_write<T: serde::Serialize>(path: &Path, default: &T, load: impl Fn(&P
 }
 
 /// Runs the stack until interrupted.
-pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mqtt_listen: SocketAddr) -> Result<()> {
+pub async fn run(
+    data: &Path,
+    listen: SocketAddr,
+    metrics_listen: SocketAddr,
+    mqtt_listen: SocketAddr,
+    s3_listen: SocketAddr,
+) -> Result<()> {
     let data = absolute(data)?;
     let _lock = crate::lock::directory(&data, "the data directory")?;
     let store = data.join("store");
@@ -144,7 +152,7 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
     let _cache_lock = crate::lock::directory(&cloud.cache.disk_dir, "the cache directory")?;
     let node = ferry_cloud_tier::RunningNode::start(&cloud).await.context("cannot start the cache node")?;
 
-    let mqtt_password = broker_password(&data)?;
+    let mqtt_password = secret(&data, "mqtt-password")?;
     let client = ClientConfig {
         nodes: vec![node.addr.to_string()],
         certs: certs_dir,
@@ -153,6 +161,15 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
         mqtt: mqtt_listen.to_string(),
         mqtt_user: UP_MQTT_USER.into(),
         mqtt_password: mqtt_password.clone(),
+        s3: crate::config::S3Config {
+            listen: s3_listen.to_string(),
+            staging: data.join("s3-staging"),
+            keys: vec![crate::config::S3KeyConfig {
+                access_key: UP_S3_KEY.into(),
+                secret_key: secret(&data, "s3-secret")?,
+                identity: String::new(),
+            }],
+        },
         ..ClientConfig::default()
     };
     let client_toml = data.join("client.toml");
@@ -191,6 +208,17 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
         let _ = edge_stopped.await;
     }));
 
+    // The S3 endpoint, with the key in client.toml.
+    let s3 = if client.s3.keys.is_empty() {
+        eprintln!(
+            "ferry: no S3 endpoint: {} has no [[s3.keys]] (delete it to get the defaults)",
+            client_toml.display()
+        );
+        None
+    } else {
+        Some(crate::s3::start(&client, None).await?)
+    };
+
     let mnt = data.join("mnt");
     let mounted = if std::path::Path::new("/dev/fuse").exists() {
         let _ = std::fs::create_dir_all(&mnt);
@@ -218,12 +246,26 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
     if mounted.is_some() {
         println!("  mount        {}", mnt.display());
     }
+    if let (Some(s3), Some(key)) = (&s3, client.s3.keys.first()) {
+        println!(
+            "  s3 endpoint  http://{} (access key {}, secret key in {})",
+            s3.addr,
+            key.access_key,
+            client_toml.display()
+        );
+    }
     println!();
     println!("Try:");
     let me = crate::invoked_as();
     println!("  {me} ls   --config {} /datasets", client_toml.display());
     println!("  {me} cat  --config {} /datasets/hello.txt", client_toml.display());
     println!("  {me} stat ferry://{}/datasets/hello.txt --config {}", node.addr, client_toml.display());
+    if let (Some(s3), Some(key)) = (&s3, client.s3.keys.first()) {
+        println!(
+            "  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url http://{} s3 ls s3://datasets/",
+            key.access_key, key.secret_key, s3.addr
+        );
+    }
     println!("Files you put under {} appear under / in the namespace.", store.display());
     println!(
         "Files you drop into {} are uploaded to {}/logs/{UP_ROBOT}/robot/ (progress: {me} edge status --config {}).",
@@ -248,6 +290,11 @@ pub async fn run(data: &Path, listen: SocketAddr, metrics_listen: SocketAddr, mq
     }
     if let Some(m) = mounted {
         if let Err(e) = tokio::task::spawn_blocking(move || m.unmount()).await? {
+            eprintln!("ferry: {e:#}");
+        }
+    }
+    if let Some(s3) = s3 {
+        if let Err(e) = s3.shutdown().await {
             eprintln!("ferry: {e:#}");
         }
     }

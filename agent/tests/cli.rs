@@ -93,15 +93,18 @@ struct Up {
     child: Running,
     data: PathBuf,
     client: String,
+    s3: String,
 }
 
 fn start_up(dir: &Path) -> Up {
     let data = dir.join("data");
+    let s3 = format!("127.0.0.1:{}", free_tcp_port());
     let mut child = ferry()
         .args(["up", "--data", data.to_str().expect("utf8")])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--metrics-listen", &format!("127.0.0.1:{}", free_tcp_port())])
         .args(["--mqtt-listen", &format!("127.0.0.1:{}", free_tcp_port())])
+        .args(["--s3-listen", &s3])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -112,7 +115,7 @@ fn start_up(dir: &Path) -> Up {
     assert_eq!(first, "ferry is up.");
     std::thread::spawn(move || for _ in lines {});
     let client = data.join("client.toml").to_str().expect("utf8").to_string();
-    Up { child: Running(child), data, client }
+    Up { child: Running(child), data, client, s3: format!("http://{s3}") }
 }
 
 #[test]
@@ -599,6 +602,35 @@ fn everyday_tools_read_the_mount_unmodified() {
 
     signal(&mount.0, "TERM");
     assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
+}
+
+/// A Python with the S3 clients (boto3, the AWS CLI, s3fs): `FERRY_PYTHON`
+/// (scripts/test.sh installs them into .venv), else `python3`.
+fn s3_python() -> Option<String> {
+    let py = std::env::var("FERRY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let o = std::process::Command::new(&py).args(["-c", "import boto3, s3fs, awscli"]).output();
+    let present = o.as_ref().is_ok_and(|o| o.status.success());
+    available(present, &format!("{py} cannot import boto3, s3fs and awscli ({o:?}): scripts/test.sh installs them"))
+        .then_some(py)
+}
+
+#[test]
+fn s3_clients_read_list_and_write_through_the_endpoint_of_ferry_up() {
+    let Some(py) = s3_python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut up = start_up(dir.path());
+    let secret = std::fs::read_to_string(up.data.join("s3-secret")).expect("DIR/s3-secret");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/s3_check.py");
+    let store = up.data.join("store");
+    let out = std::process::Command::new(&py)
+        .args([script, &up.s3, "ferry", secret.trim(), store.to_str().expect("utf8")])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run s3_check.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("all checks passed"), "{text}");
+    signal(&up.child.0, "INT");
+    assert!(wait_exit(&mut up.child.0, Duration::from_secs(20)).success());
 }
 
 /// A Python that has PyTorch: `FERRY_PYTHON` (scripts/test.sh points it at

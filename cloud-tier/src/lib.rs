@@ -20,6 +20,7 @@
 //!   errors, and helpers that start nodes and clients for tests and
 //!   benchmarks.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - [`s3`]: the S3-compatible endpoint over the namespace (`ferry s3`).
 //! - [`clock`]: the injected wall clock.
 //! - [`payload`]: GET results as streams of large chunks.
 //! - [`prefetch`]: the node's prefetcher (a predictor per connection,
@@ -40,6 +41,7 @@ pub mod node;
 pub mod payload;
 pub mod prefetch;
 pub mod recorder;
+pub mod s3;
 #[cfg(feature = "test-support")]
 pub mod testing;
 

@@ -982,27 +982,11 @@ impl Cluster {
         W: AsyncWrite + Unpin,
     {
         let info = self.stat(path).await?;
-        if info.kind == EntryKind::Dir {
-            return Err(ProtocolError::Remote {
-                code: ErrorCode::InvalidInput,
-                message: format!("{path} is a directory"),
-            });
-        }
-        let page_size = self.page_size(path).await?;
         let end = match len {
             Some(l) => offset.saturating_add(l).min(info.size),
             None => info.size,
         };
-        if offset >= end {
-            return Ok(0);
-        }
-        let first = offset / page_size;
-        let last = (end - 1) / page_size;
-        let pieces = (first..=last).map(|p| (p, (p * page_size).max(offset), ((p + 1) * page_size).min(end)));
-        let mut stream = futures::stream::iter(pieces)
-            // An object not yet persisted lives in the journal of page 0's owner.
-            .map(|(p, s, e)| self.read_piece(path, p, if info.persisted { p } else { 0 }, page_size, s, e))
-            .buffered(self.window);
+        let mut stream = std::pin::pin!(self.pieces(path, &info, offset, end).await?);
         let mut written = 0;
         while let Some(chunks) = stream.try_next().await? {
             for bytes in chunks {
@@ -1012,6 +996,33 @@ impl Cluster {
         }
         out.flush().await?;
         Ok(written)
+    }
+
+    /// Bytes `[offset, end)` of `path`, whose metadata is `info` (from
+    /// [`Cluster::stat`]), as a stream of pieces in order, pages in flight
+    /// concurrently, each from its owner.
+    pub async fn pieces<'a>(
+        &'a self,
+        path: &'a str,
+        info: &ObjectInfo,
+        offset: u64,
+        end: u64,
+    ) -> Result<impl futures::Stream<Item = Result<Vec<Bytes>, ProtocolError>> + 'a, ProtocolError> {
+        if info.kind == EntryKind::Dir {
+            return Err(ProtocolError::Remote {
+                code: ErrorCode::InvalidInput,
+                message: format!("{path} is a directory"),
+            });
+        }
+        let page_size = self.page_size(path).await?;
+        let end = end.min(info.size);
+        let (first, last) = if offset >= end { (1, 0) } else { (offset / page_size, (end - 1) / page_size) };
+        let persisted = info.persisted;
+        let pieces = (first..=last).map(move |p| (p, (p * page_size).max(offset), ((p + 1) * page_size).min(end)));
+        Ok(futures::stream::iter(pieces)
+            // An object not yet persisted lives in the journal of page 0's owner.
+            .map(move |(p, s, e)| self.read_piece(path, p, if persisted { p } else { 0 }, page_size, s, e))
+            .buffered(self.window))
     }
 }
 
