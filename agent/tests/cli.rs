@@ -16,6 +16,7 @@ fn help_for_every_command() {
         &["up", "--help"],
         &["cloud", "--help"],
         &["cat", "--help"],
+        &["s3", "--help"],
         &["ls", "--help"],
         &["stat", "--help"],
         &["load", "--help"],
@@ -629,6 +630,71 @@ fn s3_clients_read_list_and_write_through_the_endpoint_of_ferry_up() {
         .expect("run s3_check.py");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("all checks passed"), "{text}");
+    signal(&up.child.0, "INT");
+    assert!(wait_exit(&mut up.child.0, Duration::from_secs(20)).success());
+}
+
+#[test]
+fn s3_keys_act_as_ferry_identities_and_their_access_rules() {
+    let Some(py) = s3_python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut up = start_up(dir.path());
+    std::fs::create_dir_all(up.data.join("store/logs/robot-1")).expect("mkdir");
+    std::fs::write(up.data.join("store/logs/robot-1/own.txt"), b"mine\n").expect("write");
+    std::fs::create_dir_all(up.data.join("store/logs/robot-2")).expect("mkdir");
+    std::fs::write(up.data.join("store/logs/robot-2/other.txt"), b"theirs\n").expect("write");
+    // A second endpoint, as an operator runs one: two keys, one acting as
+    // the stack's client, one as its robot.
+    let node = std::fs::read_to_string(&up.client).expect("client.toml");
+    let node = node.split('"').nth(1).expect("a node address").to_string();
+    let listen = format!("127.0.0.1:{}", free_tcp_port());
+    let cfg = dir.path().join("s3.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "nodes = [\"{node}\"]\ncerts = \"{}\"\n[s3]\nlisten = \"{listen}\"\nstaging = \"{}\"\n\
+             [[s3.keys]]\naccess_key = \"trainer\"\nsecret_key = \"trainer-secret\"\n\
+             [[s3.keys]]\naccess_key = \"robot\"\nsecret_key = \"robot-secret\"\nidentity = \"robot-1\"\n",
+            up.data.join("certs").display(),
+            dir.path().join("s3-staging").display()
+        ),
+    )
+    .expect("write s3.toml");
+    let mut s3 = Running(
+        ferry().args(["s3", "--config", cfg.to_str().expect("utf8")]).stdout(Stdio::piped()).spawn().expect("ferry s3"),
+    );
+    let mut lines = BufReader::new(s3.0.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("read");
+    assert!(first.contains(&format!("http://{listen}")), "{first}");
+    let script = r#"
+import sys, boto3, botocore.config, botocore.exceptions
+endpoint = sys.argv[1]
+def client(k, s):
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=k, aws_secret_access_key=s,
+                        region_name="us-east-1", config=botocore.config.Config(retries={"max_attempts": 1}))
+def get(c, b, k):
+    try:
+        return c.get_object(Bucket=b, Key=k)["Body"].read().decode()
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+trainer, robot = client("trainer", "trainer-secret"), client("robot", "robot-secret")
+print(get(trainer, "datasets", "hello.txt").strip())
+print(get(trainer, "logs", "robot-2/other.txt").strip())
+print(get(robot, "logs", "robot-1/own.txt").strip())
+print(get(robot, "logs", "robot-2/other.txt"))
+print(get(robot, "datasets", "hello.txt"))
+"#;
+    let out = std::process::Command::new(&py)
+        .args(["-c", script, &format!("http://{listen}")])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got, ["hello from ferry", "theirs", "mine", "AccessDenied", "AccessDenied"], "{text}");
+    signal(&s3.0, "TERM");
+    assert!(wait_exit(&mut s3.0, Duration::from_secs(20)).success());
     signal(&up.child.0, "INT");
     assert!(wait_exit(&mut up.child.0, Duration::from_secs(20)).success());
 }
