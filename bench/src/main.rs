@@ -6,11 +6,13 @@
 //!
 //! Modules: `cache` (read, train, checkpoint: a cache node and a mount in
 //! this process), `edge` (edge, edge-link, edge-crash, fleet), `cluster`
-//! (nodes in network namespaces, etcd, node loss and join).
+//! (nodes in network namespaces, etcd, node loss and join), `s3` (the S3
+//! endpoint against the store's files and the mount).
 
 mod cache;
 mod cluster;
 mod edge;
+mod s3;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -184,6 +186,22 @@ enum Scenario {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Warm GetObject throughput of the S3 endpoint vs the same ranged reads from the local-file store
+    /// behind it and through the mount.
+    S3 {
+        /// Dataset size.
+        #[arg(long, default_value = "1GiB")]
+        size: ByteSize,
+        /// Files in the dataset.
+        #[arg(long, default_value_t = 8)]
+        files: usize,
+        /// Measured rounds (after one warm-up pass); each side keeps its best.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Working directory (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Kill -9 the edge agent at random points while logs grow; check every object afterwards.
     EdgeCrash {
         /// Kill iterations.
@@ -232,6 +250,7 @@ async fn run(s: Scenario, ferry: Option<PathBuf>) -> Result<()> {
             let ferry = ferry_binary(ferry)?;
             tokio::task::spawn_blocking(move || cluster::cluster(&ferry, size.as_u64(), nodes, rate_mbit, dir)).await?
         }
+        Scenario::S3 { size, files, rounds, dir } => s3::s3(size.as_u64(), files, rounds, dir).await,
         Scenario::EdgeCrash { iterations, dir } => {
             let ferry = ferry_binary(ferry)?;
             tokio::task::spawn_blocking(move || edge::edge_crash(&ferry, iterations, dir)).await?
