@@ -33,6 +33,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || apt_missing+=(mosquitto-clients)
 # etcd for the cluster tests, protoc for building the etcd client (feature `etcd`).
 command -v etcd >/dev/null 2>&1 || apt_missing+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
+# systemd-analyze, to verify the units in deploy/systemd.
+command -v systemd-analyze >/dev/null 2>&1 || apt_missing+=(systemd)
 # C compiler for the bundled SQLite and zstd.
 command -v cc >/dev/null 2>&1 || apt_missing+=(build-essential)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
@@ -113,6 +115,16 @@ echo "test.sh: cargo test, predictor with the torch feature (LSTM)"
 cargo test -p ferry-predictor --release --features torch --no-fail-fast 2>&1 | tee -a "$log"
 torch_status="${PIPESTATUS[0]}"
 [ "$status" = 0 ] && status="$torch_status"
+echo "test.sh: systemd-analyze verify deploy/systemd/*.service (ExecStart pointed at the binary just built)"
+units="$(mktemp -d)"
+for unit in deploy/systemd/*.service; do
+    sed "s|/usr/bin/ferry|$PWD/target/release/ferry|" "$unit" > "$units/$(basename "$unit")"
+done
+if ! systemd-analyze verify "$units"/*.service; then
+    echo "test.sh: systemd-analyze verify failed"
+    status=1
+fi
+rm -rf "$units"
 set -e
 # One closing line over every test binary (cargo prints one per binary).
 # A test that found a component missing (outside CI) returned early and

@@ -90,7 +90,15 @@ pub async fn run(config: &Path) -> Result<()> {
     if !cfg.models.mqtt.is_empty() {
         eprintln!("ferry: following models of fleet {} on {}", cfg.models.fleet, cfg.models.mqtt);
     }
-    start(cfg).await?.run(crate::signal::wait_for_shutdown()).await?;
+    let id = cfg.id.clone();
+    let agent = start(cfg).await?;
+    crate::notify::ready(&format!("edge agent {id}"));
+    agent
+        .run(async {
+            crate::signal::wait_for_shutdown().await;
+            crate::notify::stopping();
+        })
+        .await?;
     eprintln!("ferry: edge agent stopped");
     Ok(())
 }

@@ -28,6 +28,8 @@ mod lock;
 mod model;
 #[cfg(feature = "mount")]
 mod mount;
+#[cfg(any(feature = "cloud", feature = "edge"))]
+mod notify;
 #[cfg(feature = "operator")]
 mod predictor;
 mod read;
@@ -464,8 +466,10 @@ async fn run(command: Command) -> Result<()> {
             if let Some(m) = node.metrics_addr {
                 eprintln!("ferry: metrics at http://{m}/metrics");
             }
+            notify::ready(&format!("cache node {} on {}", cfg.node_id, node.addr));
             signal::wait_for_shutdown().await;
             eprintln!("ferry: shutting down");
+            notify::stopping();
             node.leave().await;
             Ok(())
         }

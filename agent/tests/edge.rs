@@ -447,3 +447,65 @@ fn a_robot_reads_models_and_its_own_logs_and_a_node_certificate_is_no_client() {
     let ls = run(&["ls", "--config", &other, "/logs"]);
     assert!(!ls.status.success(), "robot-18 listed /logs: {}", String::from_utf8_lossy(&ls.stdout));
 }
+
+/// Datagrams a daemon sends to `NOTIFY_SOCKET`, as systemd reads them.
+struct NotifySocket {
+    sock: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    fn new(dir: &Path, name: &str) -> NotifySocket {
+        let path = dir.join(name);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+        sock.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        NotifySocket { sock, path }
+    }
+
+    /// The next message, split into its `KEY=VALUE` lines.
+    fn next(&self) -> Vec<String> {
+        let mut buf = [0u8; 4096];
+        let n = self.sock.recv(&mut buf).expect("a notify message within 30 s");
+        String::from_utf8_lossy(&buf[..n]).lines().map(str::to_string).collect()
+    }
+}
+
+#[test]
+fn daemons_tell_systemd_they_are_ready_alive_and_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = setup(dir.path(), "");
+    for daemon in ["cloud", "edge"] {
+        let notify = NotifySocket::new(dir.path(), &format!("{daemon}.notify"));
+        let config = if daemon == "cloud" { env.cloud.cfg.clone() } else { env.edge_cfg.clone() };
+        // The edge agent needs its node.
+        let node = (daemon == "edge").then(|| env.cloud());
+        // As systemd starts it: WATCHDOG_PID is the service's main pid (the
+        // shell's, which exec keeps).
+        let bin = ferry().get_program().to_owned();
+        let mut child = Running(
+            std::process::Command::new("sh")
+                .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+                .arg(bin)
+                .args([daemon, "--config", config.to_str().expect("utf8")])
+                .env("NOTIFY_SOCKET", &notify.path)
+                .env("WATCHDOG_USEC", "400000")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        );
+        let first = notify.next();
+        assert!(first.contains(&"READY=1".to_string()), "{daemon}: {first:?}");
+        assert!(first.iter().any(|l| l.starts_with("STATUS=")), "{daemon}: {first:?}");
+        // Watchdog pings at half of WATCHDOG_USEC, while it runs.
+        for _ in 0..3 {
+            assert_eq!(notify.next(), ["WATCHDOG=1"], "{daemon}");
+        }
+        signal(&child.0, "TERM");
+        let mut seen = Vec::new();
+        while !seen.contains(&"STOPPING=1".to_string()) {
+            seen = notify.next();
+        }
+        assert!(wait_exit(&mut child.0, Duration::from_secs(20)).success(), "{daemon} did not stop cleanly");
+        drop(node);
+    }
+}
