@@ -61,8 +61,58 @@ struct Cli {
     /// without `--log` and `FERRY_LOG`, `RUST_LOG` is used when set.
     #[arg(long, global = true, env = "FERRY_LOG", default_value = DEFAULT_LOG)]
     log: String,
+    /// Log lines as `text` or `json` (one object per line: timestamp, level, fields).
+    #[arg(long, global = true, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (colour only on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Exit statuses (docs/OPERATIONS.md): 2 is a usage error (clap's).
+mod exit {
+    /// Any other failure.
+    pub const FAILURE: i32 = 1;
+    /// A path, object or file that is not there.
+    pub const NOT_FOUND: i32 = 3;
+    /// Refused: this identity may not do it.
+    pub const PERMISSION: i32 = 4;
+    /// A node, store or broker that cannot be reached or cannot serve now: try again later.
+    pub const UNAVAILABLE: i32 = 5;
+}
+
+/// The exit status for `e`: from the first error in its chain that says.
+fn exit_status(e: &anyhow::Error) -> i32 {
+    use ferry_protocol::{ErrorCode, ProtocolError};
+    for cause in e.chain() {
+        if let Some(p) = cause.downcast_ref::<ProtocolError>() {
+            match p {
+                ProtocolError::Remote { code: ErrorCode::NotFound, .. } => return exit::NOT_FOUND,
+                ProtocolError::Remote { code: ErrorCode::Unauthorized, .. } => return exit::PERMISSION,
+                ProtocolError::Remote { code: ErrorCode::Unavailable, .. } | ProtocolError::Connection { .. } => {
+                    return exit::UNAVAILABLE
+                }
+                _ => {}
+            }
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::NotFound => return exit::NOT_FOUND,
+                std::io::ErrorKind::PermissionDenied => return exit::PERMISSION,
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut => return exit::UNAVAILABLE,
+                _ => {}
+            }
+        }
+    }
+    exit::FAILURE
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,13 +396,15 @@ fn main() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         // fuser's own unmount on session end, after ours already did it, is no news.
         .add_directive("fuser::mnt=error".parse().expect("a valid directive"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // Colour codes only for a terminal, not for a log file or journald.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().with_target(true).with_current_span(false).init(),
+        LogFormat::Text => logs
+            .with_target(false)
+            // Colour codes only for a terminal, not for a log file or journald.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     if runs_a_node(&cli.command) {
         // What a node writes (objects of a `file://` store, its caches and
         // journal) is not for other users of the machine to read.
@@ -378,7 +430,7 @@ fn main() {
     if let Err(e) = runtime.block_on(run(cli.command)) {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         eprintln!("ferry: {}", chain.join(": "));
-        std::process::exit(1);
+        std::process::exit(exit_status(&e));
     }
 }
 

@@ -993,3 +993,38 @@ fn a_taken_port_is_named_once_and_an_unanswering_store_is_reported_at_start() {
         "no warning naming the store at start: {before:?}"
     );
 }
+
+#[test]
+fn exit_statuses_say_what_went_wrong_and_logs_can_be_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cloud_setup_with(dir.path(), "/d", "default", &[("edge", "robot-1")]);
+    std::fs::write(c.store.join("x.txt"), b"x\n").expect("write");
+    let _node = start_cloud(&c);
+    let status = |args: &[&str]| run(args).status.code();
+    assert_eq!(status(&["cat", "--config", &c.client, "/d/x.txt"]), Some(0));
+    assert_eq!(status(&["cat"]), Some(2), "usage");
+    assert_eq!(status(&["cat", "--config", &c.client, "/d/missing.txt"]), Some(3), "not found");
+    let robot = dir.path().join("robot.toml");
+    std::fs::write(&robot, format!("nodes = [\"127.0.0.1:{}\"]\ncerts = \"certs\"\nid = \"robot-1\"\n", c.port))
+        .expect("write");
+    assert_eq!(status(&["cat", "--config", robot.to_str().expect("utf8"), "/d/x.txt"]), Some(4), "permission");
+    let nowhere = dir.path().join("nowhere.toml");
+    std::fs::write(&nowhere, format!("nodes = [\"127.0.0.1:{}\"]\ncerts = \"certs\"\nid = \"client\"\n", free_port()))
+        .expect("write");
+    assert_eq!(status(&["cat", "--config", nowhere.to_str().expect("utf8"), "/d/x.txt"]), Some(5), "unavailable");
+    assert_eq!(status(&["cat", "--config", "/nonexistent/client.toml", "/d/x.txt"]), Some(1), "bad config");
+
+    // --log-format json: every log line is one JSON object.
+    let o = ferry()
+        .env("FERRY_LOG", "debug")
+        .args(["--log-format", "json", "cat", "--config", &c.client, "/d/missing.txt"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!lines.is_empty(), "{err}");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
+    }
+}
