@@ -995,11 +995,17 @@ fn a_taken_port_is_named_once_and_an_unanswering_store_is_reported_at_start() {
 }
 
 #[test]
-fn exit_statuses_say_what_went_wrong_and_logs_can_be_json() {
+fn exit_statuses_health_probes_build_info_and_json_logs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = cloud_setup_with(dir.path(), "/d", "default", &[("edge", "robot-1")]);
     std::fs::write(c.store.join("x.txt"), b"x\n").expect("write");
     let _node = start_cloud(&c);
+    for probe in ["/healthz", "/readyz"] {
+        let r = http_get(c.mport, probe);
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok\n"), "{probe}: {r}");
+    }
+    let m = metrics(c.mport);
+    assert!(m.contains(&format!("ferry_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))), "{m}");
     let status = |args: &[&str]| run(args).status.code();
     assert_eq!(status(&["cat", "--config", &c.client, "/d/x.txt"]), Some(0));
     assert_eq!(status(&["cat"]), Some(2), "usage");

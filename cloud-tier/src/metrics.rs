@@ -179,13 +179,16 @@ impl Metrics {
             "Demand pages neither cached, in flight nor prefetched",
             m.prefetch_demand_misses.clone(),
         );
-        registry.register("prefetch_precision", "Useful / prefetched bytes", m.prefetch_precision.clone());
+        registry.register("prefetch_precision_ratio", "Useful / prefetched bytes", m.prefetch_precision.clone());
         registry.register(
-            "prefetch_coverage",
+            "prefetch_coverage_ratio",
             "Prefetch hits / (prefetch hits + demand misses)",
             m.prefetch_coverage.clone(),
         );
         registry.register("demand_hit_ratio", "Demand pages at hand / demand pages", m.demand_hit_ratio.clone());
+        let build: Family<Vec<(String, String)>, Gauge> = Family::default();
+        build.get_or_create(&vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]).set(1);
+        registry.register("build_info", "The running ferry's version (always 1)", build);
         Metrics { registry, ..m }
     }
 
@@ -248,9 +251,10 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
     serve_on(listener, metrics).await
 }
 
-/// Serves `GET /metrics` on an already bound listener.
+/// Serves `GET /metrics` on an already bound listener, and `GET /healthz`
+/// and `/readyz` (`ok` while the process serves).
 pub async fn serve_on(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
+    let app = health(axum::Router::new()).route(
         "/metrics",
         axum::routing::get(move || {
             let m = metrics.clone();
@@ -263,4 +267,13 @@ pub async fn serve_on(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) 
         }),
     );
     axum::serve(listener, app).await
+}
+
+/// `router` with `GET /healthz` and `GET /readyz`, both `ok`: the process
+/// answers, and it answers only once it serves (its listener is bound
+/// after start).
+pub fn health(router: axum::Router) -> axum::Router {
+    router
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(|| async { "ok\n" }))
 }

@@ -326,7 +326,10 @@ async fn node_prefetches_the_next_frames_of_a_reader_once_each() {
     let (hits, misses) = (m.prefetch_hits.get(), m.prefetch_demand_misses.get());
     assert!(hits > 3 * misses, "frames read in order should mostly be prefetched\n{text}");
     assert!(m.prefetch_useful_bytes.get() * 10 >= m.prefetch_bytes.get() * 8, "precision below 0.8\n{text}");
-    assert!(text.contains("ferry_prefetch_precision") && text.contains("ferry_prefetch_coverage"), "{text}");
+    assert!(
+        text.contains("ferry_prefetch_precision_ratio") && text.contains("ferry_prefetch_coverage_ratio"),
+        "{text}"
+    );
     // Prefetch and demand reads of the same page share one store request.
     assert!(n.store.counters().gets.load(Ordering::SeqCst) <= 42, "{text}");
     n.node.shutdown().await;

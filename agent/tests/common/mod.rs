@@ -70,9 +70,14 @@ pub fn is_mounted(dir: &Path) -> bool {
 }
 
 pub fn metrics(port: u16) -> String {
+    http_get(port, "/metrics")
+}
+
+/// The whole HTTP response (status line, headers, body) to `GET path`.
+pub fn http_get(port: u16, path: &str) -> String {
     use std::io::Write;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
     out
