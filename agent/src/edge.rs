@@ -37,6 +37,50 @@ pub struct Edge {
     _lock: crate::lock::Lock,
     agent: Arc<EdgeAgent>,
     receiver: Option<(ModelsConfig, String, ferry_protocol::client::Cluster)>,
+    metrics: Option<Metrics>,
+}
+
+/// The metrics endpoint, served on a thread of its own.
+struct Metrics {
+    server: Arc<tiny_http::Server>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Serves `/metrics` (from the spool and model directory of `cfg`),
+    /// `/healthz` and `/readyz` on `cfg.metrics_listen`.
+    fn start(cfg: &EdgeConfig) -> Result<Metrics> {
+        let server = tiny_http::Server::http(&cfg.metrics_listen)
+            .map_err(|e| anyhow::anyhow!("metrics_listen {}: {e}", cfg.metrics_listen))?;
+        let server = Arc::new(server);
+        let (serving, cfg) = (server.clone(), cfg.clone());
+        let thread = std::thread::spawn(move || {
+            for req in serving.incoming_requests() {
+                let (code, body, kind) = match req.url() {
+                    "/metrics" => match ferry_edge_tier::metrics::render(&cfg) {
+                        Ok(text) => (200, text, "text/plain; version=0.0.4; charset=utf-8"),
+                        Err(e) => (500, format!("{e}\n"), "text/plain; charset=utf-8"),
+                    },
+                    "/healthz" | "/readyz" => (200, "ok\n".to_string(), "text/plain; charset=utf-8"),
+                    _ => (404, "not found\n".to_string(), "text/plain; charset=utf-8"),
+                };
+                let header = tiny_http::Header::from_bytes("Content-Type", kind).expect("a valid header");
+                let _ = req.respond(tiny_http::Response::from_string(body).with_status_code(code).with_header(header));
+            }
+        });
+        Ok(Metrics { server, thread })
+    }
+
+    fn stop(self) {
+        self.server.unblock();
+        let _ = self.thread.join();
+    }
 }
 
 /// Builds the agent over `cfg`.
@@ -56,8 +100,9 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge> {
     if let Some((m, _, _)) = &receiver {
         ferry_edge_tier::models::load_key(&m.signing_key)?;
     }
+    let metrics = if cfg.metrics_listen.is_empty() { None } else { Some(Metrics::start(&cfg)?) };
     let agent = Arc::new(EdgeAgent::new(cfg, cluster).context("cannot start the edge agent")?);
-    Ok(Edge { _lock: lock, agent, receiver })
+    Ok(Edge { _lock: lock, agent, receiver, metrics })
 }
 
 impl Edge {
@@ -76,6 +121,9 @@ impl Edge {
         upload.await??;
         if let Some(r) = receive {
             r.await??;
+        }
+        if let Some(m) = self.metrics {
+            m.stop();
         }
         Ok(())
     }

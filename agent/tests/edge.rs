@@ -509,3 +509,33 @@ fn daemons_tell_systemd_they_are_ready_alive_and_stopping() {
         drop(node);
     }
 }
+
+#[test]
+fn the_agent_exports_metrics_and_health_on_its_metrics_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_tcp_port();
+    let env = setup(dir.path(), &format!("metrics_listen = \"127.0.0.1:{port}\""));
+    let _node = env.cloud();
+    let _edge = env.edge();
+    wait_until(Duration::from_secs(30), "the agent's metrics address never answered", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    for probe in ["/healthz", "/readyz"] {
+        let r = http_get(port, probe);
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok\n"), "{probe}: {r}");
+    }
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(env.robot.join("a.bin"), &body).expect("write");
+    wait_until(Duration::from_secs(60), "a.bin never arrived", || {
+        std::fs::read(env.object("a.bin")).is_ok_and(|b| b == body)
+    });
+    wait_until(Duration::from_secs(30), "the metrics never counted the upload", || {
+        metric(&metrics(port), "ferry_edge_files_uploaded_total") == 1
+    });
+    let text = metrics(port);
+    assert_eq!(metric(&text, "ferry_edge_uploaded_bytes_total"), body.len() as u64, "{text}");
+    assert_eq!(metric(&text, "ferry_edge_files_pending"), 0, "{text}");
+    assert!(metric(&text, "ferry_edge_wire_bytes_total") > 0, "{text}");
+    assert!(metric(&text, "ferry_edge_spool_bytes") > 0, "{text}");
+    assert!(text.contains("ferry_build_info{version="), "{text}");
+}

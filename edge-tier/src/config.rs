@@ -266,6 +266,8 @@ pub struct EdgeConfig {
     pub upload_hardlinks: bool,
     /// The model receiver.
     pub models: ModelsConfig,
+    /// Address of the Prometheus metrics, `/healthz` and `/readyz` (`""` = none).
+    pub metrics_listen: String,
 }
 
 impl Default for EdgeConfig {
@@ -286,6 +288,7 @@ impl Default for EdgeConfig {
             watch: Vec::new(),
             upload_hardlinks: false,
             models: ModelsConfig::default(),
+            metrics_listen: String::new(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod agent;
 mod bandwidth;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod models;
 pub mod names;
 pub mod spool;
