@@ -6,7 +6,7 @@
 Every file under MOUNT/DIR is one sample. The DataLoader shuffles them with
 a seeded RandomSampler (or, with --world, the DistributedSampler of rank R
 of N, as each process of a data-parallel job has) wrapped in
-ferry_prefetch.AnnouncingSampler (unless --no-announce), reads them in
+ferry.AnnouncingSampler (ferry.DistributedAnnouncingSampler with --world) (unless --no-announce), reads them in
 worker processes and hands back, per sample, its path (relative to DIR),
 length and SHA-256. With --barrier, the ranks start each epoch together
 (each marks DIR and waits for the others' marks). Prints one JSON object: {"epochs": [[[path, length,
@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ferry_prefetch import AnnouncingSampler, stats  # noqa: E402
+from ferry import AnnouncingSampler, DistributedAnnouncingSampler, stats  # noqa: E402
 
 
 class Files(Dataset):
@@ -81,15 +81,20 @@ def main():
     if not names:
         sys.exit(f"no files under {root}")
     ds = Files(root, names)
+    path_of = lambda i: os.path.join(a.dir, names[i])  # noqa: E731
     if a.world:
         # No process group is needed to ask for one rank's share.
-        sampler = DistributedSampler(ds, num_replicas=a.world, rank=a.rank, shuffle=True, seed=7)
+        dist = dict(num_replicas=a.world, rank=a.rank, shuffle=True, seed=7)
+        if a.no_announce:
+            sampler = DistributedSampler(ds, **dist)
+        else:
+            sampler = DistributedAnnouncingSampler(ds, a.mount, path_of, **dist)
     else:
         generator = torch.Generator()
         generator.manual_seed(7)
         sampler = RandomSampler(ds, generator=generator)
-    if not a.no_announce:
-        sampler = AnnouncingSampler(sampler, a.mount, lambda i: os.path.join(a.dir, names[i]))
+        if not a.no_announce:
+            sampler = AnnouncingSampler(sampler, a.mount, path_of)
     loader = DataLoader(
         ds, sampler=sampler, batch_size=a.batch, num_workers=a.workers, collate_fn=keep_list
     )

@@ -478,7 +478,7 @@ fn mount_prefetches_the_next_frames_and_follows_an_announced_order() {
         })
         .collect();
     let script = format!(
-        "import sys; sys.path.insert(0, {:?}); import ferry_prefetch as f; print(f.announce({:?}, [{}]))",
+        "import sys; sys.path.insert(0, {:?}); import ferry as f; print(f.announce({:?}, [{}]))",
         path(&helper),
         path(&mnt),
         paths.join(",")
@@ -509,7 +509,7 @@ fn mount_prefetches_the_next_frames_and_follows_an_announced_order() {
     let e = announce("/d/shuf/../../etc/passwd\n").expect_err("traversal");
     assert_eq!(e.raw_os_error(), Some(EINVAL), "{e}");
     let script = format!(
-        "import sys; sys.path.insert(0, {:?}); import ferry_prefetch as f; f.announce({:?}, ['d/shuf/nope.jpg'])",
+        "import sys; sys.path.insert(0, {:?}); import ferry as f; f.announce({:?}, ['d/shuf/nope.jpg'])",
         path(&helper),
         path(&mnt)
     );
@@ -628,6 +628,48 @@ fn s3_clients_read_list_and_write_through_the_endpoint_of_ferry_up() {
         .stderr(Stdio::inherit())
         .output()
         .expect("run s3_check.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("all checks passed"), "{text}");
+    signal(&up.child.0, "INT");
+    assert!(wait_exit(&mut up.child.0, Duration::from_secs(20)).success());
+}
+
+#[test]
+fn the_python_package_installs_with_pip_and_reads_through_the_mount_and_the_s3_endpoint() {
+    let Some(py) = s3_python() else { return };
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A fresh venv, the package installed into it with pip from a copy of
+    // python/ (the build leaves files beside its sources).
+    let src = dir.path().join("src");
+    let python_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python");
+    let copied = std::process::Command::new("cp").arg("-r").arg(&python_dir).arg(&src).status().expect("cp");
+    assert!(copied.success());
+    let venv = dir.path().join("venv");
+    let made = std::process::Command::new(&py).args(["-m", "venv"]).arg(&venv).status().expect("venv");
+    assert!(made.success());
+    let pip = std::process::Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check"])
+        .arg(format!("{}[s3]", src.display()))
+        .output()
+        .expect("pip");
+    assert!(pip.status.success(), "pip install ./python[s3]: {}", String::from_utf8_lossy(&pip.stderr));
+
+    let mut up = start_up(dir.path());
+    let secret = std::fs::read_to_string(up.data.join("s3-secret")).expect("DIR/s3-secret");
+    // Run from outside any source tree, so `import ferry` finds the installed package.
+    let script = dir.path().join("package_check.py");
+    std::fs::copy(python_dir.join("package_check.py"), &script).expect("copy package_check.py");
+    let out = std::process::Command::new(venv.join("bin/python"))
+        .arg(&script)
+        .args([up.data.join("mnt").to_str().expect("utf8"), &up.s3, "ferry", secret.trim()])
+        .arg(up.data.join("store"))
+        .current_dir(dir.path())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run package_check.py");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("all checks passed"), "{text}");
     signal(&up.child.0, "INT");

@@ -6,7 +6,7 @@ record files, that come next, ahead of the DataLoader's workers. Without an
 announcement the mount still prefetches, by prediction.
 
     from torch.utils.data import DataLoader, RandomSampler
-    from ferry_prefetch import AnnouncingSampler
+    from ferry import AnnouncingSampler
 
     sampler = AnnouncingSampler(RandomSampler(ds), "/mnt/ferry", lambda i: ds.files[i])
     loader = DataLoader(ds, sampler=sampler, batch_size=32, num_workers=8)
@@ -26,8 +26,8 @@ several files (a clip of video frames, one step of several sensors), a list
 of those, in the order they are read.
 
 `stats(mount)` returns the mount's prefetch counters (precision, coverage,
-hit ratio, ...). The module needs only the standard library; PyTorch is not
-imported.
+hit ratio, ...). Only `DistributedAnnouncingSampler` needs PyTorch (imported
+when it is used).
 """
 
 import json
@@ -36,7 +36,7 @@ import os
 ANNOUNCE_FILE = ".ferry-announce"
 STATS_FILE = ".ferry-stats"
 
-__all__ = ["announce", "stats", "AnnouncingSampler"]
+__all__ = ["announce", "stats", "AnnouncingSampler", "DistributedAnnouncingSampler"]
 
 
 def _relative(mount, path):
@@ -101,3 +101,14 @@ class AnnouncingSampler:
         """Passed on to samplers that have it (DistributedSampler)."""
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
+
+
+def DistributedAnnouncingSampler(dataset, mount, path_of, **kwargs):  # noqa: N802 - a class to its users
+    """A `torch.utils.data.DistributedSampler` over `dataset` (`kwargs` are
+    its own: num_replicas, rank, shuffle, seed, drop_last) whose rank's
+    order is announced to `mount` each epoch. Call `set_epoch` as with the
+    plain sampler. Each rank is its own process, so ranks never replace
+    each other's orders."""
+    from torch.utils.data import DistributedSampler
+
+    return AnnouncingSampler(DistributedSampler(dataset, **kwargs), mount, path_of)
