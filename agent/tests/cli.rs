@@ -1076,3 +1076,18 @@ fn exit_statuses_health_probes_build_info_and_json_logs() {
         assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
     }
 }
+
+#[test]
+fn the_configs_shipped_in_deploy_are_valid() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    for cloud in ["base/cloud.toml", "overlays/single-host/cloud.toml"] {
+        // Parsed, then the start stops at the certificates, which live in the pod.
+        let o =
+            ferry().env("FERRY_CLOUD_NODE_ID", "cloud-0").args(["cloud", "--config"]).arg(deploy.join(cloud)).output();
+        let err = String::from_utf8_lossy(&o.expect("run").stderr).to_string();
+        assert!(!err.contains("invalid config") && err.contains("/etc/ferry/certs"), "{cloud}: {err}");
+    }
+    let o = ferry().args(["ls", "--config"]).arg(deploy.join("base/client.toml")).arg("/").output().expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !err.contains("invalid config"), "{err}");
+}
