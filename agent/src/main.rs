@@ -194,6 +194,9 @@ enum Command {
     Ls {
         /// `ferry://HOST:PORT/PATH`, or `/PATH` with the nodes from --config.
         target: String,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -201,6 +204,9 @@ enum Command {
     Stat {
         /// `ferry://HOST:PORT/PATH`, or `/PATH` with the nodes from --config.
         target: String,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -214,6 +220,9 @@ enum Command {
         /// Owners per page to warm (default: the client config's `replicas`).
         #[arg(long)]
         replicas: Option<usize>,
+        /// One JSON line with the totals instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -553,33 +562,43 @@ async fn run(command: Command) -> Result<()> {
             out.flush().await?;
             Ok(())
         }
-        Command::Ls { target, client } => {
+        Command::Ls { target, json, client } => {
             let t = read::parse_target(&target)?;
             let c = read::cluster(&client.config, client.explicit(), &t).await?;
             let info = c.stat(&t.path).await.with_context(|| format!("ls {}", t.path))?;
-            if info.kind == EntryKind::File {
-                println!("{}", read::describe(&t.path, &info));
+            let entries = if info.kind == EntryKind::File {
+                vec![ferry_protocol::codec::DirEntry { name: t.path.clone(), info }]
+            } else {
+                c.list(&t.path).await.with_context(|| format!("ls {}", t.path))?
+            };
+            if json {
+                let all: Vec<_> = entries.iter().map(|e| read::entry_json(&e.name, &e.info)).collect();
+                println!("{}", serde_json::Value::Array(all));
                 return Ok(());
             }
-            for e in c.list(&t.path).await.with_context(|| format!("ls {}", t.path))? {
+            for e in entries {
                 println!("{}", read::describe(&e.name, &e.info));
             }
             Ok(())
         }
-        Command::Stat { target, client } => {
+        Command::Stat { target, json, client } => {
             let t = read::parse_target(&target)?;
             let c = read::cluster(&client.config, client.explicit(), &t).await?;
             let info = c.stat(&t.path).await.with_context(|| format!("stat {}", t.path))?;
+            if json {
+                println!("{}", read::entry_json(&t.path, &info));
+                return Ok(());
+            }
             println!("path:      {}", t.path);
             println!("kind:      {}", if info.kind == EntryKind::Dir { "directory" } else { "file" });
             println!("size:      {} ({})", info.size, read::human(info.size));
-            println!("modified:  {} ms since epoch", info.mtime_ms);
+            println!("modified:  {}", read::rfc3339(info.mtime_ms));
             println!("etag:      {}", info.etag);
             println!("persisted: {}", if info.persisted { "yes" } else { "no (write pending)" });
             Ok(())
         }
         #[cfg(feature = "progress")]
-        Command::Load { target, replicas, client } => {
+        Command::Load { target, replicas, json, client } => {
             let t = read::parse_target(&target)?;
             let c = read::cluster(&client.config, client.explicit(), &t).await?;
             let replicas = replicas.unwrap_or(c.replicas());
@@ -587,7 +606,21 @@ async fn run(command: Command) -> Result<()> {
                 anyhow::bail!("--replicas must be at least 1");
             }
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let l = cluster::load(&c, &t.path, replicas, progress).await.with_context(|| format!("load {}", t.path))?;
+            let l = cluster::load(&c, &t.path, replicas, progress && !json)
+                .await
+                .with_context(|| format!("load {}", t.path))?;
+            if json {
+                let out = serde_json::json!({
+                    "path": t.path,
+                    "files": l.files,
+                    "replicas": replicas,
+                    "fetched_pages": l.fetched_pages,
+                    "fetched_bytes": l.fetched_bytes,
+                    "cached_pages": l.cached_pages,
+                });
+                println!("{out}");
+                return Ok(());
+            }
             println!(
                 "loaded {} file(s) on {replicas} owner(s) per page: {} page(s) fetched ({}), {} already cached",
                 l.files,

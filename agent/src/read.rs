@@ -86,6 +86,29 @@ pub fn human(n: u64) -> String {
     bytesize::ByteSize::b(n).display().iec().to_string()
 }
 
+/// `ms` since the Unix epoch as an RFC 3339 time (UTC); "unknown" for 0.
+pub fn rfc3339(ms: i64) -> String {
+    match u64::try_from(ms) {
+        Ok(ms) if ms > 0 => {
+            humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+        }
+        _ => "unknown".to_string(),
+    }
+}
+
+/// An entry as `ls --json` and `stat --json` give it.
+pub fn entry_json(name: &str, info: &ObjectInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "kind": if info.kind == EntryKind::Dir { "directory" } else { "file" },
+        "size": info.size,
+        "modified": rfc3339(info.mtime_ms),
+        "modified_ms": info.mtime_ms,
+        "etag": info.etag,
+        "persisted": info.persisted,
+    })
+}
+
 /// One line describing an entry, for `ls -l` style output.
 pub fn describe(name: &str, info: &ObjectInfo) -> String {
     let kind = if info.kind == EntryKind::Dir { "d" } else { "-" };

@@ -99,13 +99,13 @@ struct Up {
 
 fn start_up(dir: &Path) -> Up {
     let data = dir.join("data");
-    let s3 = format!("127.0.0.1:{}", free_tcp_port());
     let mut child = ferry()
         .args(["up", "--data", data.to_str().expect("utf8")])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--metrics-listen", &format!("127.0.0.1:{}", free_tcp_port())])
         .args(["--mqtt-listen", &format!("127.0.0.1:{}", free_tcp_port())])
-        .args(["--s3-listen", &s3])
+        // Port 0: the endpoint takes a free port and prints it.
+        .args(["--s3-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -114,9 +114,20 @@ fn start_up(dir: &Path) -> Up {
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().expect("a line").expect("read");
     assert_eq!(first, "ferry is up.");
+    let mut s3 = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("read");
+        if let Some(rest) = line.strip_prefix("  s3 endpoint  ") {
+            s3 = rest.split(' ').next().expect("an address").to_string();
+        }
+        if line.is_empty() {
+            break;
+        }
+    }
+    assert!(s3.starts_with("http://127.0.0.1:"), "ferry up printed no S3 endpoint");
     std::thread::spawn(move || for _ in lines {});
     let client = data.join("client.toml").to_str().expect("utf8").to_string();
-    Up { child: Running(child), data, client, s3: format!("http://{s3}") }
+    Up { child: Running(child), data, client, s3 }
 }
 
 #[test]
@@ -143,6 +154,17 @@ fn up_serves_the_data_directory_and_stops_cleanly() {
     let stat = run(&["stat", &format!("ferry://{node}/datasets/scenes/lidar.bin"), "--config", &up.client]);
     let text = String::from_utf8_lossy(&stat.stdout);
     assert!(text.contains(&format!("size:      {}", body.len())), "{text}");
+    // --json: one document, times in RFC 3339.
+    let stat = run(&["stat", "--json", "--config", &up.client, "/datasets/scenes/lidar.bin"]);
+    let v: serde_json::Value = serde_json::from_slice(&stat.stdout).expect("stat --json is JSON");
+    assert_eq!(v["size"], body.len() as u64, "{v}");
+    assert_eq!(v["kind"], "file", "{v}");
+    let modified = v["modified"].as_str().expect("modified");
+    assert!(humantime::parse_rfc3339(modified).is_ok(), "{v}");
+    let ls = run(&["ls", "--json", "--config", &up.client, "/datasets"]);
+    let v: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls --json is JSON");
+    let names: Vec<&str> = v.as_array().expect("an array").iter().filter_map(|e| e["name"].as_str()).collect();
+    assert!(names.contains(&"hello.txt") && names.contains(&"scenes"), "{v}");
 
     // The stack mounts the namespace at DIR/mnt (when the kernel has FUSE).
     let mnt = up.data.join("mnt");
@@ -180,6 +202,9 @@ fn up_serves_the_data_directory_and_stops_cleanly() {
 
     let load = run(&["load", "--config", &up.client, "/datasets"]);
     assert!(String::from_utf8_lossy(&load.stdout).contains("loaded 2 file(s)"), "{:?}", load);
+    let load = run(&["load", "--json", "--config", &up.client, "/datasets"]);
+    let v: serde_json::Value = serde_json::from_slice(&load.stdout).expect("load --json is JSON");
+    assert!(v["files"] == 2 && v["fetched_pages"] == 0 && v["cached_pages"].as_u64() > Some(0), "{v}");
 
     let missing = run(&["cat", "--config", &up.client, "/datasets/nope.bin"]);
     assert!(!missing.status.success());
@@ -689,7 +714,7 @@ fn s3_keys_act_as_ferry_identities_and_their_access_rules() {
     // the stack's client, one as its robot.
     let node = std::fs::read_to_string(&up.client).expect("client.toml");
     let node = node.split('"').nth(1).expect("a node address").to_string();
-    let listen = format!("127.0.0.1:{}", free_tcp_port());
+    let listen = "127.0.0.1:0";
     let cfg = dir.path().join("s3.toml");
     std::fs::write(
         &cfg,
@@ -707,7 +732,11 @@ fn s3_keys_act_as_ferry_identities_and_their_access_rules() {
     );
     let mut lines = BufReader::new(s3.0.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a line").expect("read");
-    assert!(first.contains(&format!("http://{listen}")), "{first}");
+    let endpoint = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no endpoint address in {first:?}"))
+        .to_string();
     let script = r#"
 import sys, boto3, botocore.config, botocore.exceptions
 endpoint = sys.argv[1]
@@ -727,7 +756,7 @@ print(get(robot, "logs", "robot-2/other.txt"))
 print(get(robot, "datasets", "hello.txt"))
 "#;
     let out = std::process::Command::new(&py)
-        .args(["-c", script, &format!("http://{listen}")])
+        .args(["-c", script, &endpoint])
         .stderr(Stdio::inherit())
         .output()
         .expect("python");
