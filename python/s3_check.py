@@ -129,12 +129,18 @@ def main():
             f.write(blob)
         tc = boto3.s3.transfer.TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=16 << 20)
         s3.upload_file(src, "datasets", "s3check/put/multi.bin", Config=tc)
+        # Most likely still in the node's journal now: its ETag must not
+        # change when it reaches the store (a ranged download with If-Match
+        # across that moment would fail).
+        first_tag = s3.head_object(Bucket="datasets", Key="s3check/put/multi.bin")["ETag"]
         dst = os.path.join(tmp, "download.bin")
         s3.download_file("datasets", "s3check/put/multi.bin", dst, Config=tc)
         with open(dst, "rb") as f:
             check(hashlib.sha256(f.read()).digest() == hashlib.sha256(blob).digest(),
                   "a 100 MiB multipart upload downloads (ranged, in parallel) byte-identical")
         wait_for(os.path.join(ds, "put", "multi.bin"), blob, "the multipart upload reaches the store whole")
+        later_tag = s3.head_object(Bucket="datasets", Key="s3check/put/multi.bin")["ETag"]
+        check(later_tag == first_tag, f"the ETag stays when the bytes reach the store ({first_tag} -> {later_tag})")
         leftovers = [n for n in os.listdir(os.path.join(ds, "put")) if n not in ("small.txt", "multi.bin")]
         check(not leftovers, f"no staging objects left in the store ({leftovers})")
     s3.copy_object(Bucket="datasets", Key="s3check/put/copy.txt", CopySource={"Bucket": "datasets", "Key": "s3check/put/small.txt"})

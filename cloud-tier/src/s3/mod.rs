@@ -174,9 +174,13 @@ async fn object(cluster: &Cluster, path: &str) -> S3Result<ObjectInfo> {
     }
 }
 
-/// The object's ETag: the store's version tag, unquoted.
+/// The object's ETag: the store's version tag, unquoted; for bytes written
+/// through a node, the tag they had while pending, before and after they
+/// reach the store (the store's new tag names the same bytes, and a client
+/// downloading in ranges with If-Match must not see the tag change under it).
 fn etag(info: &ObjectInfo) -> ETag {
-    let tag = info.etag.trim_start_matches("W/").trim_matches('"');
+    let tag = if info.origin.is_empty() { &info.etag } else { &info.origin };
+    let tag = tag.trim_start_matches("W/").trim_matches('"');
     if tag.is_empty() {
         ETag::Strong(format!("{:x}-{:x}", info.size, info.mtime_ms))
     } else {
@@ -622,5 +626,32 @@ async fn delete(cluster: &Cluster, path: &str, folder: bool) -> S3Result<()> {
         Ok(()) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(s3_err(e, path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(etag: &str, origin: &str) -> ObjectInfo {
+        ObjectInfo {
+            kind: EntryKind::File,
+            size: 10,
+            mtime_ms: 1,
+            etag: etag.into(),
+            persisted: origin.is_empty(),
+            origin: origin.into(),
+        }
+    }
+
+    #[test]
+    fn an_objects_etag_stays_when_its_bytes_reach_the_store() {
+        // While pending, the node's tag is the journal's; once uploaded the
+        // store's, with the journal's kept as its origin.
+        let pending = etag(&info("~journal-7", ""));
+        let stored = etag(&info("\"0f3a-1b\"", "~journal-7"));
+        assert_eq!(pending.value(), stored.value());
+        // An object the store had all along keeps the store's tag, unquoted.
+        assert_eq!(etag(&info("\"abc\"", "")).value(), "abc");
     }
 }
