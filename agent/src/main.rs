@@ -363,6 +363,13 @@ impl ClientArgs {
     fn explicit(&self) -> bool {
         std::env::var_os("FERRY_CONFIG").is_some() || self.config != std::path::Path::new("client.toml")
     }
+
+    /// The client config: `--config` when given (it must exist), else
+    /// ./client.toml if there is one, else the defaults.
+    fn load(&self) -> Result<config::ClientConfig> {
+        let given = self.explicit() || self.config.is_file();
+        config::ClientConfig::load(given.then_some(self.config.as_path()))
+    }
 }
 
 #[cfg(feature = "operator")]
@@ -488,13 +495,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Predictor { command } => predictor::run(command),
         #[cfg(feature = "operator")]
         Command::Model { command } => {
-            let load = |c: &ClientArgs| {
-                config::ClientConfig::load(
-                    c.explicit()
-                        .then_some(c.config.as_path())
-                        .or_else(|| c.config.is_file().then_some(c.config.as_path())),
-                )
-            };
+            let load = ClientArgs::load;
             match command {
                 ModelCommand::Push { name, file, fleet, canary, client } => {
                     let cfg = load(&client)?;
@@ -545,15 +546,7 @@ async fn run(command: Command) -> Result<()> {
             mount::run(c, &dir, &staging, local_copies.as_u64(), &prefetch).await
         }
         #[cfg(feature = "cloud")]
-        Command::S3 { listen, client } => {
-            let cfg = config::ClientConfig::load(
-                client
-                    .explicit()
-                    .then_some(client.config.as_path())
-                    .or_else(|| client.config.is_file().then_some(client.config.as_path())),
-            )?;
-            s3::run(&cfg, listen.as_deref()).await
-        }
+        Command::S3 { listen, client } => s3::run(&client.load()?, listen.as_deref()).await,
         Command::Cat { target, client } => {
             let t = read::parse_target(&target)?;
             let c = read::cluster(&client.config, client.explicit(), &t).await?;

@@ -97,6 +97,14 @@ struct Up {
     s3: String,
 }
 
+impl Up {
+    /// Ctrl-C: the stack must stop cleanly.
+    fn stop(mut self) {
+        signal(&self.child.0, "INT");
+        assert!(wait_exit(&mut self.child.0, Duration::from_secs(20)).success(), "ferry up did not stop cleanly");
+    }
+}
+
 fn start_up(dir: &Path) -> Up {
     let data = dir.join("data");
     let mut child = ferry()
@@ -644,19 +652,14 @@ fn s3_python() -> Option<String> {
 fn s3_clients_read_list_and_write_through_the_endpoint_of_ferry_up() {
     let Some(py) = s3_python() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut up = start_up(dir.path());
+    let up = start_up(dir.path());
     let secret = std::fs::read_to_string(up.data.join("s3-secret")).expect("DIR/s3-secret");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/s3_check.py");
     let store = up.data.join("store");
-    let out = std::process::Command::new(&py)
-        .args([script, &up.s3, "ferry", secret.trim(), store.to_str().expect("utf8")])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run s3_check.py");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("all checks passed"), "{text}");
-    signal(&up.child.0, "INT");
-    assert!(wait_exit(&mut up.child.0, Duration::from_secs(20)).success());
+    let mut check = std::process::Command::new(&py);
+    check.args([script, &up.s3, "ferry", secret.trim(), store.to_str().expect("utf8")]);
+    all_checks_pass(check);
+    up.stop();
 }
 
 #[test]
@@ -682,23 +685,27 @@ fn the_python_package_installs_with_pip_and_reads_through_the_mount_and_the_s3_e
         .expect("pip");
     assert!(pip.status.success(), "pip install ./python[s3]: {}", String::from_utf8_lossy(&pip.stderr));
 
-    let mut up = start_up(dir.path());
+    let up = start_up(dir.path());
     let secret = std::fs::read_to_string(up.data.join("s3-secret")).expect("DIR/s3-secret");
     // Run from outside any source tree, so `import ferry` finds the installed package.
     let script = dir.path().join("package_check.py");
     std::fs::copy(python_dir.join("package_check.py"), &script).expect("copy package_check.py");
-    let out = std::process::Command::new(venv.join("bin/python"))
+    let mut check = std::process::Command::new(venv.join("bin/python"));
+    check
         .arg(&script)
         .args([up.data.join("mnt").to_str().expect("utf8"), &up.s3, "ferry", secret.trim()])
         .arg(up.data.join("store"))
-        .current_dir(dir.path())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run package_check.py");
+        .current_dir(dir.path());
+    all_checks_pass(check);
+    up.stop();
+}
+
+/// Runs a check script (s3_check.py, package_check.py): it must exit 0
+/// and say every check passed.
+fn all_checks_pass(mut check: std::process::Command) {
+    let out = check.stderr(Stdio::inherit()).output().expect("run the check script");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("all checks passed"), "{text}");
-    signal(&up.child.0, "INT");
-    assert!(wait_exit(&mut up.child.0, Duration::from_secs(20)).success());
 }
 
 #[test]

@@ -423,7 +423,7 @@ impl S3 for Gateway {
         let path = ns_path(&input.bucket, &input.key)?;
         if input.key.ends_with('/') {
             // A folder marker: a directory in the namespace.
-            let (len, _) = stage_discard(input.body).await?;
+            let len = body_len(input.body).await?;
             if len > 0 {
                 return Err(s3_error!(InvalidArgument, "a key ending in '/' names a folder and takes no data"));
             }
@@ -608,14 +608,14 @@ fn is_exists(e: &ProtocolError) -> bool {
 }
 
 /// Reads and drops a body; its length.
-async fn stage_discard(body: Option<StreamingBlob>) -> S3Result<(u64, ())> {
+async fn body_len(body: Option<StreamingBlob>) -> S3Result<u64> {
     let mut len = 0u64;
     if let Some(mut body) = body {
         while let Some(chunk) = body.next().await {
             len += chunk.map_err(|e| s3_error!(IncompleteBody, "reading the request body: {e}"))?.len() as u64;
         }
     }
-    Ok((len, ()))
+    Ok(len)
 }
 
 /// Deletes the object (or, for a folder key, the empty directory) at
