@@ -104,8 +104,8 @@ echo "test.sh: cargo clippy, without etcd"
 cargo clippy -p ferry -p ferry-cloud-tier -p ferry-protocol -- -D warnings
 echo "test.sh: cargo clippy, predictor with the torch feature"
 cargo clippy -p ferry-predictor --features torch --all-targets -- -D warnings
-echo "test.sh: cargo clippy, one build per machine (robot: edge only; cache node; training host)"
-for machine in edge cloud,etcd mount,etcd; do
+echo "test.sh: cargo clippy, one build per machine (robot: edge only; cache node; training host; operator tools)"
+for machine in edge cloud,etcd mount,etcd operator; do
     cargo clippy -p ferry --no-default-features --features "$machine" -- -D warnings
 done
 echo "test.sh: the robot build links no FUSE, cache node, predictor, certificate issuing or progress bars"

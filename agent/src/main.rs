@@ -360,14 +360,11 @@ struct ClientArgs {
 }
 
 impl ClientArgs {
-    fn explicit(&self) -> bool {
-        std::env::var_os("FERRY_CONFIG").is_some() || self.config != std::path::Path::new("client.toml")
-    }
-
     /// The client config: `--config` when given (it must exist), else
     /// ./client.toml if there is one, else the defaults.
     fn load(&self) -> Result<config::ClientConfig> {
-        let given = self.explicit() || self.config.is_file();
+        let explicit = std::env::var_os("FERRY_CONFIG").is_some() || self.config != std::path::Path::new("client.toml");
+        let given = explicit || self.config.is_file();
         config::ClientConfig::load(given.then_some(self.config.as_path()))
     }
 }
@@ -538,7 +535,7 @@ async fn run(command: Command) -> Result<()> {
         #[cfg(feature = "mount")]
         Command::Mount { dir, staging, local_copies, prefetch, prefetch_budget, client } => {
             let t = read::Target { node: None, path: "/".into() };
-            let c = read::cluster(&client.config, client.explicit(), &t).await?;
+            let c = read::cluster(&client.load()?, &t).await?;
             let staging =
                 staging.unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-staging-{}", std::process::id())));
             let prefetch =
@@ -549,7 +546,7 @@ async fn run(command: Command) -> Result<()> {
         Command::S3 { listen, client } => s3::run(&client.load()?, listen.as_deref()).await,
         Command::Cat { target, client } => {
             let t = read::parse_target(&target)?;
-            let c = read::cluster(&client.config, client.explicit(), &t).await?;
+            let c = read::cluster(&client.load()?, &t).await?;
             let mut out = tokio::io::stdout();
             c.read_to(&t.path, 0, None, &mut out).await.with_context(|| format!("cat {}", t.path))?;
             out.flush().await?;
@@ -557,7 +554,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Ls { target, json, client } => {
             let t = read::parse_target(&target)?;
-            let c = read::cluster(&client.config, client.explicit(), &t).await?;
+            let c = read::cluster(&client.load()?, &t).await?;
             let info = c.stat(&t.path).await.with_context(|| format!("ls {}", t.path))?;
             let entries = if info.kind == EntryKind::File {
                 vec![ferry_protocol::codec::DirEntry { name: t.path.clone(), info }]
@@ -576,7 +573,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Stat { target, json, client } => {
             let t = read::parse_target(&target)?;
-            let c = read::cluster(&client.config, client.explicit(), &t).await?;
+            let c = read::cluster(&client.load()?, &t).await?;
             let info = c.stat(&t.path).await.with_context(|| format!("stat {}", t.path))?;
             if json {
                 println!("{}", read::entry_json(&t.path, &info));
@@ -593,7 +590,7 @@ async fn run(command: Command) -> Result<()> {
         #[cfg(feature = "progress")]
         Command::Load { target, replicas, json, client } => {
             let t = read::parse_target(&target)?;
-            let c = read::cluster(&client.config, client.explicit(), &t).await?;
+            let c = read::cluster(&client.load()?, &t).await?;
             let replicas = replicas.unwrap_or(c.replicas());
             if replicas == 0 {
                 anyhow::bail!("--replicas must be at least 1");
@@ -626,7 +623,7 @@ async fn run(command: Command) -> Result<()> {
         #[cfg(feature = "progress")]
         Command::Cluster { command: ClusterCommand::Status { json, client } } => {
             let t = read::Target { node: None, path: "/".into() };
-            let c = read::cluster(&client.config, client.explicit(), &t).await?;
+            let c = read::cluster(&client.load()?, &t).await?;
             cluster::status(&c, json).await
         }
         #[cfg(feature = "operator")]

@@ -44,7 +44,10 @@ fn load_signing_key(certs: &Path) -> Result<ed25519_dalek::SigningKey> {
 fn load_verifying_key(certs: &Path) -> Result<ed25519_dalek::VerifyingKey> {
     let public = certs.join(crate::certs::SIGNING_PUB);
     if public.exists() {
-        return ferry_edge_tier::models::load_key(&public).map_err(anyhow::Error::from);
+        use ed25519_dalek::pkcs8::DecodePublicKey;
+        let pem = std::fs::read_to_string(&public).with_context(|| format!("reading {}", public.display()))?;
+        return ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
+            .with_context(|| format!("fleet signing key {}", public.display()));
     }
     Ok(load_signing_key(certs)
         .with_context(|| format!("neither {} nor the signing key to check announcements with", public.display()))?

@@ -1,7 +1,5 @@
 //! `ferry cat|ls|stat|load`: reading through the cache.
 
-use std::path::Path;
-
 use anyhow::{bail, Context, Result};
 use ferry_protocol::client::Cluster;
 use ferry_protocol::codec::{EntryKind, ObjectInfo};
@@ -41,13 +39,12 @@ pub fn parse_target(s: &str) -> Result<Target> {
     Ok(Target { node: None, path: p.to_string() })
 }
 
-/// Connects a client for `target` using `config`.
-pub async fn cluster(config: &Path, explicit: bool, target: &Target) -> Result<Cluster> {
-    let cfg = ClientConfig::load(explicit.then_some(config).or_else(|| config.is_file().then_some(config)))?;
+/// Connects a client for `target` using `cfg`.
+pub async fn cluster(cfg: &ClientConfig, target: &Target) -> Result<Cluster> {
     match &target.node {
         // One node named in the URL: no membership.
-        Some(n) => Ok(endpoint(&cfg, transport::Link::Bulk).map(|ep| Cluster::new(ep, std::slice::from_ref(n)))??),
-        None => connect(&cfg).await,
+        Some(n) => Ok(endpoint(cfg, transport::Link::Bulk).map(|ep| Cluster::new(ep, std::slice::from_ref(n)))??),
+        None => connect(cfg).await,
     }
 }
 
