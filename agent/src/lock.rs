@@ -26,6 +26,16 @@ pub fn directory(dir: &Path, what: &str) -> Result<Lock> {
     file(&dir.join(".ferry.lock"), &format!("{what} {}", dir.display()))
 }
 
+/// Whether a process holds the lock file `path` now (false if there is none).
+#[cfg(feature = "edge")]
+pub fn held(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else { return false };
+    matches!(
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared),
+        Err(rustix::io::Errno::WOULDBLOCK)
+    )
+}
+
 /// Takes the lock file `path`, for `what` (named in the error).
 pub fn file(path: &Path, what: &str) -> Result<Lock> {
     if let Some(parent) = path.parent() {

@@ -24,6 +24,8 @@ mod config;
 mod edge;
 #[cfg(any(feature = "cloud", feature = "edge"))]
 mod lock;
+#[cfg(any(feature = "edge", feature = "mount"))]
+mod metrics_http;
 #[cfg(feature = "operator")]
 mod model;
 #[cfg(feature = "mount")]
@@ -169,6 +171,11 @@ enum Command {
         /// Most bytes fetched ahead and not read yet.
         #[arg(long, default_value = "256MiB")]
         prefetch_budget: bytesize::ByteSize,
+        /// Serve Prometheus metrics (reads, latency, local-copy hits,
+        /// prefetch per reader) and /healthz, /readyz on this address,
+        /// e.g. 127.0.0.1:7403 (port 0 picks one, printed). Off by default.
+        #[arg(long)]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -279,11 +286,12 @@ enum ModelCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Per-device state of a model, from the devices' reports.
+    /// Per-device state of a model, from the devices' reports; without a
+    /// model, every model of every fleet with its devices counted per state.
     Status {
-        /// Model name.
-        model: String,
-        /// Fleet (default: the client config's).
+        /// Model name (none: all models).
+        model: Option<String>,
+        /// Fleet (default: the client config's; without a model: every fleet).
         #[arg(long)]
         fleet: Option<String>,
         /// How long to collect reports.
@@ -499,7 +507,10 @@ async fn run(command: Command) -> Result<()> {
                     let fleet = fleet.unwrap_or_else(|| cfg.fleet.clone());
                     model::push(&cfg, &client.config, &name, &file, &fleet, canary.unwrap_or(100)).await
                 }
-                ModelCommand::Status { model: m, fleet, wait, json, client } => {
+                ModelCommand::Status { model: None, fleet, wait, json, client } => {
+                    model::overview(&load(&client)?, fleet.as_deref(), wait, json).await
+                }
+                ModelCommand::Status { model: Some(m), fleet, wait, json, client } => {
                     let cfg = load(&client)?;
                     let fleet = fleet.unwrap_or_else(|| cfg.fleet.clone());
                     model::status(&cfg, &m, &fleet, wait, json).await
@@ -533,14 +544,20 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         #[cfg(feature = "mount")]
-        Command::Mount { dir, staging, local_copies, prefetch, prefetch_budget, client } => {
+        Command::Mount { dir, staging, local_copies, prefetch, prefetch_budget, metrics_listen, client } => {
             let t = read::Target { node: None, path: "/".into() };
             let c = read::cluster(&client.load()?, &t).await?;
-            let staging =
-                staging.unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-staging-{}", std::process::id())));
-            let prefetch =
-                ferry_mount::prefetch::PrefetchOptions { predictor: prefetch, budget: prefetch_budget.as_u64() };
-            mount::run(c, &dir, &staging, local_copies.as_u64(), &prefetch).await
+            let opts = mount::Options {
+                staging: staging
+                    .unwrap_or_else(|| std::env::temp_dir().join(format!("ferry-staging-{}", std::process::id()))),
+                local_copies: local_copies.as_u64(),
+                prefetch: ferry_mount::prefetch::PrefetchOptions {
+                    predictor: prefetch,
+                    budget: prefetch_budget.as_u64(),
+                },
+                metrics_listen,
+            };
+            mount::run(c, &dir, &opts).await
         }
         #[cfg(feature = "cloud")]
         Command::S3 { listen, client } => s3::run(&client.load()?, listen.as_deref()).await,

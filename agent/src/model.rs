@@ -369,6 +369,119 @@ pub async fn status(cfg: &ClientConfig, model: &str, fleet: &str, wait: Duration
     Ok(())
 }
 
+/// One model in one fleet, for `ferry model status` without a model.
+#[derive(Debug, serde::Serialize)]
+struct Rollout {
+    model: String,
+    fleet: String,
+    /// The version announced (validly signed), if any.
+    announced: Option<String>,
+    canary_pct: u8,
+    devices: usize,
+    /// Devices running the announced version.
+    running_announced: usize,
+    /// Devices per state of their last report.
+    states: std::collections::BTreeMap<String, usize>,
+}
+
+/// `ferry model status` without a model: every model announced (in the
+/// namespace's records, or reported on by devices) in every fleet, or in
+/// `fleet` only, with its devices counted per state.
+pub async fn overview(cfg: &ClientConfig, fleet: Option<&str>, wait: Duration, json: bool) -> Result<()> {
+    let key = load_verifying_key(&cfg.certs)?;
+    let cluster = crate::read::connect(cfg).await?;
+    let mut rollouts: std::collections::BTreeMap<(String, String), Rollout> = Default::default();
+    let models = match cluster.list("/models").await {
+        Ok(entries) => entries,
+        Err(ferry_protocol::ProtocolError::Remote { code: ferry_protocol::ErrorCode::NotFound, .. }) => Vec::new(),
+        Err(e) => return Err(e).context("list /models"),
+    };
+    for m in models.iter().filter(|e| e.info.kind == ferry_protocol::codec::EntryKind::Dir) {
+        let Ok(records) = cluster.list(&format!("/models/{}/announced", m.name)).await else { continue };
+        for r in records {
+            let Some(f) = r.name.strip_suffix(".json") else { continue };
+            if fleet.is_some_and(|want| want != f) {
+                continue;
+            }
+            let mut kept = Vec::new();
+            let record = match cluster.read_to(&announcement_record(&m.name, f), 0, None, &mut kept).await {
+                Ok(_) => serde_json::from_slice::<Announcement>(&kept).ok(),
+                Err(_) => None,
+            };
+            let r = rollout(&mut rollouts, &m.name, f);
+            if let Some(a) = trusted(&key, f, &m.name, [record]) {
+                r.announced = Some(a.manifest.manifest.version.clone());
+                r.canary_pct = a.canary_pct;
+            }
+        }
+    }
+    let filter = format!("ferry/{}/status/#", fleet.unwrap_or("+"));
+    let mut latest: std::collections::HashMap<(String, String, String), DeviceStatus> = Default::default();
+    for (topic, payload) in retained(cfg, &filter, wait).await? {
+        // ferry/FLEET/status/MODEL/DEVICE
+        let parts: Vec<&str> = topic.split('/').collect();
+        let [_, f, _, model, device] = parts[..] else { continue };
+        let Ok(s) = serde_json::from_slice::<DeviceStatus>(&payload) else { continue };
+        if s.device != device || s.model != model {
+            continue;
+        }
+        latest.insert((model.to_string(), f.to_string(), device.to_string()), s);
+    }
+    for ((model, f, _), s) in latest {
+        let r = rollout(&mut rollouts, &model, &f);
+        r.devices += 1;
+        *r.states.entry(s.state.clone()).or_default() += 1;
+        if r.announced.as_deref().is_some_and(|v| v == s.current) {
+            r.running_announced += 1;
+        }
+    }
+    let rollouts: Vec<Rollout> = rollouts.into_values().collect();
+    if json {
+        println!("{}", serde_json::json!({ "models": rollouts }));
+        return Ok(());
+    }
+    if rollouts.is_empty() {
+        println!("no model has been pushed{}", fleet.map(|f| format!(" to fleet {f}")).unwrap_or_default());
+        return Ok(());
+    }
+    println!("{:<20} {:<12} {:<16} {:>7} {:>9}  states", "model", "fleet", "announced", "devices", "running");
+    for r in rollouts {
+        let announced = match &r.announced {
+            Some(v) if r.canary_pct < 100 => format!("{v} ({}%)", r.canary_pct),
+            Some(v) => v.clone(),
+            None => "-".into(),
+        };
+        let states: Vec<String> = r.states.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!(
+            "{:<20} {:<12} {:<16} {:>7} {:>9}  {}",
+            r.model,
+            r.fleet,
+            announced,
+            r.devices,
+            r.running_announced,
+            if states.is_empty() { "-".to_string() } else { states.join(", ") }
+        );
+    }
+    Ok(())
+}
+
+/// The row of `model` in `fleet`, added if new.
+fn rollout<'a>(
+    rollouts: &'a mut std::collections::BTreeMap<(String, String), Rollout>,
+    model: &str,
+    fleet: &str,
+) -> &'a mut Rollout {
+    rollouts.entry((model.to_string(), fleet.to_string())).or_insert_with(|| Rollout {
+        model: model.to_string(),
+        fleet: fleet.to_string(),
+        announced: None,
+        canary_pct: 0,
+        devices: 0,
+        running_announced: 0,
+        states: Default::default(),
+    })
+}
+
 /// `ferry model rollback`: announce the version pushed before the current one.
 pub async fn rollback(cfg: &ClientConfig, model: &str, fleet: &str) -> Result<()> {
     let key = load_signing_key(&cfg.certs)?;

@@ -10,11 +10,25 @@ use ferry_mount::prefetch::PrefetchOptions;
 use ferry_mount::MountFs;
 use ferry_protocol::client::Cluster;
 
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Staging directory of files being written (created, emptied).
+    pub staging: std::path::PathBuf,
+    /// Bytes of whole-file local copies; 0 turns them off.
+    pub local_copies: u64,
+    /// Prefetch across files.
+    pub prefetch: PrefetchOptions,
+    /// Address of `/metrics`, `/healthz` and `/readyz`; `None`: not served.
+    pub metrics_listen: Option<String>,
+}
+
 /// A live mount.
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
     dir: std::path::PathBuf,
     staging: std::path::PathBuf,
+    metrics: Option<crate::metrics_http::Endpoint>,
 }
 
 impl std::fmt::Debug for Mounted {
@@ -50,7 +64,15 @@ impl Mounted {
     /// (EBUSY) while it still waits on replies such as a file's release, so
     /// this retries for a while, then detaches the mount lazily: a stopped
     /// `ferry mount` never leaves a dead mount point behind.
+    /// Where the metrics endpoint listens, if it runs.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().and_then(|m| m.addr())
+    }
+
     pub fn unmount(mut self) -> Result<()> {
+        if let Some(m) = self.metrics.take() {
+            m.stop();
+        }
         let dir = self.dir.clone();
         let t0 = std::time::Instant::now();
         while is_mounted(&dir) && t0.elapsed() < Duration::from_secs(5) {
@@ -86,41 +108,42 @@ impl Mounted {
 }
 
 /// Mounts the cluster's namespace at `dir`.
-pub async fn start(
-    cluster: Cluster,
-    dir: &Path,
-    staging: &Path,
-    local_copies: u64,
-    prefetch: &PrefetchOptions,
-) -> Result<Mounted> {
+pub async fn start(cluster: Cluster, dir: &Path, opts: &Options) -> Result<Mounted> {
     fuse::check_mountpoint(dir)?;
     if !Path::new("/dev/fuse").exists() {
         anyhow::bail!("FUSE is not available on this machine (/dev/fuse is missing; install fuse3)");
     }
-    let mut fs = MountFs::with_local_copies(cluster, staging.to_path_buf(), local_copies)
+    let mut fs = MountFs::with_local_copies(cluster, opts.staging.clone(), opts.local_copies)
         .await
         .map_err(anyhow::Error::from)
         .context("cannot reach the cache nodes")?;
-    fs.enable_prefetch(prefetch).map_err(anyhow::Error::from)?;
-    let session = fuse::mount(Arc::new(fs), dir, tokio::runtime::Handle::current())?;
-    Ok(Mounted { session: Some(session), dir: dir.to_path_buf(), staging: staging.to_path_buf() })
+    fs.enable_prefetch(&opts.prefetch).map_err(anyhow::Error::from)?;
+    let fs = Arc::new(fs);
+    let session = fuse::mount(fs.clone(), dir, tokio::runtime::Handle::current())?;
+    let mut m =
+        Mounted { session: Some(session), dir: dir.to_path_buf(), staging: opts.staging.clone(), metrics: None };
+    if let Some(listen) = &opts.metrics_listen {
+        let render = move || Ok(fs.metrics_text());
+        // Ready while the kernel keeps the mount.
+        let at = dir.to_path_buf();
+        let ready = move || is_mounted(&at);
+        m.metrics = Some(crate::metrics_http::Endpoint::start("--metrics-listen", listen, render, ready)?);
+    }
+    Ok(m)
 }
 
 /// Runs a mount until Ctrl-C, SIGTERM or an external unmount.
-pub async fn run(
-    cluster: Cluster,
-    dir: &Path,
-    staging: &Path,
-    local_copies: u64,
-    prefetch: &PrefetchOptions,
-) -> Result<()> {
-    let m = start(cluster, dir, staging, local_copies, prefetch).await?;
+pub async fn run(cluster: Cluster, dir: &Path, opts: &Options) -> Result<()> {
+    let m = start(cluster, dir, opts).await?;
     eprintln!(
         "ferry: mounted at {} (prefetch: {}, {}; Ctrl-C or SIGTERM unmounts)",
         dir.display(),
-        prefetch.predictor,
-        bytesize::ByteSize::b(prefetch.budget).display().iec()
+        opts.prefetch.predictor,
+        bytesize::ByteSize::b(opts.prefetch.budget).display().iec()
     );
+    if let Some(a) = m.metrics_addr() {
+        eprintln!("ferry: metrics on http://{a}/metrics");
+    }
     let shutdown = crate::signal::wait_for_shutdown();
     tokio::pin!(shutdown);
     loop {

@@ -223,7 +223,13 @@ pub async fn run(
     let mounted = if std::path::Path::new("/dev/fuse").exists() {
         let _ = std::fs::create_dir_all(&mnt);
         let cluster = crate::read::connect(&client).await?;
-        match crate::mount::start(cluster, &mnt, &data.join("staging"), 4 << 30, &Default::default()).await {
+        let opts = crate::mount::Options {
+            staging: data.join("staging"),
+            local_copies: 4 << 30,
+            prefetch: Default::default(),
+            metrics_listen: None,
+        };
+        match crate::mount::start(cluster, &mnt, &opts).await {
             Ok(m) => Some(m),
             Err(e) => {
                 eprintln!("ferry: not mounting {}: {e:#}", mnt.display());

@@ -281,16 +281,12 @@ fn restarted_cloud_process_serves_warm_without_the_store() {
             // Only the prefetcher's one listing of the folder may reach the store.
             assert_eq!(store_requests, 0, "warm restart read from the store\n{m}");
             assert!(metric(&m, "ferry_store_requests_total{op=\"list\"}") <= 1, "{m}");
-            assert!(metric(&m, "ferry_cache_hits_total{tier=\"disk\"}") >= 5, "{m}");
+            assert!(metric(&m, "ferry_cache_hits_total{tier=\"disk\",mount=\"/d\"}") >= 5, "{m}");
         }
         signal(&node.0, "TERM");
         assert!(wait_exit(&mut node.0, Duration::from_secs(20)).success());
     }
     wait_file(&c.dir.join("cache/pages"));
-}
-
-fn fuse_available() -> bool {
-    available(Path::new("/dev/fuse").exists(), "/dev/fuse missing: scripts/test.sh installs fuse3")
 }
 
 #[test]
@@ -483,7 +479,9 @@ fn mount_prefetches_the_next_frames_and_follows_an_announced_order() {
     }
     let _node = start_cloud(&c);
     let mnt = c.dir.join("mnt");
-    let mut mount = start_mount(&c, &mnt, &["--prefetch", "tree", "--local-copies", "0"]);
+    let mport = free_tcp_port();
+    let listen = format!("127.0.0.1:{mport}");
+    let mut mount = start_mount(&c, &mnt, &["--prefetch", "tree", "--local-copies", "0", "--metrics-listen", &listen]);
 
     // Frames in order: after the first few, the next frames are already fetched.
     let before = prefetch_stats(&mnt);
@@ -549,6 +547,33 @@ fn mount_prefetches_the_next_frames_and_follows_an_announced_order() {
     let o = std::process::Command::new("python3").args(["-c", &script]).output().expect("python3");
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("OSError"), "{o:?}");
     assert_eq!(prefetch_stats(&mnt)["wasted_bytes"], after["wasted_bytes"]);
+
+    // The mount's metrics agree with what was done through it and with .ferry-stats.
+    let written: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(mnt.join("d/out.bin"), &written).expect("write through the mount");
+    for probe in ["/healthz", "/readyz"] {
+        let r = http_get(mport, probe);
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok\n"), "{probe}: {r}");
+    }
+    let stats = prefetch_stats(&mnt);
+    let text = metrics(mport);
+    assert_eq!(metric(&text, "ferry_mount_opens_total{source=\"cluster\"}"), 70, "{text}");
+    assert!(metric(&text, "ferry_mount_read_bytes_total") >= 70 * 300_000, "{text}");
+    assert_eq!(metric(&text, "ferry_mount_reads_total"), metric(&text, "ferry_mount_read_duration_seconds_count"));
+    assert_eq!(metric(&text, "ferry_mount_read_errors_total"), 0, "{text}");
+    assert_eq!(metric(&text, "ferry_mount_demand_pages_total"), stats["demand_pages"].as_u64().expect("n"), "{text}");
+    let prefetched = metric(&text, "ferry_mount_demand_pages_total{source=\"prefetched\"}");
+    assert_eq!(prefetched, stats["prefetch_hits"].as_u64().expect("n"), "{text}\n{stats}");
+    assert_eq!(metric(&text, "ferry_mount_prefetch_useful_bytes_total"), stats["useful_bytes"].as_u64().expect("n"));
+    let announcer = &stats["announcers"][0];
+    let reader = format!("{{pid=\"{}\"}}", announcer["pid"]);
+    let followed = metric(&text, &format!("ferry_mount_reader_demand_pages_total{reader}"));
+    assert!(followed >= 30 && followed == announcer["demand_pages"].as_u64().expect("n"), "{text}\n{stats}");
+    let hits = metric(&text, &format!("ferry_mount_reader_prefetch_hits_total{reader}"));
+    assert_eq!(hits, announcer["prefetch_hits"].as_u64().expect("n"), "{text}");
+    assert!(metric(&text, "ferry_mount_persists_total") >= 1, "{text}");
+    assert!(metric(&text, "ferry_mount_persisted_bytes_total") >= written.len() as u64, "{text}");
+    assert!(text.contains("ferry_build_info{version="), "{text}");
 
     signal(&mount.0, "TERM");
     assert!(wait_exit(&mut mount.0, Duration::from_secs(20)).success());
@@ -1117,9 +1142,15 @@ fn exit_statuses_health_probes_build_info_and_json_logs() {
 fn the_configs_shipped_in_deploy_are_valid() {
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
     for cloud in ["base/cloud.toml", "overlays/single-host/cloud.toml"] {
-        // Parsed, then the start stops at the certificates, which live in the pod.
-        let o =
-            ferry().env("FERRY_CLOUD_NODE_ID", "cloud-0").args(["cloud", "--config"]).arg(deploy.join(cloud)).output();
+        // Parsed, then the start stops at the certificates, which live in the
+        // pod (the cache directory, which it locks first, kept off this machine's /var/lib).
+        let cache = tempfile::tempdir().expect("tempdir");
+        let o = ferry()
+            .env("FERRY_CLOUD_NODE_ID", "cloud-0")
+            .env("FERRY_CLOUD_CACHE__DISK_DIR", cache.path())
+            .args(["cloud", "--config"])
+            .arg(deploy.join(cloud))
+            .output();
         let err = String::from_utf8_lossy(&o.expect("run").stderr).to_string();
         assert!(!err.contains("invalid config") && err.contains("/etc/ferry/certs"), "{cloud}: {err}");
     }

@@ -199,6 +199,46 @@ fn uploads_wait_for_a_node_that_is_down_and_complete_when_it_returns() {
 }
 
 #[test]
+fn status_says_why_a_queue_is_stuck_and_counts_stored_files_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = setup(dir.path(), "");
+    // Files stay watched for a minute after they stop changing.
+    let cfg = std::fs::read_to_string(&env.edge_cfg).expect("read").replace("settle = \"1s\"", "settle = \"60s\"");
+    std::fs::write(&env.edge_cfg, cfg).expect("write");
+    let mut edge = env.edge();
+    std::fs::write(env.robot.join("early.bin"), random(3 << 20, 1)).expect("write");
+    // No node: the reason is the failing uploads.
+    let mut last = serde_json::Value::Null;
+    wait_until(Duration::from_secs(60), "the failing uploads were never given as the reason", || {
+        last = env.status_once_started().unwrap_or_default();
+        last["files_pending"] == 1 && last["stuck"].as_str().is_some_and(|w| w.contains("uploads have failed"))
+    });
+    assert_eq!(last["agent_running"], true, "{last}");
+    assert!(last["last_error"].is_string(), "{last}");
+    // No agent: that is the reason, in the text too.
+    signal(&edge.0, "TERM");
+    assert!(wait_exit(&mut edge.0, Duration::from_secs(20)).success());
+    let s = env.status();
+    assert_eq!(s["agent_running"], false, "{s}");
+    assert!(s["stuck"].as_str().is_some_and(|w| w.contains("not running")), "{s}");
+    let o = run(&["edge", "status", "--config", env.edge_cfg.to_str().expect("utf8")]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("stuck:") && text.contains("the agent is not running"), "{text}");
+    // Node and agent back: once its bytes are stored, the file is no longer
+    // queued, only watched until it settles.
+    let _node = env.cloud();
+    let _edge = env.edge();
+    env.wait_uploaded("early.bin", Duration::from_secs(60));
+    wait_until(Duration::from_secs(30), "a stored file still counted as queued", || {
+        last = env.status();
+        last["files_pending"] == 0 && last["files_settling"] == 1
+    });
+    assert_eq!(last["queued_bytes"], 0, "{last}");
+    assert!(last["stuck"].is_null() && last["last_error"].is_null(), "{last}");
+    assert_eq!(last["files_uploaded"], 0, "not settled yet: {last}");
+}
+
+#[test]
 fn a_recopied_file_sends_far_less_than_its_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env = setup(dir.path(), "");
@@ -538,4 +578,35 @@ fn the_agent_exports_metrics_and_health_on_its_metrics_address() {
     assert!(metric(&text, "ferry_edge_wire_bytes_total") > 0, "{text}");
     assert!(metric(&text, "ferry_edge_spool_bytes") > 0, "{text}");
     assert!(text.contains("ferry_build_info{version="), "{text}");
+
+    // Every metric the Grafana dashboard queries is exported by the node, the mount or the agent.
+    if !fuse_available() {
+        return;
+    }
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let mport = free_tcp_port();
+    let _mount = Running(
+        ferry()
+            .args(["mount", "--config", &env.cloud.client, mnt.to_str().expect("utf8")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{mport}"), "--local-copies", "0"])
+            .spawn()
+            .expect("spawn mount"),
+    );
+    wait_until(Duration::from_secs(30), "mount did not appear", || is_mounted(&mnt));
+    wait_until(Duration::from_secs(10), "the mount's metrics never answered", || {
+        std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
+    });
+    // Traffic for every panel: reads through the mount and the node, an announced order.
+    std::fs::write(mnt.join(".ferry-announce"), "/logs/robot-17/robot/a.bin\n").expect("announce");
+    for _ in 0..2 {
+        assert!(std::fs::read(mnt.join("logs/robot-17/robot/a.bin")).expect("read through the mount") == body);
+        let o = run(&["cat", "--config", &env.cloud.client, "/logs/robot-17/robot/a.bin"]);
+        assert!(o.status.success() && o.stdout == body, "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let all = [metrics(env.cloud.mport), metrics(mport), metrics(port)].join("\n");
+    let names = dashboard_metrics();
+    assert!(names.len() > 20, "{names:?}");
+    let missing: Vec<&String> = names.iter().filter(|n| !exported(&all, n)).collect();
+    assert!(missing.is_empty(), "the dashboard queries metrics nothing exports: {missing:?}");
 }

@@ -396,6 +396,30 @@ fn a_canary_reaches_only_its_share_until_promoted() {
         assert_eq!(report(&s, r)["current"], "v1", "{r}");
         assert_eq!(f.installed(r, "nav", "nav.bin").expect("installed"), vec![1u8; 200_000]);
     }
+    // Without a model: every model of the fleet, its devices counted per state.
+    let map = dir.path().join("m/map.bin");
+    std::fs::write(&map, vec![3u8; 50_000]).expect("write");
+    f.push("map-v1", &map, &[]);
+    f.wait_state("map", &robots, "v1", "installed");
+    let o = run(&["model", "status", "--json", "--wait", "1s", "--config", &f.client]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+    let rows = v["models"].as_array().expect("models");
+    let row =
+        |m: &str| rows.iter().find(|r| r["model"] == m && r["fleet"] == FLEET).unwrap_or_else(|| panic!("{m}: {v}"));
+    let nav = row("nav");
+    assert_eq!(nav["announced"], version.as_str(), "{v}");
+    assert_eq!(nav["canary_pct"], 50, "{v}");
+    assert_eq!(nav["devices"], robots.len(), "{v}");
+    assert_eq!(nav["running_announced"], inside.len(), "{v}");
+    assert_eq!(nav["states"]["installed"], inside.len(), "{v}");
+    assert_eq!(nav["states"]["skipped"], outside.len(), "{v}");
+    let m = row("map");
+    assert_eq!((m["announced"].as_str(), m["running_announced"].as_u64()), (Some("v1"), Some(4)), "{v}");
+    let o = run(&["model", "status", "--wait", "1s", "--config", &f.client]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    let line = table.lines().find(|l| l.starts_with("nav ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains(&format!("{version} (50%)")) && line.contains("skipped"), "{table}");
     let o = run(&["model", "promote", "nav", "--config", &f.client]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     f.wait_state("nav", &robots, &version, "installed");

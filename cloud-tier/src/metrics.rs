@@ -17,6 +17,22 @@ pub struct TierLabel {
     pub tier: &'static str,
 }
 
+/// Labels of bytes served: the tier and the namespace mount (`/datasets`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServedLabel {
+    /// `memory`, `disk` or `store`.
+    pub tier: &'static str,
+    /// The mount's name in the namespace.
+    pub mount: String,
+}
+
+/// Label naming a namespace mount.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MountLabel {
+    /// The mount's name in the namespace.
+    pub mount: String,
+}
+
 /// Label naming an operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabel {
@@ -36,17 +52,19 @@ pub struct ResultLabel {
 pub struct Metrics {
     registry: Registry,
     /// Page lookups served by a tier.
-    pub hits: Family<TierLabel, Counter>,
+    pub hits: Family<ServedLabel, Counter>,
     /// Page lookups that no tier could serve.
     pub misses: Counter,
-    /// Bytes served, by the tier they came from.
-    pub bytes_served: Family<TierLabel, Counter>,
+    /// Bytes served, by the tier they came from and the mount.
+    pub bytes_served: Family<ServedLabel, Counter>,
+    /// Bytes served per tier (memory, disk, store), over every mount.
+    served_total: [std::sync::atomic::AtomicU64; 3],
     /// Bytes held, per tier.
     pub used_bytes: Family<TierLabel, Gauge>,
     /// Requests sent to object stores, by operation.
     pub store_requests: Family<OpLabel, Counter>,
-    /// Bytes read from object stores.
-    pub store_bytes: Counter,
+    /// Bytes read from object stores, by mount.
+    pub store_bytes: Family<MountLabel, Counter>,
     /// Directory listings answered, by `result` (hit: from the listing cache).
     pub listings: Family<ResultLabel, Counter>,
     /// Bytes of pages taken from another node's cache instead of the store.
@@ -109,7 +127,8 @@ impl Metrics {
             bytes_served: Family::default(),
             used_bytes: Family::default(),
             store_requests: Family::default(),
-            store_bytes: Counter::default(),
+            store_bytes: Family::default(),
+            served_total: Default::default(),
             listings: Family::default(),
             peer_bytes: Counter::default(),
             corrupt_pages: Counter::default(),
@@ -132,9 +151,9 @@ impl Metrics {
             request_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))),
             registry: Registry::default(),
         };
-        registry.register("cache_hits", "Page lookups served by a cache tier", m.hits.clone());
+        registry.register("cache_hits", "Page lookups served by a cache tier, by mount", m.hits.clone());
         registry.register("cache_misses", "Page lookups served by no tier", m.misses.clone());
-        registry.register("bytes_served", "Bytes served to readers by origin tier", m.bytes_served.clone());
+        registry.register("bytes_served", "Bytes served to readers by origin tier and mount", m.bytes_served.clone());
         registry.register("cache_used_bytes", "Bytes held per cache tier", m.used_bytes.clone());
         registry.register("store_requests", "Requests sent to object stores", m.store_requests.clone());
         registry.register(
@@ -142,7 +161,7 @@ impl Metrics {
             "Directory listings answered, by result (hit: from the listing cache, miss: listed in the store)",
             m.listings.clone(),
         );
-        registry.register("store_read_bytes", "Bytes read from object stores", m.store_bytes.clone());
+        registry.register("store_read_bytes", "Bytes read from object stores, by mount", m.store_bytes.clone());
         registry.register(
             "peer_read_bytes",
             "Bytes of pages taken from another node's cache instead of the store (hand-off after a join)",
@@ -199,10 +218,27 @@ impl Metrics {
         self.chunk_wire_bytes.inc_by(wire);
     }
 
-    /// Counts a hit in `t` of `bytes`.
-    pub fn hit(&self, t: &'static str, bytes: u64) {
-        self.hits.get_or_create(&tier(t)).inc();
-        self.bytes_served.get_or_create(&tier(t)).inc_by(bytes);
+    /// Counts a hit in `t` of `bytes` of a page of `mount`.
+    pub fn hit(&self, t: &'static str, mount: &str, bytes: u64) {
+        let label = ServedLabel { tier: t, mount: mount.to_string() };
+        self.hits.get_or_create(&label).inc();
+        self.served(t, mount, bytes);
+    }
+
+    /// Counts `bytes` served from `t` (`memory`, `disk`, `store`) for `mount`.
+    pub fn served(&self, t: &'static str, mount: &str, bytes: u64) {
+        self.bytes_served.get_or_create(&ServedLabel { tier: t, mount: mount.to_string() }).inc_by(bytes);
+        if let Some(i) = ["memory", "disk", "store"].iter().position(|x| *x == t) {
+            self.served_total[i].fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes served from tier `t` over every mount.
+    pub fn served_from(&self, t: &str) -> u64 {
+        ["memory", "disk", "store"]
+            .iter()
+            .position(|x| *x == t)
+            .map_or(0, |i| self.served_total[i].load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Counts one store request of kind `op`.

@@ -142,6 +142,8 @@ impl EdgeAgent {
                     logged.insert(e.clone(), Instant::now());
                 }
             }
+            // What `ferry edge status` gives as the reason a queue is stuck.
+            self.record_error(report.errors.first().map(String::as_str))?;
             // After failed passes, wait longer each time, with jitter, so
             // a fleet whose node was down does not return in lockstep.
             failed_passes = if report.errors.is_empty() { 0 } else { failed_passes.saturating_add(1) };
@@ -302,6 +304,28 @@ impl EdgeAgent {
         while r.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(10)) {
             r.pop_front();
         }
+    }
+
+    /// Keeps the last pass's first error in the spool, with the time
+    /// passes started failing; a pass without errors clears them.
+    fn record_error(&self, error: Option<&str>) -> Result<(), EdgeError> {
+        let spool = self.spool();
+        let had = spool.status("last_error")?.filter(|e| !e.is_empty());
+        match error {
+            Some(e) if had.as_deref() == Some(e) => {}
+            Some(e) => {
+                if had.is_none() {
+                    spool.set_status("error_since_ms", &SystemClock.now_ms().to_string())?;
+                }
+                spool.set_status("last_error", e)?;
+            }
+            None if had.is_some() => {
+                spool.set_status("last_error", "")?;
+                spool.set_status("error_since_ms", "")?;
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     fn write_status(&self, force: bool) -> Result<(), EdgeError> {
@@ -552,8 +576,11 @@ impl EdgeAgent {
 /// What `ferry edge status` shows.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Status {
-    /// Files waiting to upload (or growing).
+    /// Files with bytes not yet in the store.
     pub files_pending: u64,
+    /// Files whose bytes are all in the store, watched until they stop
+    /// changing (not queued: nothing of them waits to be sent).
+    pub files_settling: u64,
     /// Bytes not yet committed.
     pub queued_bytes: u64,
     /// Files uploaded whole.
@@ -581,11 +608,19 @@ pub struct Status {
     pub files_dropped: u64,
     /// When the agent last wrote its status (ms since the epoch; 0 never).
     pub updated_ms: i64,
+    /// The last upload pass's first error, while passes keep failing.
+    pub last_error: Option<String>,
+    /// Since when passes have been failing (ms since the epoch; 0: they are not).
+    pub error_since_ms: i64,
+    /// Bytes of watched files over the disk budget (kept: not uploaded yet).
+    pub over_budget_bytes: u64,
 }
 
 /// Reads the status from a spool.
 pub fn status(spool: &Spool) -> Result<Status, EdgeError> {
-    let pending = spool.pending()?;
+    let (settling, pending): (Vec<_>, Vec<_>) = spool.pending()?.into_iter().partition(|f| {
+        u64::try_from(f.committed_size).is_ok_and(|c| c == f.size) && f.committed_mtime_ns == f.mtime_ns
+    });
     let queued: u64 = pending.iter().map(|f| f.size.saturating_sub(f.committed_size.max(0) as u64)).sum();
     let rate: f64 = spool.status("rate_bps")?.and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let now = SystemClock.now_ms();
@@ -596,6 +631,7 @@ pub fn status(spool: &Spool) -> Result<Status, EdgeError> {
     let quarantined = spool.quarantined()?;
     Ok(Status {
         files_pending: pending.len() as u64,
+        files_settling: settling.len() as u64,
         queued_bytes: queued,
         files_uploaded: spool.counter("files_uploaded")?,
         uploaded_bytes: spool.counter("bytes_uploaded")?,
@@ -613,6 +649,9 @@ pub fn status(spool: &Spool) -> Result<Status, EdgeError> {
         files_deleted: spool.counter("files_deleted")?,
         files_dropped: spool.counter("files_dropped")?,
         updated_ms: spool.status("updated_ms")?.and_then(|v| v.parse().ok()).unwrap_or(0),
+        last_error: spool.status("last_error")?.filter(|e| !e.is_empty()),
+        error_since_ms: spool.status("error_since_ms")?.and_then(|v| v.parse().ok()).unwrap_or(0),
+        over_budget_bytes: spool.status("over_budget")?.and_then(|v| v.parse().ok()).unwrap_or(0),
     })
 }
 

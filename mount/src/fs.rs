@@ -77,6 +77,8 @@ pub struct MountFs<N: Nodes = Cluster> {
     pub(crate) started: SystemTime,
     /// Recent listings, answering lookups.
     pub(crate) listed: Mutex<Listed>,
+    /// Counters for `ferry mount --metrics-listen`.
+    pub(crate) metrics: crate::metrics::MountMetrics,
 }
 
 pub(crate) fn child(parent: &str, name: &str) -> FsResult<String> {
@@ -123,6 +125,7 @@ impl<N: Nodes> MountFs<N> {
             prefetch: None,
             started: SystemTime::now(),
             listed: Mutex::new(Listed::default()),
+            metrics: crate::metrics::MountMetrics::new(),
         })
     }
 
@@ -132,6 +135,12 @@ impl<N: Nodes> MountFs<N> {
             .map_err(|e| FsError::new(libc::EINVAL, format!("prefetch: {e}")))?;
         self.prefetch = Some(p);
         Ok(())
+    }
+
+    /// The mount's metrics in Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let local = self.local.as_ref().map_or(0, |l| l.used());
+        self.metrics.encode(local, self.prefetch_stats().as_ref())
     }
 
     /// The prefetch counters (as `.ferry-stats` shows them), when prefetch is on.

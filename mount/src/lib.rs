@@ -19,6 +19,7 @@
 //! - `local`: whole local copies of files read to the end or written here,
 //!   evicted least recently used first.
 //! - `control`: `.ferry-announce` and `.ferry-stats` at the mount root.
+//! - `metrics`: the Prometheus counters of [`MountFs::metrics_text`].
 //! - [`passthrough`]: how each open reaches the kernel (backing file or
 //!   page cache), decided against the inode's other opens.
 //! - [`prefetch`]: [`prefetch::MountPrefetch`], predictions per reading
@@ -33,6 +34,7 @@ pub mod fuse;
 mod handle;
 mod inodes;
 mod local;
+mod metrics;
 pub mod nodes;
 pub mod passthrough;
 pub mod prefetch;

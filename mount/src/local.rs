@@ -160,7 +160,6 @@ impl LocalFiles {
     }
 
     /// Bytes held by the copies.
-    #[cfg(test)]
     pub(crate) fn used(&self) -> u64 {
         self.state().used
     }

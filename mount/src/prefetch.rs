@@ -79,8 +79,11 @@ impl Store {
 struct Followers {
     /// Processes that announced an order.
     announcers: HashSet<u32>,
-    /// Reader (thread) id → the announcer it follows, as last worked out.
+    /// Reader (thread) id → the announcer it follows, as last worked out
+    /// (`None`: none of its lineage announced; it follows the latest).
     of: HashMap<u32, Option<u32>>,
+    /// The process that announced last.
+    latest: Option<u32>,
     /// Per announcer: demand pages its followers read, and how many of
     /// them were prefetched.
     counts: HashMap<u32, (u64, u64)>,
@@ -163,7 +166,12 @@ impl<N: Nodes> MountPrefetch<N> {
     pub fn count(&self, reader: u32, source: Demand) {
         self.store.lock().expect("prefetch lock poisoned").ledger.demand(source);
         let mut f = self.followers.lock().expect("prefetch lock poisoned");
-        if let Some(Some(a)) = f.of.get(&reader).copied() {
+        let followed = match f.of.get(&reader) {
+            Some(Some(a)) => Some(*a),
+            Some(None) => f.latest,
+            None => None,
+        };
+        if let Some(a) = followed {
             let c = f.counts.entry(a).or_default();
             c.0 += 1;
             c.1 += u64::from(source == Demand::Prefetched);
@@ -327,6 +335,7 @@ impl<N: Nodes> MountPrefetch<N> {
                 f.counts.clear();
             }
             f.announcers.insert(announcer);
+            f.latest = Some(announcer);
             f.of.clear();
         }
         // This announcer's old order's pages are of no use any more (other

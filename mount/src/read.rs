@@ -41,8 +41,16 @@ impl<N: Nodes> MountFs<N> {
         // Someone is writing the file through passthrough: read what they wrote
         // (and the kernel wants one backing file per inode anyway).
         let writer = self.passthrough_files(&path).into_iter().next();
-        let local_copy = self.local.as_ref().and_then(|l| LocalFiles::keys(&path, &attr).find_map(|k| l.lookup(&k)));
-        let local_file = writer.or_else(|| local_copy.and_then(|p| std::fs::File::open(p).ok())).or(store_file);
+        let local_copy = || self.local.as_ref().and_then(|l| LocalFiles::keys(&path, &attr).find_map(|k| l.lookup(&k)));
+        let (local_file, source) = match writer {
+            Some(w) => (Some(w), "writer"),
+            None => match local_copy().and_then(|p| std::fs::File::open(p).ok()) {
+                Some(c) => (Some(c), "local_copy"),
+                None if store_file.is_some() => (store_file, "store_file"),
+                None => (None, "cluster"),
+            },
+        };
+        self.metrics.opened(source);
         let h = ReadHandle {
             path,
             size: attr.size,
@@ -178,6 +186,19 @@ impl<N: Nodes> MountFs<N> {
             Some(Handle::Announce(_)) => return Err(FsError::new(libc::EBADF, "the announce file is write-only")),
             None => return Err(FsError::new(libc::EBADF, format!("unknown handle {fh}"))),
         };
+        let t0 = std::time::Instant::now();
+        let out = self.read_file(&h, offset, size, reader).await;
+        let m = &self.metrics;
+        m.reads.inc();
+        m.read_seconds.observe(t0.elapsed().as_secs_f64());
+        match &out {
+            Ok(b) => m.read_bytes.inc_by(b.len() as u64),
+            Err(_) => m.read_errors.inc(),
+        };
+        out
+    }
+
+    async fn read_file(&self, h: &Arc<ReadHandle>, offset: u64, size: u32, reader: u32) -> FsResult<Bytes> {
         let end = (offset + u64::from(size)).min(h.size);
         if offset >= end {
             return Ok(Bytes::new());
@@ -201,6 +222,11 @@ impl<N: Nodes> MountFs<N> {
             p.access(reader, &h.path, offset, end);
         }
         let count = |source| {
+            self.metrics.page(match source {
+                Demand::Fetched => "fetched",
+                Demand::Readahead => "readahead",
+                Demand::Prefetched => "prefetched",
+            });
             if let Some(p) = &self.prefetch {
                 p.count(reader, source);
             }
@@ -211,7 +237,7 @@ impl<N: Nodes> MountFs<N> {
             for p in first..=last {
                 let s = offset.max(p * ps);
                 let e = end.min((p + 1) * ps);
-                let held = self.held_page(&h, p);
+                let held = self.held_page(h, p);
                 count(held.as_ref().map_or(Demand::Fetched, |(_, source)| *source));
                 parts.push(match held {
                     Some((f, _)) => f.await?.slice((s - p * ps) as usize..(e - p * ps) as usize),
@@ -225,14 +251,14 @@ impl<N: Nodes> MountFs<N> {
         let last_page = (h.size - 1) / ps;
         let ahead = self.readahead.load(Ordering::Relaxed);
         for p in (last + 1)..=(last + ahead).min(last_page) {
-            let (f, _) = self.page(&h, p);
+            let (f, _) = self.page(h, p);
             tokio::spawn(async move {
                 let _ = f.await;
             });
         }
         let mut parts = Vec::new();
         for p in first..=last {
-            let (f, source) = self.page(&h, p);
+            let (f, source) = self.page(h, p);
             count(source);
             let page = f.await?;
             let s = offset.max(p * ps) - p * ps;

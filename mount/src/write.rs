@@ -210,6 +210,7 @@ impl<N: Nodes> MountFs<N> {
             s.file.write_all_at(data, offset)?;
             s.dirty = true;
         }
+        self.metrics.written_bytes.inc_by(data.len() as u64);
         let end = offset + data.len() as u64;
         let path = w.path.lock().expect("path lock poisoned").clone();
         let mut writing = self.writing.lock().expect("writing lock poisoned");
@@ -271,8 +272,15 @@ impl<N: Nodes> MountFs<N> {
             s.adopted = !s.path.starts_with(&self.staging);
             s.path.clone()
         };
+        let size = std::fs::metadata(&staging).map_or(0, |m| m.len());
         let put = self.cluster.put_file(&path, &staging).await;
         self.forget_listings();
+        if put.is_ok() {
+            self.metrics.persists.inc();
+            self.metrics.persisted_bytes.inc_by(size);
+        } else {
+            self.metrics.persist_errors.inc();
+        }
         match put {
             Ok(written) => {
                 let mut s = w.staged();

@@ -147,17 +147,7 @@ async fn mount_reads_lists_and_writes_checkpoints() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let served = |n: &TestNode| -> u64 {
-        ["memory", "disk", "store"]
-            .iter()
-            .map(|t| {
-                n.node
-                    .node
-                    .metrics()
-                    .bytes_served
-                    .get_or_create(&ferry_cloud_tier::metrics::TierLabel { tier: t })
-                    .get()
-            })
-            .sum()
+        ["memory", "disk", "store"].iter().map(|t| n.node.node.metrics().served_from(t)).sum()
     };
     let before = served(&n);
     let p = mnt.join("datasets/train/shard-0.bin");

@@ -159,3 +159,34 @@ pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The metric names the Grafana dashboard (deploy/grafana/ferry.json) queries.
+pub fn dashboard_metrics() -> Vec<String> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/ferry.json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&p).expect("read the dashboard")).expect("the dashboard is JSON");
+    let mut names = std::collections::BTreeSet::new();
+    for panel in v["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().expect("a PromQL expression");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("ferry_") {
+                    names.insert(word.to_string());
+                }
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// Whether the exposition `scrape` declares metric `name` (a sample name:
+/// `_total`, `_bucket`, `_count` and `_sum` belong to their family).
+pub fn exported(scrape: &str, name: &str) -> bool {
+    let family = ["_total", "_bucket", "_count", "_sum"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+    scrape.lines().any(|l| l.starts_with(&format!("# TYPE {name} ")) || l.starts_with(&format!("# TYPE {family} ")))
+}
+
+/// Whether FUSE can be used here (a failure under CI when it cannot).
+pub fn fuse_available() -> bool {
+    available(Path::new("/dev/fuse").exists(), "/dev/fuse missing: scripts/test.sh installs fuse3")
+}

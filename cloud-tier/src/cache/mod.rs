@@ -447,7 +447,7 @@ impl PageCache {
         let resolved = self.ns.resolve(path)?;
         let key = self.key(&resolved, path, info, page);
         if let Some(b) = self.memory.get(&key)? {
-            self.metrics.hit("memory", b.len() as u64);
+            self.metrics.hit("memory", &key.mount, b.len() as u64);
             return Ok(PageRead::Ready(b));
         }
         if let Some(disk) = &self.disk {
@@ -459,7 +459,7 @@ impl PageCache {
                     .map_err(|e| NodeError::task("disk read task", e))?;
                 match got {
                     Ok(Some(b)) => {
-                        self.metrics.hit("disk", b.len() as u64);
+                        self.metrics.hit("disk", &key.mount, b.len() as u64);
                         let _ = self.memory.insert(key, b.clone());
                         self.update_gauges();
                         return Ok(PageRead::Ready(b));
@@ -613,11 +613,9 @@ impl PageCache {
             if got > len {
                 return Err(NodeError::Changed(key.path.to_string()));
             }
-            self.metrics.store_bytes.inc_by(chunk.len() as u64);
-            self.metrics
-                .bytes_served
-                .get_or_create(&crate::metrics::TierLabel { tier: "store" })
-                .inc_by(chunk.len() as u64);
+            let mount = crate::metrics::MountLabel { mount: key.mount.to_string() };
+            self.metrics.store_bytes.get_or_create(&mount).inc_by(chunk.len() as u64);
+            self.metrics.served("store", &key.mount, chunk.len() as u64);
             fill.chunks.lock().expect("inflight lock poisoned").push(chunk);
             n += 1;
             fill.state.send_replace(FillState::Filling(n));
