@@ -648,7 +648,7 @@ async fn run(command: Command) -> Result<()> {
             CertCommand::Init { dir, fleet } => {
                 certs::init(&dir, &fleet)?;
                 println!("created fleet CA and model-signing key in {}", dir.display());
-                println!("next: ferry cert issue --dir {} --role cloud --id cloud-1", dir.display());
+                println!("next: {} cert issue --dir {} --role cloud --id cloud-1", invoked_as(), dir.display());
                 Ok(())
             }
             CertCommand::Issue { dir, role, id, hosts } => {
