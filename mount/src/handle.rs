@@ -110,6 +110,9 @@ pub(crate) struct ReadHandle {
     pub(crate) local: Option<std::fs::File>,
     /// The furthest any read ended; a read near it continues a sequential stream.
     pub(crate) last_end: AtomicU64,
+    /// Where the current sequential stream began (the last read that was
+    /// not sequential); readahead grows with the stream's length from there.
+    pub(crate) stream_start: AtomicU64,
     /// Bytes read through the handle so far. Reads arrive concurrently and
     /// finish in any order, so this, not `last_end`, tells the whole file was read.
     pub(crate) read_bytes: AtomicU64,

@@ -57,6 +57,7 @@ impl<N: Nodes> MountFs<N> {
             etag: attr.etag,
             local: local_file.as_ref().and_then(|f| f.try_clone().ok()),
             last_end: AtomicU64::new(0),
+            stream_start: AtomicU64::new(0),
             read_bytes: AtomicU64::new(0),
             pages: Mutex::new((HashMap::new(), Vec::new())),
         };
@@ -232,6 +233,7 @@ impl<N: Nodes> MountFs<N> {
             }
         };
         if !sequential {
+            h.stream_start.store(offset, Ordering::Relaxed);
             // Random access: fetch only what was asked, unless whole pages are at hand.
             let mut parts = Vec::new();
             for p in first..=last {
@@ -249,7 +251,14 @@ impl<N: Nodes> MountFs<N> {
             return Ok(if parts.len() == 1 { parts.pop().expect("one part") } else { Bytes::from(parts.concat()) });
         }
         let last_page = (h.size - 1) / ps;
-        let ahead = self.readahead.load(Ordering::Relaxed);
+        // A stream from the start of the file reads ahead in full at once
+        // (a training sample, a copy); one that began at an offset (a ranged
+        // read: a Parquet column chunk, an S3-style GET through the mount)
+        // only as it proves long: one page more for each page read past its
+        // second, so an 8 MiB range costs no page it does not use.
+        let start = h.stream_start.load(Ordering::Relaxed);
+        let proven = if start == 0 { u64::MAX } else { (offset.saturating_sub(start) / ps).saturating_sub(1) };
+        let ahead = self.readahead.load(Ordering::Relaxed).min(proven);
         for p in (last + 1)..=(last + ahead).min(last_page) {
             let (f, _) = self.page(h, p);
             tokio::spawn(async move {

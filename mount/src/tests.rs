@@ -277,6 +277,34 @@ async fn random_reads_fetch_only_what_was_asked_and_a_failed_page_is_fetched_aga
 }
 
 #[tokio::test]
+async fn a_ranged_read_inside_a_file_reads_ahead_only_as_its_stream_proves_long() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = Fake::default();
+    let want = body(20 * PAGE as usize, 4);
+    nodes.put("/big.bin", &want);
+    let fs = fs_over(&nodes, dir.path(), 0).await;
+    let a = fs.lookup(ROOT_INO, "big.bin").await.expect("lookup");
+    let fh = fs.open(a.ino, false, false).await.expect("open").fh();
+    // Two pages from page 8, in small pieces as the kernel sends them: the
+    // first piece, then the two pages, and nothing past them.
+    let at = 8 * PAGE;
+    let mut got = Vec::new();
+    while (got.len() as u64) < 2 * PAGE {
+        got.extend_from_slice(&fs.read(fh, at + got.len() as u64, 1024, 1).await.expect("read"));
+    }
+    assert!(got == want[at as usize..(at + 2 * PAGE) as usize]);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(nodes.page_reads(), 3, "a 2-page range read ahead");
+    // Read on to the end: readahead grows, and each page is fetched once.
+    while (got.len() as u64) < 12 * PAGE {
+        got.extend_from_slice(&fs.read(fh, at + got.len() as u64, 1024, 1).await.expect("read"));
+    }
+    assert!(got == want[at as usize..]);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(nodes.page_reads(), 3 + 10, "pages 10-19 once each");
+}
+
+#[tokio::test]
 async fn create_write_fsync_rename_unlink() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = Fake::default();
