@@ -21,7 +21,8 @@ trap cleanup EXIT
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 start_up() {
-    "$ferry" up --data "$work/up" >>"$work/up.log" 2>&1 &
+    # shellcheck disable=SC2086 # FERRY_UP_ARGS: extra flags, split on spaces
+    "$ferry" up --data "$work/up" ${FERRY_UP_ARGS:-} >>"$work/up.log" 2>&1 &
     up_pid=$!
     for _ in $(seq 150); do
         mountpoint -q "$work/up/mnt" && grep -q "^ferry is up" "$work/up.log" 2>/dev/null && return 0

@@ -138,6 +138,10 @@ enum Command {
         /// Address of the S3-compatible endpoint.
         #[arg(long, default_value = "127.0.0.1:7480")]
         s3_listen: std::net::SocketAddr,
+        /// How long the kernel keeps the mount's attributes and entries
+        /// (as `ferry mount --attr-ttl`).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        attr_ttl: std::time::Duration,
     },
     /// Run a cache node.
     #[cfg(feature = "cloud")]
@@ -176,6 +180,12 @@ enum Command {
         /// e.g. 127.0.0.1:7403 (port 0 picks one, printed). Off by default.
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// How long the kernel keeps a file's attributes and a name's entry
+        /// before asking again. Longer makes walks of big trees (`ls -lR`,
+        /// `stat` of every file) cheaper; a file changed through another
+        /// client may show its old size and time that long.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        attr_ttl: std::time::Duration,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -489,8 +499,8 @@ fn runs_a_node(command: &Command) -> bool {
 async fn run(command: Command) -> Result<()> {
     match command {
         #[cfg(feature = "up")]
-        Command::Up { data, listen, metrics_listen, mqtt_listen, s3_listen } => {
-            up::run(&data, listen, metrics_listen, mqtt_listen, s3_listen).await
+        Command::Up { data, listen, metrics_listen, mqtt_listen, s3_listen, attr_ttl } => {
+            up::run(&data, listen, metrics_listen, mqtt_listen, s3_listen, attr_ttl).await
         }
         #[cfg(feature = "edge")]
         Command::Edge { config, command: None } => edge::run(&config).await,
@@ -544,7 +554,7 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         #[cfg(feature = "mount")]
-        Command::Mount { dir, staging, local_copies, prefetch, prefetch_budget, metrics_listen, client } => {
+        Command::Mount { dir, staging, local_copies, prefetch, prefetch_budget, metrics_listen, attr_ttl, client } => {
             let t = read::Target { node: None, path: "/".into() };
             let c = read::cluster(&client.load()?, &t).await?;
             let opts = mount::Options {
@@ -556,6 +566,7 @@ async fn run(command: Command) -> Result<()> {
                     budget: prefetch_budget.as_u64(),
                 },
                 metrics_listen,
+                attr_ttl,
             };
             mount::run(c, &dir, &opts).await
         }

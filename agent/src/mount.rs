@@ -21,6 +21,8 @@ pub struct Options {
     pub prefetch: PrefetchOptions,
     /// Address of `/metrics`, `/healthz` and `/readyz`; `None`: not served.
     pub metrics_listen: Option<String>,
+    /// How long the kernel keeps attributes and entries.
+    pub attr_ttl: Duration,
 }
 
 /// A live mount.
@@ -118,6 +120,7 @@ pub async fn start(cluster: Cluster, dir: &Path, opts: &Options) -> Result<Mount
         .map_err(anyhow::Error::from)
         .context("cannot reach the cache nodes")?;
     fs.enable_prefetch(&opts.prefetch).map_err(anyhow::Error::from)?;
+    fs.set_attr_ttl(opts.attr_ttl);
     let fs = Arc::new(fs);
     let session = fuse::mount(fs.clone(), dir, tokio::runtime::Handle::current())?;
     let mut m =

@@ -125,6 +125,7 @@ pub async fn run(
     metrics_listen: SocketAddr,
     mqtt_listen: SocketAddr,
     s3_listen: SocketAddr,
+    attr_ttl: std::time::Duration,
 ) -> Result<()> {
     let data = absolute(data)?;
     let _lock = crate::lock::directory(&data, "the data directory")?;
@@ -228,6 +229,7 @@ pub async fn run(
             local_copies: 4 << 30,
             prefetch: Default::default(),
             metrics_listen: None,
+            attr_ttl,
         };
         match crate::mount::start(cluster, &mnt, &opts).await {
             Ok(m) => Some(m),

@@ -69,6 +69,8 @@ pub struct MountFs<N: Nodes = Cluster> {
     pub(crate) local: Option<Arc<LocalFiles>>,
     /// Pages fetched ahead of a sequential reader.
     pub(crate) readahead: AtomicU64,
+    /// How long the kernel may keep attributes and entries (ms).
+    pub(crate) attr_ttl_ms: AtomicU64,
     /// Inboxes of same-host nodes already cleared of dead mounts' files.
     pub(crate) swept: Mutex<HashSet<PathBuf>>,
     /// Prefetch across files; `None` when disabled.
@@ -121,6 +123,7 @@ impl<N: Nodes> MountFs<N> {
             made_dirs: Mutex::new(HashSet::new()),
             local,
             readahead: AtomicU64::new(READAHEAD_PAGES),
+            attr_ttl_ms: AtomicU64::new(crate::fuse::ATTR_TTL.as_millis() as u64),
             swept: Mutex::new(HashSet::new()),
             prefetch: None,
             started: SystemTime::now(),
@@ -574,6 +577,19 @@ impl<N: Nodes> MountFs<N> {
     /// Sets how many pages are fetched ahead of a sequential reader (0: none).
     pub fn set_readahead(&self, pages: u64) {
         self.readahead.store(pages, Ordering::Relaxed);
+    }
+
+    /// Sets how long the kernel may keep attributes and entries before it
+    /// asks again (default [`crate::fuse::ATTR_TTL`]). Longer makes walks
+    /// of big trees (`ls -lR`) cheaper; a file changed through another
+    /// client may show its old size and time that much longer.
+    pub fn set_attr_ttl(&self, ttl: std::time::Duration) {
+        self.attr_ttl_ms.store(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// How long the kernel may keep attributes and entries.
+    pub fn attr_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.attr_ttl_ms.load(Ordering::Relaxed))
     }
 
     /// Block size reported to readers (`st_blksize`): the page size.

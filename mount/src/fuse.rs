@@ -24,7 +24,8 @@ use crate::handle::{Attr, Opened};
 use crate::nodes::Nodes;
 use crate::passthrough::{Passthrough, Way};
 
-/// How long the kernel may cache attributes and entries.
+/// How long the kernel may cache attributes and entries, by default
+/// (`ferry mount --attr-ttl`).
 pub const ATTR_TTL: Duration = Duration::from_secs(1);
 
 /// The adapter handed to fuser.
@@ -50,6 +51,8 @@ struct AttrMaker {
     uid: u32,
     gid: u32,
     blksize: u32,
+    /// How long the kernel may keep what is made.
+    ttl: Duration,
 }
 
 impl AttrMaker {
@@ -101,7 +104,7 @@ impl<N: Nodes> FuseAdapter<N> {
     }
 
     fn maker(&self) -> AttrMaker {
-        AttrMaker { uid: self.uid, gid: self.gid, blksize: self.fs.block_size() }
+        AttrMaker { uid: self.uid, gid: self.gid, blksize: self.fs.block_size(), ttl: self.fs.attr_ttl() }
     }
 
     /// Runs `op` on the runtime and answers with an entry.
@@ -113,7 +116,7 @@ impl<N: Nodes> FuseAdapter<N> {
         let fut = op(self.fs.clone());
         self.rt.spawn(async move {
             match fut.await {
-                Ok(a) => reply.entry(&ATTR_TTL, &maker.make(&a), Generation(0)),
+                Ok(a) => reply.entry(&maker.ttl, &maker.make(&a), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -128,7 +131,7 @@ impl<N: Nodes> FuseAdapter<N> {
         let fut = op(self.fs.clone());
         self.rt.spawn(async move {
             match fut.await {
-                Ok(a) => reply.attr(&ATTR_TTL, &maker.make(&a)),
+                Ok(a) => reply.attr(&maker.ttl, &maker.make(&a)),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -400,7 +403,7 @@ impl<N: Nodes> Filesystem for FuseAdapter<N> {
                         Way::Passthrough(id) => {
                             fs.passthrough_writes(fh);
                             reply.created_passthrough(
-                                &ATTR_TTL,
+                                &maker.ttl,
                                 &attr,
                                 Generation(0),
                                 FileHandle(fh),
@@ -409,7 +412,7 @@ impl<N: Nodes> Filesystem for FuseAdapter<N> {
                             )
                         }
                         Way::Cached => {
-                            reply.created(&ATTR_TTL, &attr, Generation(0), FileHandle(fh), FopenFlags::empty())
+                            reply.created(&maker.ttl, &attr, Generation(0), FileHandle(fh), FopenFlags::empty())
                         }
                         Way::Refused => {
                             fs.discard(fh);
@@ -532,7 +535,7 @@ impl<N: Nodes> Filesystem for FuseAdapter<N> {
                 Err(e) => return reply.error(errno(&e)),
             };
             for (i, (name, a)) in all.iter().enumerate().skip(offset as usize) {
-                if reply.add(INodeNo(a.ino), (i + 1) as u64, name, &ATTR_TTL, &maker.make(a), Generation(0)) {
+                if reply.add(INodeNo(a.ino), (i + 1) as u64, name, &maker.ttl, &maker.make(a), Generation(0)) {
                     break;
                 }
                 // Every entry but `.` and `..` is a lookup the kernel will forget.
