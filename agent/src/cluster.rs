@@ -137,16 +137,18 @@ pub struct Loaded {
     pub cached_pages: u64,
 }
 
-/// Warms every page at or below `path` on its first `replicas` owners,
+/// Warms every page at or below `path` on its first `replicas` owners
+/// (default: each file's mount's, see [`Cluster::replicas_for`]),
 /// spread over the cluster, skipping pages already cached (so an
 /// interrupted load resumes where it stopped when run again).
-pub async fn load(cluster: &Cluster, path: &str, replicas: usize, progress: bool) -> Result<Loaded> {
+pub async fn load(cluster: &Cluster, path: &str, replicas: Option<usize>, progress: bool) -> Result<Loaded> {
     let files = files(cluster, path).await?;
     let page_size = cluster.page_size(path).await.context("page size")?;
     // One job per run of consecutive pages of a file on one owner.
     let mut jobs: Vec<(String, String, u64, u64, u64)> = Vec::new();
     for (file, size) in &files {
         let pages = size.div_ceil(page_size);
+        let replicas = replicas.unwrap_or_else(|| cluster.replicas_for(file));
         let mut runs: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
         for p in 0..pages {
             for owner in cluster.owners(file, p).into_iter().take(replicas.max(1)) {

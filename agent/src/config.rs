@@ -73,6 +73,12 @@ pub fn relative_to(config: Option<&Path>, p: &Path) -> PathBuf {
 /// ca = ""                      # CA (PEM) of an etcd serving https
 /// timeout = "3s"
 ///
+/// [direct]                     # read the stores themselves when no node answers (off: no mounts)
+/// max_requests = 4             # store requests in flight at once in this process
+/// [direct.mounts."/datasets"]  # the nodes' mounts this client may read directly (needs [etcd])
+/// url = "s3://bucket/prefix"   # as in the nodes' cloud.toml
+/// options = {}                 # object_store options (the client's own credentials)
+///
 /// [s3]                         # the S3-compatible endpoint (`ferry s3`)
 /// listen = "127.0.0.1:7480"    # HTTP address to serve on
 /// staging = ""                 # uploads in progress; "" = a directory under the system temp dir
@@ -106,6 +112,36 @@ pub struct ClientConfig {
     pub etcd: ferry_protocol::membership::EtcdConfig,
     /// The S3-compatible endpoint.
     pub s3: S3Config,
+    /// Reads from the stores themselves when no node answers.
+    pub direct: DirectConfig,
+}
+
+/// `[direct]` in `client.toml`: reading the object stores themselves when
+/// every node that could serve a read is down. Off while `mounts` is empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectConfig {
+    /// Store requests in flight at once in one process.
+    pub max_requests: usize,
+    /// The nodes' mounts this client may read directly, by namespace path.
+    pub mounts: std::collections::BTreeMap<String, DirectMount>,
+}
+
+impl Default for DirectConfig {
+    fn default() -> Self {
+        DirectConfig { max_requests: 4, mounts: std::collections::BTreeMap::new() }
+    }
+}
+
+/// One `[direct.mounts."/PATH"]`: the store behind a namespace mount.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectMount {
+    /// Store URL, as in the nodes' `cloud.toml`.
+    pub url: String,
+    /// object_store builder options (the client's own credentials).
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 /// `[s3]` in `client.toml`: the S3-compatible endpoint (`ferry s3`).
@@ -153,6 +189,7 @@ impl Default for ClientConfig {
             replicas: 1,
             etcd: ferry_protocol::membership::EtcdConfig::default(),
             s3: S3Config::default(),
+            direct: DirectConfig::default(),
         }
     }
 }
@@ -170,6 +207,15 @@ impl ClientConfig {
         }
         if c.replicas == 0 {
             bail!("replicas must be at least 1");
+        }
+        if c.direct.max_requests == 0 {
+            bail!("direct.max_requests must be at least 1");
+        }
+        if !c.direct.mounts.is_empty() && c.etcd.endpoints.is_empty() {
+            bail!(
+                "[direct] needs [etcd]: without the cluster's pending-write registry a direct read could return \
+                 the store's older version of a file whose newest bytes are on a node that is down"
+            );
         }
         if !c.s3.staging.as_os_str().is_empty() {
             c.s3.staging = relative_to(path, &c.s3.staging);

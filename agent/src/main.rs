@@ -234,7 +234,7 @@ enum Command {
     Load {
         /// `ferry://HOST:PORT/PATH`, or `/PATH` with the nodes from --config.
         target: String,
-        /// Owners per page to warm (default: the client config's `replicas`).
+        /// Owners per page to warm (default: the mount's `replicas` on the nodes, else the client config's).
         #[arg(long)]
         replicas: Option<usize>,
         /// One JSON line with the totals instead of text.
@@ -619,14 +619,15 @@ async fn run(command: Command) -> Result<()> {
         Command::Load { target, replicas, json, client } => {
             let t = read::parse_target(&target)?;
             let c = read::cluster(&client.load()?, &t).await?;
-            let replicas = replicas.unwrap_or(c.replicas());
-            if replicas == 0 {
+            if replicas == Some(0) {
                 anyhow::bail!("--replicas must be at least 1");
             }
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let l = cluster::load(&c, &t.path, replicas, progress && !json)
                 .await
                 .with_context(|| format!("load {}", t.path))?;
+            // The path's mount's (as the nodes told while loading), else the client's.
+            let replicas = replicas.unwrap_or_else(|| c.replicas_for(&t.path));
             if json {
                 let out = serde_json::json!({
                     "path": t.path,

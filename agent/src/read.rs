@@ -70,12 +70,57 @@ pub async fn connect_over(cfg: &ClientConfig, link: transport::Link) -> Result<C
         #[cfg(feature = "etcd")]
         {
             let etcd = ferry_protocol::etcd::Etcd::connect(&cfg.etcd).await?;
-            Cluster::over(ep, etcd.members().await?)
+            let cluster = Cluster::over(ep, etcd.members().await?);
+            if cfg.direct.mounts.is_empty() {
+                cluster
+            } else {
+                cluster.with_direct(direct(cfg, &etcd).await?)
+            }
         }
         #[cfg(not(feature = "etcd"))]
         anyhow::bail!("etcd.endpoints is set, but this ferry was built without etcd (build feature `etcd`)")
     };
     Ok(cluster.with_replicas(cfg.replicas))
+}
+
+/// The stores of `cfg`'s `[direct]` mounts, refusing paths the registry
+/// in `etcd` lists as pending.
+#[cfg(feature = "etcd")]
+async fn direct(
+    cfg: &ClientConfig,
+    etcd: &ferry_protocol::etcd::Etcd,
+) -> Result<std::sync::Arc<dyn ferry_protocol::client::Direct>> {
+    #[cfg(feature = "direct")]
+    {
+        let pending = etcd.pending().await?;
+        let mounts = cfg
+            .direct
+            .mounts
+            .iter()
+            .map(|(name, m)| {
+                let mount = ferry_cloud_tier::config::MountConfig {
+                    url: m.url.clone(),
+                    options: m.options.clone(),
+                    ..Default::default()
+                };
+                (name.clone(), mount)
+            })
+            .collect();
+        let store = ferry_cloud_tier::direct::DirectStore::open(
+            &mounts,
+            cfg.direct.max_requests,
+            std::sync::Arc::new(move |p: &str| pending.get(p)),
+        )
+        .context("[direct] in the client config")?;
+        Ok(std::sync::Arc::new(store))
+    }
+    #[cfg(not(feature = "direct"))]
+    {
+        let _ = (cfg, etcd);
+        anyhow::bail!(
+            "direct.mounts is set, but this ferry build has no direct store reads (features `mount` or `cloud`)"
+        )
+    }
 }
 
 /// Formats a size for people.

@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -525,4 +525,258 @@ fn clients_keep_reading_without_etcd_and_bad_settings_fail_at_start() {
     let out = run(&["cloud", "--config", bad.to_str().expect("utf8")]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lease_ttl"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `ferry ARGS` with a deadline: its output, and whether it finished in time.
+fn run_within(args: &[&str], limit: Duration) -> Output {
+    let child = ferry().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn ferry");
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while !done.load(Ordering::SeqCst) {
+                if t0.elapsed() > limit {
+                    let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let out = child.wait_with_output().expect("wait ferry");
+    done.store(true, Ordering::SeqCst);
+    watch.join().expect("watchdog");
+    out
+}
+
+#[test]
+fn with_every_node_down_configured_readers_read_the_store_but_never_a_pending_path() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(store.join("train/empty")).expect("mkdir");
+    let Some(mut bed) = testbed(tmp.path(), 2, |_| format!("[mounts.\"/d\"]\nurl = \"file://{}\"\n", store.display()))
+    else {
+        return;
+    };
+    // Put into the store by another tool.
+    let big = testing::data(9 << 20, 21);
+    std::fs::write(store.join("train/big.bin"), &big).expect("write");
+    std::fs::write(store.join("train/odd name\twith tab.bin"), b"tab").expect("write");
+    std::fs::write(store.join("train/ckpt.pt"), b"the store's older checkpoint").expect("write");
+    // A reader configured to read the store when no node answers.
+    let direct = tmp.path().join("direct.toml");
+    let base = std::fs::read_to_string(&bed.client).expect("read client config");
+    std::fs::write(
+        &direct,
+        format!("{base}[direct]\nmax_requests = 2\n[direct.mounts.\"/d\"]\nurl = \"file://{}\"\n", store.display()),
+    )
+    .expect("write");
+    let direct = direct.to_str().expect("utf8").to_string();
+    // [direct] without etcd has no registry of pending writes: refused at start.
+    let no_etcd = tmp.path().join("no-etcd.toml");
+    std::fs::write(
+        &no_etcd,
+        format!(
+            "nodes = [\"127.0.0.1:{}\"]\ncerts = \"certs\"\nid = \"client\"\n[direct.mounts.\"/d\"]\nurl = \"file://{}\"\n",
+            bed.nodes[0].port,
+            store.display()
+        ),
+    )
+    .expect("write");
+    let out = run(&["cat", "/d/train/big.bin", "--config", no_etcd.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[direct] needs [etcd]"), "{out:?}");
+
+    bed.start(0);
+    bed.start(1);
+    bed.wait_members(2);
+    assert!(cat(&direct, "/d/train/big.bin").0 == big, "through the nodes");
+    // A name the store cannot spell (a tab, put there by another tool) is
+    // left out of the listing, not the end of it.
+    let out = run(&["ls", "/d/train", "--config", &direct]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && listed.contains("big.bin") && !listed.contains("tab"), "{out:?}");
+    // A checkpoint acknowledged by the nodes and not uploaded yet: its
+    // record in the cluster's pending-write registry, as a node writes it.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let cfg =
+        ferry_protocol::membership::EtcdConfig { endpoints: vec![bed.etcd.endpoint.clone()], ..Default::default() };
+    rt.block_on(async {
+        let etcd = ferry_protocol::etcd::Etcd::connect(&cfg).await.expect("etcd");
+        let pending = ferry_protocol::membership::Pending { seq: 3, size: 1 << 20, holders: vec!["cloud-2".into()] };
+        etcd.put_pending("/d/train/ckpt.pt", &pending).await.expect("record pending");
+    });
+
+    bed.kill(0);
+    bed.kill(1);
+    // Right after the kill (members still listed) and once their leases ran out.
+    for round in ["members still listed", "members gone"] {
+        if round == "members gone" {
+            bed.wait_members(0);
+        }
+        let out = run_within(&["cat", "/d/train/big.bin", "--config", &direct], Duration::from_secs(60));
+        assert!(out.status.success(), "{round}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout == big, "{round}: wrong bytes ({} of {})", out.stdout.len(), big.len());
+        let out = run(&["ls", "/d/train", "--json", "--config", &direct]);
+        assert!(out.status.success(), "{round}: ls: {}", String::from_utf8_lossy(&out.stderr));
+        let listed = String::from_utf8_lossy(&out.stdout);
+        for name in ["big.bin", "ckpt.pt", "empty"] {
+            assert!(listed.contains(name), "{round}: {name} not listed: {listed}");
+        }
+        // Never the store's older version of a path whose newest bytes are on a node that is down.
+        for cmd in ["cat", "stat"] {
+            let out = run(&[cmd, "/d/train/ckpt.pt", "--config", &direct]);
+            assert_eq!(out.status.code(), Some(5), "{round}: {cmd} of a pending path: {out:?}");
+            assert!(out.stdout.is_empty() || cmd == "stat" && !String::from_utf8_lossy(&out.stdout).contains("older"));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("cloud-2"), "{round}: {out:?}");
+        }
+        // Off by default: a reader without [direct] gets an error, not bytes.
+        let out = run_within(&["cat", "/d/train/big.bin", "--config", &bed.client], Duration::from_secs(60));
+        assert!(!out.status.success() && out.stdout.is_empty(), "{round}: without [direct]: {out:?}");
+    }
+}
+
+/// Reads `path` in 1 MiB pieces on a thread, comparing with `want`; calls
+/// `at_third` once a third is read. Returns the slowest piece and the whole time.
+fn read_through(path: &Path, want: Arc<Vec<u8>>, at_third: impl FnOnce()) -> (Duration, Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = path.to_path_buf();
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::open(&path).expect("open through the mount");
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut off, mut slowest, t0) = (0usize, Duration::ZERO, Instant::now());
+        let mut told = false;
+        loop {
+            let t = Instant::now();
+            let n = f.read(&mut buf).unwrap_or_else(|e| panic!("read at {off}: {e}"));
+            slowest = slowest.max(t.elapsed());
+            if n == 0 {
+                break;
+            }
+            assert!(buf[..n] == want[off..off + n], "wrong bytes at {off}");
+            off += n;
+            if !told && off >= want.len() / 3 {
+                told = true;
+                tx.send(()).expect("tell");
+            }
+        }
+        assert_eq!(off, want.len(), "short read");
+        (slowest, t0.elapsed())
+    });
+    rx.recv_timeout(Duration::from_secs(300)).expect("the read never got a third of the way");
+    at_third();
+    let t0 = Instant::now();
+    while !reader.is_finished() {
+        assert!(t0.elapsed() < Duration::from_secs(300), "the read did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reader.join().expect("reader")
+}
+
+#[test]
+fn a_mount_reading_a_large_file_notices_no_node_killed_or_partitioned() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(store.join("train")).expect("mkdir");
+    let Some(mut bed) = testbed(tmp.path(), 3, |_| format!("[mounts.\"/d\"]\nurl = \"file://{}\"\n", store.display()))
+    else {
+        return;
+    };
+    if !available(Path::new("/dev/fuse").exists(), "/dev/fuse missing") {
+        return;
+    }
+    // Room for every node's share of 1 GiB on its disk tier.
+    for n in &bed.nodes {
+        let text = std::fs::read_to_string(&n.cfg).expect("read config");
+        std::fs::write(&n.cfg, text.replace("disk = \"256MiB\"", "disk = \"1GiB\"")).expect("write config");
+    }
+    let big = Arc::new(testing::data(1 << 30, 31));
+    std::fs::write(store.join("train/big.bin"), big.as_slice()).expect("write");
+    for i in 0..3 {
+        bed.start(i);
+    }
+    bed.wait_members(3);
+    let mnt = bed.dir.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    // Every read through the nodes (no local copies, no same-host store files).
+    let _mount = Running(
+        ferry()
+            .args(["mount", mnt.to_str().expect("utf8"), "--config", &bed.client, "--local-copies", "0"])
+            .spawn()
+            .expect("mount"),
+    );
+    wait_until(Duration::from_secs(30), "mount did not come up", || is_mounted(&mnt));
+    let load = run(&["load", "/d/train", "--config", &bed.client]);
+    assert!(load.status.success(), "load: {}", String::from_utf8_lossy(&load.stderr));
+    let file = mnt.join("d/train/big.bin");
+    let warm = read_through(&file, big.clone(), || {});
+    // kill -9 a third of the way through.
+    let killed = read_through(&file, big.clone(), || bed.kill(1));
+    bed.wait_members(2);
+    let after = read_through(&file, big.clone(), || {});
+    // A node up and registered whose port drops everything, a third of the way through.
+    let port = bed.nodes[2].port;
+    let mut partition = None;
+    let cut = read_through(&file, big.clone(), || partition = Partition::of(port));
+    if partition.is_none() {
+        return;
+    }
+    drop(partition);
+    println!(
+        "1 GiB through the mount, (slowest 1 MiB read, whole read): warm {warm:?}; cloud-2 killed {killed:?}; \
+         after its lease {after:?}; cloud-3 partitioned {cut:?}"
+    );
+}
+
+#[test]
+fn a_mount_with_replicas_keeps_each_page_on_that_many_owners() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(store.join("models")).expect("mkdir");
+    let Some(mut bed) =
+        testbed(tmp.path(), 3, |_| format!("[mounts.\"/m\"]\nurl = \"file://{}\"\nreplicas = 2\n", store.display()))
+    else {
+        return;
+    };
+    let weights = testing::data(12 << 20, 41);
+    std::fs::write(store.join("models/w.bin"), &weights).expect("write");
+    for i in 0..3 {
+        bed.start(i);
+    }
+    bed.wait_members(3);
+    // `ferry load` warms each page on the mount's 2 owners, not the client's 1.
+    let out = run(&["load", "/m/models", "--json", "--config", &bed.client]);
+    assert!(out.status.success(), "load: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load json");
+    assert_eq!(v["replicas"], 2, "{v}");
+    assert_eq!(v["fetched_pages"], 24, "{v}");
+    let status = run(&["cluster", "status", "--json", "--config", &bed.client]);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    // Every copy is in memory (64 MiB per node).
+    let held: Vec<u64> = s["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["memory_bytes"].as_u64().expect("memory bytes"))
+        .collect();
+    assert_eq!(held.iter().sum::<u64>(), 2 * weights.len() as u64, "{s}");
+    assert!(held.iter().all(|&b| b > 0), "some member holds no copy: {s}");
+    // Reads spread over both owners; with one of them killed, the other
+    // serves every page from its cache: nothing more from the store.
+    assert!(cat(&bed.client, "/m/models/w.bin").0 == weights);
+    let store_bytes = |bed: &Testbed| -> u64 {
+        bed.nodes
+            .iter()
+            .filter(|n| n.proc.is_some())
+            .map(|n| metric(&metrics(n.mport), "ferry_store_read_bytes_total"))
+            .sum()
+    };
+    bed.kill(0);
+    let before = store_bytes(&bed);
+    for _ in 0..3 {
+        assert!(cat(&bed.client, "/m/models/w.bin").0 == weights, "with cloud-1 killed");
+    }
+    assert_eq!(store_bytes(&bed), before, "pages were read from the store again though a replica held them");
 }

@@ -25,6 +25,7 @@
 //! write_through = false               # true: acknowledge writes only once the store has them
 //! write_replicas = 2                  # nodes a write-back write is durable on before it is acknowledged
 //!                                     # (default: 2 where the cluster has two nodes or more, else 1)
+//! replicas = 1                        # owners of each page; readers use any healthy one (default: the reader's `replicas`)
 //!
 //! [cluster]
 //! advertise = ""                      # address clients reach this node at; "" = listen
@@ -167,6 +168,10 @@ pub struct MountConfig {
     /// (default: 2 where the cluster has two nodes or more).
     #[serde(default)]
     pub write_replicas: Option<usize>,
+    /// Owners of each page of this mount: readers spread over them and
+    /// use any healthy one (default: the reader's `replicas`, 1).
+    #[serde(default)]
+    pub replicas: Option<usize>,
 }
 
 impl Default for CacheConfig {
@@ -249,6 +254,9 @@ impl CloudConfig {
         for (name, m) in &self.mounts {
             if m.write_replicas == Some(0) {
                 return Err(ConfigError::Invalid(format!("mounts.{name:?}.write_replicas must be at least 1")));
+            }
+            if m.replicas == Some(0) {
+                return Err(ConfigError::Invalid(format!("mounts.{name:?}.replicas must be at least 1")));
             }
         }
         if !self.metrics_listen.is_empty() {

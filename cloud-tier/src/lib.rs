@@ -6,6 +6,8 @@
 //! - [`namespace`]: several object stores (S3, GCS, Azure, local files) in
 //!   one namespace of mounts; [`confined`]: the `file://` store, kept
 //!   inside its root whatever links it holds.
+//! - [`direct`]: a client's reads straight from the stores when no node
+//!   answers (opt-in, capped, never a path with pending writes).
 //! - [`cache`]: the page cache — eviction policy, memory and disk page
 //!   stores, the persisted index, metadata TTL, single flight and streaming
 //!   cold reads.
@@ -32,6 +34,7 @@ pub mod chunks;
 pub use ferry_protocol::clock;
 pub mod config;
 pub mod confined;
+pub mod direct;
 pub mod dirs;
 pub mod error;
 pub mod journal;

@@ -37,6 +37,8 @@ pub struct Mount {
     /// Nodes a write-back write must be durable on before it is
     /// acknowledged; `None`: 2 where the cluster has two nodes or more.
     pub write_replicas: Option<usize>,
+    /// Owners of each page; `None`: the reader's default.
+    pub replicas: Option<usize>,
     /// Directories of their own in the store (local directories, S3
     /// folder markers); `None`: directories exist only as prefixes. A
     /// local store's files are found through it too.
@@ -132,6 +134,7 @@ impl Namespace {
             }
             if let Some(m) = mount_name(name).ok().and_then(|n| ns.mounts.get_mut(n.as_str())) {
                 m.write_replicas = cfg.write_replicas;
+                m.replicas = cfg.replicas;
             }
         }
         Ok(ns)
@@ -164,6 +167,7 @@ impl Namespace {
                 quota,
                 write_through: false,
                 write_replicas: None,
+                replicas: None,
                 dirs: None,
             },
         );

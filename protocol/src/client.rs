@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
@@ -31,6 +32,9 @@ pub const DEFAULT_WINDOW: usize = 8;
 /// throughput (815 vs 940 MB/s, both ends in one process), so the default is
 /// one; many-core readers may gain from more.
 pub const CONNECTIONS_PER_NODE: usize = 1;
+/// Bytes a reader asks the store for at once when it reads it directly
+/// and no node told it the cluster's page size.
+pub const DIRECT_PAGE_SIZE: u64 = 4 << 20;
 /// How long to wait for a node to complete the handshake before trying the next one.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -45,6 +49,8 @@ pub struct NodeConn {
     /// The node's inbox for [`NodeConn::adopt`], when the node runs on this
     /// host (its token file was found there); `None` otherwise.
     pub inbox: Option<std::path::PathBuf>,
+    /// Owners per page of the mounts that set theirs, as the node told.
+    pub replicas: Vec<(String, u32)>,
 }
 
 /// How a write ended.
@@ -83,9 +89,9 @@ impl NodeConn {
     /// Connects to `addr` and exchanges `Hello`.
     pub async fn connect(endpoint: &quinn::Endpoint, addr: SocketAddr) -> Result<NodeConn, ProtocolError> {
         let conn = endpoint.connect(addr, CLOUD_SERVER_NAME)?.await?;
-        let mut nc = NodeConn { conn, node_id: String::new(), page_size: 0, inbox: None };
+        let mut nc = NodeConn { conn, node_id: String::new(), page_size: 0, inbox: None, replicas: Vec::new() };
         match nc.call(&Request::Hello { version: crate::PROTOCOL_VERSION }).await?.0 {
-            Response::HelloOk { version, node_id, page_size, inbox, inbox_token } => {
+            Response::HelloOk { version, node_id, page_size, inbox, inbox_token, replicas } => {
                 if version != crate::PROTOCOL_VERSION {
                     return Err(ProtocolError::Remote {
                         code: ErrorCode::VersionMismatch,
@@ -98,6 +104,7 @@ impl NodeConn {
                 nc.node_id = node_id;
                 nc.page_size = page_size;
                 nc.inbox = local_inbox(&inbox, &inbox_token);
+                nc.replicas = replicas;
                 Ok(nc)
             }
             other => Err(unexpected(other)),
@@ -499,6 +506,26 @@ impl Layout {
     }
 }
 
+/// Reads straight from the object stores behind the cluster, for when no
+/// cache node answers (`[direct]` in client.toml; off by default). An
+/// implementation answers only for data the store holds whole: a path with
+/// writes still pending on the nodes is `Unavailable`, never its older
+/// version; and it caps its requests in flight, so a fleet of readers
+/// does not fall on the store at once.
+pub trait Direct: std::fmt::Debug + Send + Sync {
+    /// Metadata of `path`.
+    fn stat<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<ObjectInfo, ProtocolError>>;
+    /// Entries directly under `path`.
+    fn list<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<DirEntry>, ProtocolError>>;
+    /// Bytes `[offset, offset + len)` of `path` (fewer at its end).
+    fn read_range<'a>(
+        &'a self,
+        path: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<Vec<Bytes>, ProtocolError>>;
+}
+
 /// A client over the cluster's members: a static list, or one kept
 /// current from etcd (the ring is rebuilt on every change, no restart).
 #[derive(Debug, Clone)]
@@ -508,6 +535,9 @@ pub struct Cluster {
     layout: Arc<std::sync::RwLock<Arc<Layout>>>,
     window: usize,
     replicas: usize,
+    /// Owners per page of the mounts that set their own, as the nodes tell.
+    mount_replicas: Arc<std::sync::RwLock<Vec<(String, usize)>>>,
+    direct: Option<Arc<dyn Direct>>,
 }
 
 impl Cluster {
@@ -529,7 +559,16 @@ impl Cluster {
             layout: Arc::new(std::sync::RwLock::new(Arc::new(layout))),
             window: DEFAULT_WINDOW,
             replicas: 1,
+            mount_replicas: Arc::default(),
+            direct: None,
         }
+    }
+
+    /// Reads from `direct` (the object stores themselves) when no owner of
+    /// the data answers.
+    pub fn with_direct(mut self, direct: Arc<dyn Direct>) -> Cluster {
+        self.direct = Some(direct);
+        self
     }
 
     /// Sets how many pages one read keeps in flight.
@@ -545,9 +584,22 @@ impl Cluster {
         self
     }
 
-    /// Owners per page.
+    /// Owners per page where the path's mount does not set its own.
     pub fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    /// Owners per page of `path`: its mount's `replicas` as the nodes tell
+    /// (the longest mount prefix holding the path), else [`Cluster::replicas`].
+    pub fn replicas_for(&self, path: &str) -> usize {
+        let mounts = self.mount_replicas.read().expect("replicas lock poisoned");
+        mounts
+            .iter()
+            .filter(|(m, _)| {
+                m == "/" || path.strip_prefix(m.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .max_by_key(|(m, _)| m.len())
+            .map_or(self.replicas, |(_, n)| (*n).max(1))
     }
 
     /// The member list this client follows.
@@ -589,12 +641,12 @@ impl Cluster {
         layout.members.iter().map(|m| m.id.clone()).zip(layout.ring.shares()).collect()
     }
 
-    /// The members to ask for `key`, best first: its replicas (rotated by
+    /// The members to ask for `key`, best first: its `replicas` (rotated by
     /// `spread`, so reads of consecutive pages go to different replicas),
     /// then the other owners; members that failed lately go last.
-    fn order(&self, layout: &Layout, key: &[u8], spread: u64) -> Vec<Arc<Member>> {
+    fn order(&self, layout: &Layout, key: &[u8], spread: u64, replicas: usize) -> Vec<Arc<Member>> {
         let owners = layout.ring.owners(key);
-        let r = self.replicas.min(owners.len()).max(1);
+        let r = replicas.min(owners.len()).max(1);
         let mut order: Vec<Arc<Member>> = Vec::with_capacity(owners.len());
         if !owners.is_empty() {
             let rot = (spread % r as u64) as usize;
@@ -635,6 +687,10 @@ impl Cluster {
                 )));
             }
         };
+        {
+            let mut mounts = self.mount_replicas.write().expect("replicas lock poisoned");
+            *mounts = c.replicas.iter().map(|(m, n)| (m.clone(), *n as usize)).collect();
+        }
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -689,7 +745,7 @@ impl Cluster {
     {
         let layout = self.layout();
         let mut last = None;
-        for m in self.order(&layout, key, 0) {
+        for m in self.order(&layout, key, 0, 1) {
             let (m, took, r) = self.attempt(m, lane, &op).await;
             if let Some(done) = settle(&m, took, r, &mut last) {
                 return done;
@@ -721,13 +777,20 @@ impl Cluster {
     /// not answer within a deadline derived from its answer times so far,
     /// the next owner is asked too and the first answer wins (a killed or
     /// partitioned node costs a reader that deadline, not a timeout).
-    async fn hedged<T, F, Fut>(&self, key: &[u8], spread: u64, lane: usize, op: F) -> Result<T, ProtocolError>
+    /// `spread` rotates the first `replicas` owners (see [`Cluster::order`]).
+    async fn hedged<T, F, Fut>(
+        &self,
+        key: &[u8],
+        (spread, replicas): (u64, usize),
+        lane: usize,
+        op: F,
+    ) -> Result<T, ProtocolError>
     where
         F: Fn(NodeConn) -> Fut,
         Fut: std::future::Future<Output = Result<T, ProtocolError>>,
     {
         let layout = self.layout();
-        let order = self.order(&layout, key, spread);
+        let order = self.order(&layout, key, spread, replicas);
         let mut running = futures::stream::FuturesUnordered::new();
         let mut next = 0;
         let mut last = None;
@@ -782,18 +845,56 @@ impl Cluster {
         out
     }
     /// Page size announced by the nodes.
+    /// Without any node to ask, a reader reading the store directly uses
+    /// [`DIRECT_PAGE_SIZE`].
     pub async fn page_size(&self, path: &str) -> Result<u64, ProtocolError> {
-        self.hedged(&page_key(path, 0), 0, 0, |c| async move { Ok(u64::from(c.page_size)) }).await
+        let key = page_key(path, 0);
+        let direct = |_: &dyn Direct| -> BoxFuture<'_, _> { Box::pin(async { Ok(DIRECT_PAGE_SIZE) }) };
+        self.or_direct(&key, (0, 1), 0, |c| async move { Ok(u64::from(c.page_size)) }, direct).await
     }
 
     /// Metadata of `path`.
     pub async fn stat(&self, path: &str) -> Result<ObjectInfo, ProtocolError> {
-        self.hedged(&page_key(path, 0), 0, 0, |c| async move { c.stat(path).await }).await
+        let key = page_key(path, 0);
+        self.or_direct(&key, (0, 1), 0, |c| async move { c.stat(path).await }, |d| d.stat(path)).await
     }
 
     /// Entries directly under `path`.
     pub async fn list(&self, path: &str) -> Result<Vec<DirEntry>, ProtocolError> {
-        self.hedged(&page_key(path, 0), 0, 0, |c| async move { c.list(path).await }).await
+        let key = page_key(path, 0);
+        self.or_direct(&key, (0, 1), 0, |c| async move { c.list(path).await }, |d| d.list(path)).await
+    }
+
+    /// A read from the owners of `key` ([`Cluster::hedged`]); when none of
+    /// them can be reached (all known down, or every attempt failed to
+    /// connect) and direct reads are configured, from the store itself.
+    async fn or_direct<'d, T, F, Fut>(
+        &'d self,
+        key: &[u8],
+        spread: (u64, usize),
+        lane: usize,
+        op: F,
+        direct: impl FnOnce(&'d dyn Direct) -> BoxFuture<'d, Result<T, ProtocolError>>,
+    ) -> Result<T, ProtocolError>
+    where
+        F: Fn(NodeConn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProtocolError>>,
+    {
+        let Some(d) = self.direct.as_deref() else {
+            return self.hedged(key, spread, lane, op).await;
+        };
+        let layout = self.layout();
+        // Owners every recent attempt failed on are not waited for again
+        // until their backoff ends.
+        if layout.members.iter().any(|m| !m.avoided()) {
+            match self.hedged(key, spread, lane, op).await {
+                Err(e) if e.is_connection() => {
+                    tracing::debug!(error = %e, "no cache node answers; reading the store directly")
+                }
+                done => return done,
+            }
+        }
+        direct(d).await
     }
 
     /// Tells the nodes that cache these pages that `reader` will read them
@@ -804,9 +905,9 @@ impl Cluster {
     /// without it).
     pub async fn announce(&self, reader: &str, runs: &[PageRun]) -> Vec<(String, ProtocolError)> {
         let layout = self.layout();
-        let r = self.replicas.max(1);
         let mut per: Vec<Vec<PageRun>> = vec![Vec::new(); layout.members.len()];
         for run in runs {
+            let r = self.replicas_for(&run.path);
             for page in run.first..run.end {
                 for &i in layout.ring.owners(&page_key(&run.path, page)).iter().take(r) {
                     let mine = &mut per[i];
@@ -961,9 +1062,13 @@ impl Cluster {
     ) -> Result<Vec<Bytes>, ProtocolError> {
         debug_assert!(start / page_size == page && (end - 1) / page_size == page);
         let data = self
-            .hedged(&page_key(path, route), if route == page { page } else { 0 }, page as usize, |c| async move {
-                c.read_range(path, start, end - start).await
-            })
+            .or_direct(
+                &page_key(path, route),
+                (if route == page { page } else { 0 }, self.replicas_for(path)),
+                page as usize,
+                |c| async move { c.read_range(path, start, end - start).await },
+                |d| d.read_range(path, start, end - start),
+            )
             .await?;
         let got: usize = data.iter().map(Bytes::len).sum();
         if got as u64 != end - start {

@@ -190,7 +190,16 @@ pub enum Response {
     /// `inbox` is the node's inbox directory for `Adopt` ("" if it has
     /// none); a client on the same host proves that by finding `inbox_token`
     /// in the file `.node` there.
-    HelloOk { version: u16, node_id: String, page_size: u32, inbox: String, inbox_token: String },
+    /// `replicas` lists the namespace mounts whose pages have more (or
+    /// fewer) owners than a client's default: `(mount prefix, owners)`.
+    HelloOk {
+        version: u16,
+        node_id: String,
+        page_size: u32,
+        inbox: String,
+        inbox_token: String,
+        replicas: Vec<(String, u32)>,
+    },
     /// Answer to `Stat`.
     StatOk(ObjectInfo),
     /// Answer to `List`.
@@ -719,13 +728,18 @@ impl Response {
     /// Appends this response as one frame.
     pub fn encode(&self, buf: &mut BytesMut) {
         match self {
-            Response::HelloOk { version, node_id, page_size, inbox, inbox_token } => {
+            Response::HelloOk { version, node_id, page_size, inbox, inbox_token, replicas } => {
                 let mut w = Writer::new(buf, tag::HELLO_OK);
                 w.buf.put_u16(*version);
                 w.string(node_id);
                 w.buf.put_u32(*page_size);
                 w.string(inbox);
                 w.string(inbox_token);
+                w.buf.put_u32(replicas.len() as u32);
+                for (mount, n) in replicas {
+                    w.string(mount);
+                    w.buf.put_u32(*n);
+                }
                 w.finish();
             }
             Response::StatOk(info) => {
@@ -803,6 +817,17 @@ impl Response {
                 page_size: r.u32()?,
                 inbox: r.string()?,
                 inbox_token: r.string()?,
+                // Absent from nodes before version 6, which then fail the version check, not decoding.
+                replicas: if r.buf.is_empty() {
+                    Vec::new()
+                } else {
+                    let n = r.u32()? as usize;
+                    // Each entry takes at least 8 bytes; refuse counts the body cannot hold.
+                    if n > r.buf.len() / 8 {
+                        return Err(DecodeError::Invalid(format!("{n} replica counts do not fit their frame")));
+                    }
+                    (0..n).map(|_| Ok((r.string()?, r.u32()?))).collect::<Result<_, DecodeError>>()?
+                },
             },
             tag::STAT_OK => Response::StatOk(r.info()?),
             tag::LIST_OK => {
@@ -932,6 +957,7 @@ mod tests {
                 page_size: 4 << 20,
                 inbox: "/var/lib/ferry/journal/inbox".into(),
                 inbox_token: "t".into(),
+                replicas: vec![("/models".into(), 3), ("/".into(), 1)],
             },
             Response::StatOk(info()),
             Response::ListOk(vec![

@@ -45,6 +45,6 @@ pub use quinn;
 pub use error::{ErrorCode, ProtocolError};
 
 /// Version of the block protocol spoken by this build. Sent in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// ALPN identifier negotiated during the TLS handshake.
 pub const ALPN: &[u8] = b"ferry/1";

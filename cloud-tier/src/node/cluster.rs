@@ -113,9 +113,13 @@ impl Peers {
         }
     }
 
-    /// Whether page `page` of `path` is this node's to cache (its first owner).
-    pub fn owns(&self, path: &str, page: u64) -> bool {
-        self.cluster.owners(path, page).first().is_none_or(|o| *o == self.self_id)
+    /// Whether page `page` of `path` is this node's to cache: the owner
+    /// readers ask first for it (of a mount with `replicas` owners per
+    /// page, readers spread consecutive pages over them).
+    pub fn owns(&self, path: &str, page: u64, replicas: usize) -> bool {
+        let owners = self.cluster.owners(path, page);
+        let r = replicas.clamp(1, owners.len().max(1));
+        owners.get((page % r as u64) as usize).is_none_or(|o| *o == self.self_id)
     }
 
     /// Asks the page's other owner (its owner before this node joined, when
@@ -159,7 +163,15 @@ impl CacheNode {
         }
         if let Some(p) = &self.prefetch {
             let owner = peers.clone();
-            p.only_pages(Box::new(move |path, page| owner.owns(path, page)));
+            let ns = self.cache.namespace().clone();
+            p.only_pages(Box::new(move |path, page| {
+                let replicas = NsPath::parse(path)
+                    .ok()
+                    .and_then(|p| ns.resolve(&p).ok())
+                    .and_then(|r| r.mount.replicas)
+                    .unwrap_or(1);
+                owner.owns(path, page, replicas)
+            }));
         }
         let _ = self.peers.set(peers);
     }

@@ -48,6 +48,12 @@ impl CacheNode {
             page_size: u32::try_from(self.cache.page_size()).unwrap_or(u32::MAX),
             inbox: self.inbox.dir.to_string_lossy().into_owned(),
             inbox_token: self.inbox.token.clone(),
+            replicas: self
+                .cache
+                .namespace()
+                .mounts()
+                .filter_map(|m| Some((m.name.to_string(), u32::try_from(m.replicas?).unwrap_or(u32::MAX))))
+                .collect(),
         }
     }
 
