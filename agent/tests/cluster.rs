@@ -34,6 +34,15 @@ struct Testbed {
     client: String,
 }
 
+/// `n` nodes with the mount `/d` over the local store DIR/store, in which
+/// the directory `dir` is made; the testbed and the store's path.
+fn file_testbed(dir: &Path, n: usize, make: &str) -> Option<(Testbed, PathBuf)> {
+    let store = dir.join("store");
+    std::fs::create_dir_all(store.join(make)).expect("mkdir");
+    let mount = format!("[mounts.\"/d\"]\nurl = \"file://{}\"\n", store.display());
+    Some((testbed(dir, n, |_| mount.clone())?, store))
+}
+
 /// `mounts(i)` gives node `i`'s `[mounts]` sections (nodes may reach the store differently).
 fn testbed(dir: &Path, n: usize, mounts: impl Fn(usize) -> String) -> Option<Testbed> {
     let etcd = Etcd::start(&dir.join("etcd"))?;
@@ -177,10 +186,7 @@ impl Drop for Partition {
 #[test]
 fn readers_notice_no_node_killed_or_partitioned() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = tmp.path().join("store");
-    std::fs::create_dir_all(store.join("train")).expect("mkdir");
-    let Some(mut bed) = testbed(tmp.path(), 3, |_| format!("[mounts.\"/d\"]\nurl = \"file://{}\"\n", store.display()))
-    else {
+    let Some((mut bed, store)) = file_testbed(tmp.path(), 3, "train") else {
         return;
     };
     // The dataset is put into the store by another tool.
@@ -423,10 +429,7 @@ fn a_checkpoint_outlives_the_node_that_took_it() {
 #[test]
 fn clients_keep_reading_without_etcd_and_bad_settings_fail_at_start() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = tmp.path().join("store");
-    std::fs::create_dir_all(&store).expect("mkdir");
-    let Some(mut bed) = testbed(tmp.path(), 2, |_| format!("[mounts.\"/d\"]\nurl = \"file://{}\"\n", store.display()))
-    else {
+    let Some((mut bed, store)) = file_testbed(tmp.path(), 2, "") else {
         return;
     };
     let data = testing::data(3 << 20, 5);
@@ -554,10 +557,7 @@ fn run_within(args: &[&str], limit: Duration) -> Output {
 #[test]
 fn with_every_node_down_configured_readers_read_the_store_but_never_a_pending_path() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = tmp.path().join("store");
-    std::fs::create_dir_all(store.join("train/empty")).expect("mkdir");
-    let Some(mut bed) = testbed(tmp.path(), 2, |_| format!("[mounts.\"/d\"]\nurl = \"file://{}\"\n", store.display()))
-    else {
+    let Some((mut bed, store)) = file_testbed(tmp.path(), 2, "train/empty") else {
         return;
     };
     // Put into the store by another tool.
@@ -678,10 +678,7 @@ fn read_through(path: &Path, want: Arc<Vec<u8>>, at_third: impl FnOnce()) -> (Du
 #[test]
 fn a_mount_reading_a_large_file_notices_no_node_killed_or_partitioned() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = tmp.path().join("store");
-    std::fs::create_dir_all(store.join("train")).expect("mkdir");
-    let Some(mut bed) = testbed(tmp.path(), 3, |_| format!("[mounts.\"/d\"]\nurl = \"file://{}\"\n", store.display()))
-    else {
+    let Some((mut bed, store)) = file_testbed(tmp.path(), 3, "train") else {
         return;
     };
     if !available(Path::new("/dev/fuse").exists(), "/dev/fuse missing") {
