@@ -645,6 +645,8 @@ fn read_through(path: &Path, want: Arc<Vec<u8>>, at_third: impl FnOnce()) -> (Du
     let path = path.to_path_buf();
     let reader = std::thread::spawn(move || {
         let mut f = std::fs::File::open(&path).expect("open through the mount");
+        // Nothing from the kernel's page cache: every byte from the mount.
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).expect("posix_fadvise");
         let mut buf = vec![0u8; 1 << 20];
         let (mut off, mut slowest, t0) = (0usize, Duration::ZERO, Instant::now());
         let mut told = false;
@@ -708,7 +710,16 @@ fn a_mount_reading_a_large_file_notices_no_node_killed_or_partitioned() {
     let load = run(&["load", "/d/train", "--config", &bed.client]);
     assert!(load.status.success(), "load: {}", String::from_utf8_lossy(&load.stderr));
     let file = mnt.join("d/train/big.bin");
+    let served = |bed: &Testbed| -> u64 {
+        bed.nodes
+            .iter()
+            .filter(|n| n.proc.is_some())
+            .map(|n| metric(&metrics(n.mport), "ferry_bytes_served_total"))
+            .sum()
+    };
+    let before = served(&bed);
     let warm = read_through(&file, big.clone(), || {});
+    assert!(served(&bed) - before >= big.len() as u64, "the warm read did not go through the nodes");
     // kill -9 a third of the way through.
     let killed = read_through(&file, big.clone(), || bed.kill(1));
     bed.wait_members(2);
