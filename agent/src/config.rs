@@ -71,6 +71,8 @@ pub fn relative_to(config: Option<&Path>, p: &Path) -> PathBuf {
 /// user = ""                    # etcd authentication, if on
 /// password = ""
 /// ca = ""                      # CA (PEM) of an etcd serving https
+/// cert = ""                    # client certificate and key (PEM) for an etcd that wants one
+/// key = ""
 /// timeout = "3s"
 ///
 /// [direct]                     # read the stores themselves when no node answers (off: no mounts)

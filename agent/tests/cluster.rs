@@ -788,3 +788,82 @@ fn a_mount_with_replicas_keeps_each_page_on_that_many_owners() {
     }
     assert_eq!(store_bytes(&bed), before, "pages were read from the store again though a replica held them");
 }
+
+#[test]
+fn nodes_and_clients_reach_an_etcd_that_wants_client_certificates() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = testing::certs(tmp.path());
+    let c = certs.to_str().expect("utf8").to_string();
+    // etcd serves TLS with a certificate of the fleet CA and wants one from every client.
+    let issued = run(&["cert", "issue", "--dir", &c, "--role", "cloud", "--id", "etcd", "--host", "127.0.0.1"]);
+    assert!(issued.status.success(), "{issued:?}");
+    let pem = |name: &str| format!("{c}/{name}");
+    let Some(etcd) = Etcd::start_tls(
+        &tmp.path().join("etcd"),
+        &certs.join("ca.pem"),
+        &certs.join("etcd.pem"),
+        &certs.join("etcd.key"),
+    ) else {
+        return;
+    };
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let data = testing::data(2 << 20, 51);
+    std::fs::write(store.join("f.bin"), &data).expect("write");
+    let tls = |id: &str| {
+        format!(
+            "ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            pem("ca.pem"),
+            pem(&format!("{id}.pem")),
+            pem(&format!("{id}.key"))
+        )
+    };
+    let (port, mport) = (free_port(), free_tcp_port());
+    let node = tmp.path().join("cloud-1.toml");
+    std::fs::write(
+        &node,
+        format!(
+            "node_id = \"cloud-1\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\n\
+             certs = \"certs\"\nprefetch = \"none\"\n[cache]\ndisk_dir = \"cache\"\n\
+             [mounts.\"/d\"]\nurl = \"file://{}\"\n[cluster]\nlease_ttl = \"2s\"\n\
+             [cluster.etcd]\nendpoints = [\"{}\"]\n{}",
+            store.display(),
+            etcd.endpoint,
+            tls("cloud-1")
+        ),
+    )
+    .expect("write node config");
+    let mut p = Running(ferry().args(["cloud", "--config", node.to_str().expect("utf8")]).spawn().expect("spawn"));
+    wait_until(Duration::from_secs(30), "node did not start", || {
+        if let Some(s) = p.0.try_wait().expect("try_wait") {
+            panic!("the node exited at start ({s}); see its error above");
+        }
+        TcpStream::connect(("127.0.0.1", mport)).is_ok()
+    });
+    let client = |name: &str, extra: &str| {
+        let path = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "nodes = []\ncerts = \"certs\"\nid = \"client\"\n[etcd]\nendpoints = [\"{}\"]\n{extra}",
+                etcd.endpoint
+            ),
+        )
+        .expect("write client config");
+        path.to_str().expect("utf8").to_string()
+    };
+    let with_cert = client("with-cert", &tls("client"));
+    wait_until(Duration::from_secs(30), "the node never registered", || {
+        let out = run(&["cluster", "status", "--json", "--config", &with_cert]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"id\":\"cloud-1\"")
+    });
+    assert!(cat(&with_cert, "/d/f.bin").0 == data);
+    // Without a client certificate etcd refuses the client: a clear error, at start.
+    let no_cert = client("no-cert", &format!("ca = \"{}\"\n", pem("ca.pem")));
+    let out = run(&["cat", "/d/f.bin", "--config", &no_cert]);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&etcd.endpoint), "{out:?}");
+    let half = client("half", &format!("ca = \"{}\"\ncert = \"{}\"\n", pem("ca.pem"), pem("client.pem")));
+    let out = run(&["cat", "/d/f.bin", "--config", &half]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cert and key must be given together"), "{out:?}");
+}

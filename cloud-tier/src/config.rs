@@ -40,6 +40,8 @@
 //! user = ""                           # etcd authentication, if on
 //! password = ""
 //! ca = ""                             # CA (PEM) of an etcd serving https
+//! cert = ""                           # client certificate and key (PEM) for an etcd that wants one
+//! key = ""
 //! timeout = "3s"                      # one etcd request or connection attempt
 //! ```
 //!

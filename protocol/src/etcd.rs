@@ -64,11 +64,21 @@ impl Etcd {
         if !cfg.user.is_empty() {
             opts = opts.with_user(cfg.user.clone(), cfg.password.clone());
         }
-        if !cfg.ca.is_empty() {
-            let pem = std::fs::read(&cfg.ca)
-                .map_err(|e| ProtocolError::connection_from(format!("etcd ca {}: {e}", cfg.ca), e))?;
-            opts =
-                opts.with_tls(etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem)));
+        if cfg.cert.is_empty() != cfg.key.is_empty() {
+            return Err(ProtocolError::connection("etcd cert and key must be given together"));
+        }
+        let read = |what: &str, path: &str| {
+            std::fs::read(path).map_err(|e| ProtocolError::connection_from(format!("etcd {what} {path}: {e}"), e))
+        };
+        if !cfg.ca.is_empty() || !cfg.cert.is_empty() {
+            let mut tls = etcd_client::TlsOptions::new();
+            if !cfg.ca.is_empty() {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read("ca", &cfg.ca)?));
+            }
+            if !cfg.cert.is_empty() {
+                tls = tls.identity(etcd_client::Identity::from_pem(read("cert", &cfg.cert)?, read("key", &cfg.key)?));
+            }
+            opts = opts.with_tls(tls);
         }
         let silent = |_| {
             ProtocolError::connection(format!(

@@ -30,6 +30,10 @@ pub struct EtcdConfig {
     pub password: String,
     /// CA certificate (PEM) of an etcd serving TLS ("" = the system's roots).
     pub ca: String,
+    /// Client certificate (PEM) for an etcd that wants one (`--client-cert-auth`); "" = none.
+    pub cert: String,
+    /// Its private key (PEM).
+    pub key: String,
     /// How long one etcd request or connection attempt may take.
     #[serde(with = "humantime_serde")]
     pub timeout: std::time::Duration,
@@ -43,6 +47,8 @@ impl Default for EtcdConfig {
             user: String::new(),
             password: String::new(),
             ca: String::new(),
+            cert: String::new(),
+            key: String::new(),
             timeout: std::time::Duration::from_secs(3),
         }
     }

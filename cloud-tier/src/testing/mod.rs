@@ -300,9 +300,22 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     dir: PathBuf,
+    /// CA, certificate and key of an etcd serving TLS that wants client certificates.
+    tls: Option<[PathBuf; 3]>,
 }
 
 impl Etcd {
+    /// Like [`Etcd::start`], serving TLS with `cert` and `key` and
+    /// accepting only clients whose certificates `ca` signed.
+    pub fn start_tls(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> Option<Etcd> {
+        let mut e = Etcd::start(dir)?;
+        e.stop();
+        e.tls = Some([ca.to_path_buf(), cert.to_path_buf(), key.to_path_buf()]);
+        e.endpoint = format!("https://127.0.0.1:{}", e.client_port);
+        e.resume();
+        Some(e)
+    }
+
     /// Starts etcd in `dir`, or returns `None` outside CI when it is not
     /// installed (`apt-get install etcd-server`). Under CI a missing etcd
     /// is a failure.
@@ -318,6 +331,7 @@ impl Etcd {
             client_port: free(),
             peer_port: free(),
             dir: dir.to_path_buf(),
+            tls: None,
         };
         e.endpoint = format!("http://127.0.0.1:{}", e.client_port);
         e.resume();
@@ -335,11 +349,17 @@ impl Etcd {
     /// Starts the server again over the same data.
     pub fn resume(&mut self) {
         let (c, p) = (self.client_port, self.peer_port);
-        let child = Command::new("etcd")
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut cmd = Command::new("etcd");
+        if let Some([ca, cert, key]) = &self.tls {
+            cmd.arg("--client-cert-auth").arg("--trusted-ca-file").arg(ca);
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(&self.dir)
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{c}")])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{c}")])
+            .args(["--listen-client-urls", &format!("{scheme}://127.0.0.1:{c}")])
+            .args(["--advertise-client-urls", &format!("{scheme}://127.0.0.1:{c}")])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{p}")])
             .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{p}")])
             .args(["--initial-cluster", &format!("default=http://127.0.0.1:{p}")])
