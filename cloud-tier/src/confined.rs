@@ -208,7 +208,8 @@ impl ObjectStore for Confined {
         let start = (self.clone(), vec![prefix.cloned()], std::collections::HashSet::new());
         futures::stream::try_unfold(start, |(me, mut dirs, mut seen)| async move {
             while let Some(dir) = dirs.pop() {
-                let real = std::fs::canonicalize(dir.as_ref().map_or_else(|| me.root.to_path_buf(), |d| me.file(d)));
+                let real =
+                    tokio::fs::canonicalize(dir.as_ref().map_or_else(|| me.root.to_path_buf(), |d| me.file(d))).await;
                 if !real.is_ok_and(|r| seen.insert(r)) {
                     continue;
                 }
